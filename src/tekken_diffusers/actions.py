@@ -1,0 +1,306 @@
+"""The action space: one uint8 per frame, an 8-bit field of simultaneously pressed inputs.
+
+Bit layout (MSB first, the original system's overlay and live-input convention, DESIGN §3.2)::
+
+    bit 7 (128) Up      bit 3 (8) LP  "1"
+    bit 6  (64) Down    bit 2 (4) RP  "2"
+    bit 5  (32) Left    bit 1 (2) LK  "3"
+    bit 4  (16) Right   bit 0 (1) RK  "4"
+
+The model sees the 8-vector of bits in that same order (index 0 = Up … index 7 = RK). Users write Tekken notation
+(`f`, `b`, `d/f+2`, `1+2`, `n`), where *forward* is Right for the player standing on the left. Atari's 18 actions map
+to the directions plus FIRE → LP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import overload
+
+import numpy as np
+import torch
+
+__all__ = [
+    "BUTTON_NAMES",
+    "NUM_BUTTONS",
+    "UP",
+    "DOWN",
+    "LEFT",
+    "RIGHT",
+    "LP",
+    "RP",
+    "LK",
+    "RK",
+    "ATARI_ACTION_NAMES",
+    "KEYBOARD_MAP",
+    "ids_to_bits",
+    "bits_to_ids",
+    "validate_action_ids",
+    "notation_to_id",
+    "id_to_notation",
+    "parse_action_sequence",
+    "atari_to_id",
+    "id_to_atari",
+    "keys_to_id",
+]
+
+NUM_BUTTONS = 8
+UP, DOWN, LEFT, RIGHT, LP, RP, LK, RK = 128, 64, 32, 16, 8, 4, 2, 1
+# Index i of the bit vector holds bit (7 - i): the order of this tuple.
+BUTTON_NAMES: tuple[str, ...] = ("Up", "Down", "Left", "Right", "LP", "RP", "LK", "RK")
+_BIT_SHIFTS = tuple(range(NUM_BUTTONS - 1, -1, -1))  # (7, 6, ..., 0)
+_DIRECTIONS = UP | DOWN | LEFT | RIGHT
+_FACE_BUTTONS = {"1": LP, "2": RP, "3": LK, "4": RK}
+
+# The ALE's full action set, in ALE order (ale_py.Action values 0..17).
+ATARI_ACTION_NAMES: tuple[str, ...] = (
+    "NOOP",
+    "FIRE",
+    "UP",
+    "RIGHT",
+    "LEFT",
+    "DOWN",
+    "UPRIGHT",
+    "UPLEFT",
+    "DOWNRIGHT",
+    "DOWNLEFT",
+    "UPFIRE",
+    "RIGHTFIRE",
+    "LEFTFIRE",
+    "DOWNFIRE",
+    "UPRIGHTFIRE",
+    "UPLEFTFIRE",
+    "DOWNRIGHTFIRE",
+    "DOWNLEFTFIRE",
+)
+
+
+def _atari_name_to_id(name: str) -> int:
+    action_id = LP if name.endswith("FIRE") else 0
+    for word, bit in (("UP", UP), ("DOWN", DOWN), ("LEFT", LEFT), ("RIGHT", RIGHT)):
+        if word in name:
+            action_id |= bit
+    return action_id
+
+
+_ATARI_TO_ID = np.array([_atari_name_to_id(name) for name in ATARI_ACTION_NAMES], dtype=np.uint8)
+_ID_TO_ATARI = {int(action_id): atari for atari, action_id in enumerate(_ATARI_TO_ID)}
+
+# The demo's keyboard: W/A/S/D for the stick, U/I/J/K for LP/RP/LK/RK (the original's live-play client).
+KEYBOARD_MAP: dict[str, int] = {"w": UP, "s": DOWN, "a": LEFT, "d": RIGHT, "u": LP, "i": RP, "j": LK, "k": RK}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# ids <-> bit vectors
+# ---------------------------------------------------------------------------------------------------------------------
+def validate_action_ids(ids: np.ndarray | torch.Tensor, name: str = "actions") -> None:
+    """Raise a `ValueError` naming `name` unless `ids` is an integer array with every value in [0, 255]."""
+    if isinstance(ids, torch.Tensor):
+        if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
+            raise ValueError(f"{name}: expected integer action ids in [0, 255], got dtype {ids.dtype}")
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) > 255):
+            raise ValueError(f"{name}: action ids must lie in [0, 255], found [{int(ids.min())}, {int(ids.max())}]")
+        return
+    ids = np.asarray(ids)
+    if not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"{name}: expected integer action ids in [0, 255], got dtype {ids.dtype}")
+    if ids.size and (int(ids.min()) < 0 or int(ids.max()) > 255):
+        raise ValueError(f"{name}: action ids must lie in [0, 255], found [{int(ids.min())}, {int(ids.max())}]")
+
+
+@overload
+def ids_to_bits(ids: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor: ...
+@overload
+def ids_to_bits(ids: np.ndarray | Sequence[int] | int, dtype: np.dtype | None = None) -> np.ndarray: ...
+def ids_to_bits(ids, dtype=None):
+    """Action ids `(...)` → bit vectors `(..., 8)` in MSB-first order (index 0 = Up, index 7 = RK).
+
+    Works on numpy arrays (default dtype uint8) and torch tensors (default dtype float32, on the tensor's device).
+    """
+    validate_action_ids(ids if isinstance(ids, torch.Tensor) else np.asarray(ids))
+    if isinstance(ids, torch.Tensor):
+        shifts = torch.tensor(_BIT_SHIFTS, device=ids.device, dtype=torch.int64)
+        bits = (ids.to(torch.int64).unsqueeze(-1) >> shifts) & 1  # (..., 8)
+        return bits.to(dtype or torch.float32)
+    ids = np.asarray(ids, dtype=np.int64)
+    bits = (ids[..., None] >> np.array(_BIT_SHIFTS)) & 1  # (..., 8)
+    return bits.astype(dtype or np.uint8)
+
+
+@overload
+def bits_to_ids(bits: torch.Tensor) -> torch.Tensor: ...
+@overload
+def bits_to_ids(bits: np.ndarray | Sequence[Sequence[int]]) -> np.ndarray: ...
+def bits_to_ids(bits):
+    """Bit vectors `(..., 8)` (MSB first; any dtype, non-zero = pressed) → action ids `(...)` as uint8."""
+    if isinstance(bits, torch.Tensor):
+        if bits.shape[-1:] != (NUM_BUTTONS,):
+            raise ValueError(f"bits: expected a last dimension of {NUM_BUTTONS}, got shape {tuple(bits.shape)}")
+        weights = torch.tensor([1 << s for s in _BIT_SHIFTS], device=bits.device, dtype=torch.int64)
+        return ((bits != 0).to(torch.int64) * weights).sum(-1).to(torch.uint8)
+    bits = np.asarray(bits)
+    if bits.shape[-1:] != (NUM_BUTTONS,):
+        raise ValueError(f"bits: expected a last dimension of {NUM_BUTTONS}, got shape {bits.shape}")
+    weights = np.array([1 << s for s in _BIT_SHIFTS], dtype=np.int64)
+    return ((bits != 0).astype(np.int64) * weights).sum(-1).astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Tekken notation
+# ---------------------------------------------------------------------------------------------------------------------
+def _check_side(side: str) -> None:
+    if side not in ("left", "right"):
+        raise ValueError(f"side must be 'left' or 'right' (where the player stands), got {side!r}")
+
+
+def _direction_bits(token: str, side: str) -> int:
+    """One direction token (`n`, `f`, `b`, `u`, `d`, `u/f`, `df`, …) → its bits for a player on `side`."""
+    forward, back = (RIGHT, LEFT) if side == "left" else (LEFT, RIGHT)
+    letters = {"u": UP, "d": DOWN, "f": forward, "b": back}
+    token = token.replace("/", "")
+    if token == "n":
+        return 0
+    if len(token) == 1 and token in letters:
+        return letters[token]
+    if len(token) == 2 and token[0] in "ud" and token[1] in "fb":
+        return letters[token[0]] | letters[token[1]]
+    raise KeyError(token)
+
+
+def notation_to_id(notation: str, side: str = "left") -> int:
+    """Tekken notation for one frame → action id.
+
+    Accepts a direction (`n`, `f`, `b`, `u`, `d`, `u/f`, `u/b`, `d/f`, `d/b`; also written without the slash),
+    face buttons `1`–`4`, or a combination joined by `+` (`1+2`, `d/f+2`, `f+1+4`). Case is ignored (Tekken's
+    upper case means *hold*, which for one frame is the same input). `side` is where the player stands: forward is
+    Right for `"left"` and Left for `"right"`.
+
+    Raises:
+        ValueError: for an unknown token, two directions in one input, a repeated button, or an empty string.
+    """
+    _check_side(side)
+    text = notation.strip().lower()
+    if not text:
+        raise ValueError("notation: empty input; use 'n' for neutral")
+    action_id = 0
+    has_direction = False
+    for token in (part.strip() for part in text.split("+")):
+        if token in _FACE_BUTTONS:
+            if action_id & _FACE_BUTTONS[token]:
+                raise ValueError(f"notation {notation!r}: button {token} appears twice")
+            action_id |= _FACE_BUTTONS[token]
+            continue
+        try:
+            bits = _direction_bits(token, side)
+        except KeyError:
+            raise ValueError(
+                f"notation {notation!r}: unknown token {token!r}; expected n, f, b, u, d, u/f, u/b, d/f, d/b "
+                "or a button 1-4, joined by '+'"
+            ) from None
+        if has_direction:
+            raise ValueError(f"notation {notation!r}: more than one direction in one input")
+        has_direction = True
+        action_id |= bits
+    return action_id
+
+
+def id_to_notation(action_id: int, side: str = "left") -> str:
+    """Action id → canonical Tekken notation (`n`, `d/f+2`, `1+2`, …) for a player on `side`.
+
+    Raises:
+        ValueError: for an id outside [0, 255], or one that presses opposite directions (Up+Down, Left+Right).
+    """
+    _check_side(side)
+    action_id = int(action_id)
+    if not 0 <= action_id <= 255:
+        raise ValueError(f"action id must lie in [0, 255], got {action_id}")
+    if action_id & UP and action_id & DOWN:
+        raise ValueError(f"action id {action_id}: Up and Down pressed together cannot be written in notation")
+    if action_id & LEFT and action_id & RIGHT:
+        raise ValueError(f"action id {action_id}: Left and Right pressed together cannot be written in notation")
+    forward, back = (RIGHT, LEFT) if side == "left" else (LEFT, RIGHT)
+    vertical = "u" if action_id & UP else "d" if action_id & DOWN else ""
+    horizontal = "f" if action_id & forward else "b" if action_id & back else ""
+    parts = []
+    if vertical and horizontal:
+        parts.append(f"{vertical}/{horizontal}")
+    elif vertical or horizontal:
+        parts.append(vertical or horizontal)
+    parts += [key for key, bit in _FACE_BUTTONS.items() if action_id & bit]
+    return "+".join(parts) if parts else "n"
+
+
+def parse_action_sequence(text: str | Iterable[str], side: str = "left") -> np.ndarray:
+    """A comma- or whitespace-separated list of notation (`"f,f,1+2,n"`; `"f*8"` repeats 8 times) → uint8 ids."""
+    tokens = text.replace(",", " ").split() if isinstance(text, str) else list(text)
+    ids: list[int] = []
+    for token in tokens:
+        notation, star, count = token.partition("*")
+        repeat = 1
+        if star:
+            if not count.isdigit() or int(count) < 1:
+                raise ValueError(f"actions: {token!r} has a bad repeat count; write e.g. 'f*8'")
+            repeat = int(count)
+        ids += [notation_to_id(notation, side)] * repeat
+    if not ids:
+        raise ValueError("actions: no inputs given")
+    return np.array(ids, dtype=np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Atari and keyboard
+# ---------------------------------------------------------------------------------------------------------------------
+def atari_to_id(atari_actions: np.ndarray | Sequence[int] | int) -> np.ndarray:
+    """ALE full-action-set indices (0..17) → action ids (uint8): directions plus FIRE → LP."""
+    atari_actions = np.asarray(atari_actions)
+    if not np.issubdtype(atari_actions.dtype, np.integer):
+        raise ValueError(f"atari actions: expected integers in [0, 17], got dtype {atari_actions.dtype}")
+    if atari_actions.size and (atari_actions.min() < 0 or atari_actions.max() >= len(ATARI_ACTION_NAMES)):
+        raise ValueError(
+            f"atari actions: expected values in [0, 17], found [{atari_actions.min()}, {atari_actions.max()}]"
+        )
+    return _ATARI_TO_ID[atari_actions]
+
+
+def id_to_atari(ids: np.ndarray | Sequence[int] | int) -> np.ndarray:
+    """Action ids → ALE full-action-set indices. Only directions and LP exist on the Atari stick.
+
+    Raises:
+        ValueError: for an id that presses RP/LK/RK or opposite directions, naming the id.
+    """
+    ids = np.asarray(ids)
+    validate_action_ids(ids, "ids")
+    out = np.empty(ids.shape, dtype=np.int64)
+    for index, action_id in np.ndenumerate(ids):
+        if int(action_id) not in _ID_TO_ATARI:
+            raise ValueError(
+                f"action id {int(action_id)} ({id_to_notation_safe(int(action_id))}) has no Atari equivalent: "
+                "the Atari stick has 8 directions and one button (LP)"
+            )
+        out[index] = _ID_TO_ATARI[int(action_id)]
+    return out
+
+
+def id_to_notation_safe(action_id: int) -> str:
+    """Like `id_to_notation` (player on the left) but never raises: opposite directions are shown as `U+D`/`L+R`."""
+    try:
+        return id_to_notation(action_id)
+    except ValueError:
+        names = [name for name, shift in zip(BUTTON_NAMES, _BIT_SHIFTS) if (int(action_id) >> shift) & 1]
+        return "+".join(names)
+
+
+def keys_to_id(keys: Iterable[str]) -> int:
+    """Currently held keyboard keys → action id, using `KEYBOARD_MAP` (W/A/S/D stick, U/I/J/K buttons).
+
+    Opposite directions held together cancel out (a stick cannot point both ways; fighting-game controllers call this
+    SOCD cleaning), so the result is always a valid input. Unmapped keys are ignored.
+    """
+    action_id = 0
+    for key in keys:
+        action_id |= KEYBOARD_MAP.get(key.lower(), 0)
+    if action_id & UP and action_id & DOWN:
+        action_id &= ~(UP | DOWN)
+    if action_id & LEFT and action_id & RIGHT:
+        action_id &= ~(LEFT | RIGHT)
+    return action_id
