@@ -22,7 +22,7 @@ INSTALL_REQUIRES = [
 EXTRAS = {
     "train": ["wandb>=0.17", "tensorboard>=2.15"],
     "demo": ["gradio>=5"],
-    "atari": ["ale-py>=0.10", "pettingzoo>=1.24", "multi-agent-ale-py>=0.1.11"],
+    "atari": ["ale-py>=0.10", "pettingzoo>=1.24", "multi-agent-ale-py>=0.1.11", "pygame>=2.5"],
     "dev": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6", "selenium>=4.20"],
 }
 EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})

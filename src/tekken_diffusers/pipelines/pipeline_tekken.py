@@ -1,0 +1,761 @@
+"""`TekkenWorldModelPipeline`: generate gameplay from a starting context and a stream of player inputs.
+
+Sampling (DESIGN §4): the context frames are encoded, re-noised to a small `context_noise` and written into the
+transformer's KV cache. Each new frame starts from pure noise and is denoised in `num_inference_steps` Euler steps
+against the read-only cache, conditioned on its input; the finished frame is re-noised to `context_noise` and
+appended to the cache, which evicts frames beyond each layer's window, so time and memory per frame stay constant.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import DiffusionPipeline
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.utils import BaseOutput, logging
+from diffusers.utils.torch_utils import randn_tensor
+from diffusers.video_processor import VideoProcessor
+
+from ..actions import NUM_BUTTONS, ids_to_bits, parse_action_sequence, validate_action_ids
+from ..models.autoencoders.latent_norm import denormalize_latents, normalize_latents
+from ..models.transformer_tekken import TekkenKVCache, TekkenWorldModelTransformer
+from ..schedulers.scheduling_tekken_flow_match import TekkenFlowMatchScheduler
+
+logger = logging.get_logger(__name__)
+
+__all__ = ["TekkenWorldModelPipeline", "TekkenWorldModelPipelineOutput", "TekkenWorldModelSession"]
+
+ActionsInput = str | Sequence[int] | Sequence[str] | np.ndarray | torch.Tensor
+FramesInput = PIL.Image.Image | Sequence[PIL.Image.Image] | np.ndarray | torch.Tensor
+
+EXAMPLE_DOC_STRING = """
+    Examples:
+        ```py
+        >>> from tekken_diffusers import TekkenWorldModelPipeline
+        >>> from tekken_diffusers.data import load_round
+
+        >>> pipe = TekkenWorldModelPipeline.from_pretrained("pipelines/boxing-world-model")
+        >>> round_ = load_round("data/boxing/val/round_0000.npz")
+        >>> video = pipe(context=round_.images[:8], actions="f*8, 1, n*7", num_inference_steps=4).frames[0]
+        >>> session = pipe.start_session(context=round_.images[:8])
+        >>> frame = session.step("d/f+1")  # a PIL image, the next frame
+        ```
+"""
+
+
+@dataclass
+class TekkenWorldModelPipelineOutput(BaseOutput):
+    """
+    Output of [`TekkenWorldModelPipeline`].
+
+    Args:
+        frames (`list[list[PIL.Image.Image]]`, `np.ndarray` or `torch.Tensor`):
+            The generated frames (context excluded): a list of PIL lists, a `(batch, frames, height, width, 3)` array
+            in [0, 1], a `(batch, frames, 3, height, width)` tensor in [0, 1], or normalised latents
+            `(batch, frames, channels, latent_height, latent_width)` for `output_type="latent"`.
+    """
+
+    frames: list[list[PIL.Image.Image]] | np.ndarray | torch.Tensor
+
+
+class _Rollout:
+    """The autoregressive sampling state shared by `__call__` and interactive sessions: one KV cache (two halves with
+    classifier-free guidance: conditional first, then the null-action branch) and the Euler schedule."""
+
+    def __init__(
+        self,
+        pipe: TekkenWorldModelPipeline,
+        batch_size: int,
+        num_inference_steps: int,
+        context_noise: float,
+        guidance_scale: float,
+        attention_window: int | None,
+        device: torch.device,
+    ):
+        self.pipe = pipe
+        self.batch_size = batch_size
+        self.context_noise = context_noise
+        self.guidance_scale = guidance_scale
+        self.device = device
+        self.cache: TekkenKVCache = pipe.transformer.make_kv_cache(max_frames=attention_window)
+        # A private copy of the schedule: sessions and calls must not disturb each other through the scheduler.
+        pipe.scheduler.set_timesteps(num_inference_steps, device=device)
+        self.sigmas = pipe.scheduler.sigmas.clone().float()
+
+    @property
+    def do_guidance(self) -> bool:
+        return self.guidance_scale > 1.0
+
+    def _forward(self, latents: torch.Tensor, sigmas: torch.Tensor, bits: torch.Tensor, update: bool) -> torch.Tensor:
+        """Run the transformer on `(B, F, C, h, w)` latents, doubling the batch for guidance. Returns fp32 velocity."""
+        transformer = self.pipe.transformer
+        mask = None
+        if self.do_guidance:
+            latents, sigmas, bits = (torch.cat([x, x]) for x in (latents, sigmas, bits))
+            mask = torch.arange(latents.shape[0], device=self.device) < self.batch_size  # (2B,): cond, then null
+        velocity = transformer(
+            latents.to(transformer.dtype),
+            sigmas,
+            actions=bits.to(transformer.dtype),
+            action_mask=mask,
+            kv_cache=self.cache,
+            update_kv_cache=update,
+        ).sample.float()
+        if self.do_guidance:
+            cond, uncond = velocity.chunk(2)
+            velocity = uncond + self.guidance_scale * (cond - uncond)
+        return velocity
+
+    def append(self, latents: torch.Tensor, bits: torch.Tensor, generator) -> None:
+        """Re-noise finished (or context) frames to `context_noise` and write them into the cache."""
+        noise = randn_tensor(latents.shape, generator=generator, device=self.device, dtype=torch.float32)
+        sigmas = torch.full(latents.shape[:2], self.context_noise, device=self.device)
+        noisy = self.pipe.scheduler.scale_noise(latents, sigmas, noise)
+        self._forward(noisy, sigmas, bits, update=True)
+
+    def next_frame(
+        self,
+        bits: torch.Tensor,
+        generator,
+        noise: torch.Tensor | None = None,
+        on_step: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Denoise one new frame `(B, 1, C, h, w)` under `bits` `(B, 1, 8)` and append it to the cache."""
+        config = self.pipe.transformer.config
+        shape = (self.batch_size, 1, config.in_channels, *self.pipe.latent_size)
+        latents = noise if noise is not None else randn_tensor(shape, generator=generator, device=self.device)
+        latents = latents.float()
+        for step, (sigma, sigma_next) in enumerate(zip(self.sigmas[:-1], self.sigmas[1:])):
+            sigmas = sigma.expand(self.batch_size, 1)
+            velocity = self._forward(latents, sigmas, bits, update=False)
+            latents = self.pipe.scheduler.step(velocity, sigmas, latents, sigma_next.expand(self.batch_size, 1))
+            latents = latents.prev_sample
+            if on_step is not None:
+                latents = on_step(step, sigma, latents)
+        self.append(latents, bits, generator)
+        return latents
+
+
+class TekkenWorldModelPipeline(DiffusionPipeline):
+    r"""
+    Action-conditioned world-model pipeline: from context frames and player inputs to the next frames.
+
+    Args:
+        transformer ([`TekkenWorldModelTransformer`]): The frame-causal world model.
+        scheduler ([`TekkenFlowMatchScheduler`]): Per-frame flow-matching scheduler (holds `context_noise`).
+        vae (`TekkenAutoencoderDC` or any per-frame VAE with the `AutoencoderKL` interface, *optional*):
+            Encodes context frames and decodes generated latents. Without it the pipeline takes `context_latents`
+            and returns latents.
+    """
+
+    model_cpu_offload_seq = "transformer->vae"
+    _optional_components = ["vae"]
+    _callback_tensor_inputs = ["latents"]
+
+    def __init__(
+        self,
+        transformer: TekkenWorldModelTransformer,
+        scheduler: TekkenFlowMatchScheduler,
+        vae: Any | None = None,
+    ):
+        super().__init__()
+        self.register_modules(transformer=transformer, scheduler=scheduler, vae=vae)
+        self.video_processor = VideoProcessor(vae_scale_factor=self.vae_scale_factor, do_resize=False)
+
+    # ------------------------------------------------------------------------------------------------------------------
+    # Shapes and conversions
+    # ------------------------------------------------------------------------------------------------------------------
+    @property
+    def vae_scale_factor(self) -> int:
+        vae = getattr(self, "vae", None)
+        if vae is None:
+            return 8
+        return int(getattr(vae, "spatial_compression_ratio", None) or 2 ** (len(vae.config.block_out_channels) - 1))
+
+    @property
+    def latent_size(self) -> tuple[int, int]:
+        height, width = self.transformer.config.sample_size
+        return int(height), int(width)
+
+    def _check_vae(self) -> None:
+        ratio = getattr(self.vae, "temporal_compression_ratio", 1) or 1
+        if ratio != 1:
+            raise ValueError(
+                f"the pipeline generates one latent per frame, but {type(self.vae).__name__} compresses time by "
+                f"{ratio}; encode clips yourself and pass `context_latents`, with output_type='latent'"
+            )
+
+    @staticmethod
+    def _frames_to_tensor(context: FramesInput, name: str = "context") -> torch.Tensor:
+        """One clip of frames → float `(T, 3, H, W)` in [-1, 1]."""
+        if isinstance(context, PIL.Image.Image):
+            context = [context]
+        if isinstance(context, (list, tuple)):
+            if not context or not all(isinstance(f, PIL.Image.Image) for f in context):
+                raise ValueError(f"{name}: a list must hold PIL images (one clip), got {[type(f) for f in context]}")
+            context = np.stack([np.asarray(f.convert("RGB")) for f in context])  # (T, H, W, 3)
+        if isinstance(context, np.ndarray):
+            if context.dtype != np.uint8:
+                raise ValueError(f"{name}: numpy frames must be uint8 (0-255), got {context.dtype}")
+            if context.ndim == 3:
+                context = context[None]
+            if context.ndim != 4 or 3 not in (context.shape[1], context.shape[-1]):
+                raise ValueError(f"{name}: expected uint8 (T, 3, H, W) or (T, H, W, 3), got shape {context.shape}")
+            if context.shape[1] != 3:
+                context = context.transpose(0, 3, 1, 2)  # (T, H, W, 3) -> (T, 3, H, W)
+            return torch.from_numpy(np.ascontiguousarray(context)).float() / 127.5 - 1.0
+        if isinstance(context, torch.Tensor):
+            if not context.is_floating_point():
+                raise ValueError(f"{name}: tensor frames must be float in [0, 1], got {context.dtype}")
+            if context.ndim == 3:
+                context = context[None]
+            if context.ndim != 4 or context.shape[1] != 3:
+                raise ValueError(f"{name}: expected a float (T, 3, H, W) tensor in [0, 1], got {tuple(context.shape)}")
+            if context.min() < 0 or context.max() > 1:
+                raise ValueError(f"{name}: tensor frames must lie in [0, 1], got [{context.min():.3f}, {context.max():.3f}]")
+            return context.float() * 2.0 - 1.0
+        raise ValueError(f"{name}: expected PIL images, a uint8 numpy array or a float tensor, got {type(context)}")
+
+    @staticmethod
+    def _split_batch(value: Any, is_single: Callable[[Any], bool], name: str) -> list[Any]:
+        if is_single(value):
+            return [value]
+        if isinstance(value, (list, tuple)) and value and all(is_single(v) for v in value):
+            return list(value)
+        if isinstance(value, (np.ndarray, torch.Tensor)):
+            return list(value)
+        raise ValueError(f"{name}: could not read {type(value).__name__} as one clip or a batch of clips")
+
+    @classmethod
+    def _frames_batch(cls, context: Any) -> list[torch.Tensor]:
+        """`context` for one clip or a batch (a list of clips, or a 5-D array) → list of `(T, 3, H, W)` in [-1, 1]."""
+
+        def single(value: Any) -> bool:
+            if isinstance(value, PIL.Image.Image):
+                return True
+            if isinstance(value, (list, tuple)):
+                return bool(value) and isinstance(value[0], PIL.Image.Image)
+            return isinstance(value, (np.ndarray, torch.Tensor)) and value.ndim in (3, 4)
+
+        clips = cls._split_batch(context, single, "context")
+        return [cls._frames_to_tensor(clip, f"context[{index}]") for index, clip in enumerate(clips)]
+
+    @staticmethod
+    def actions_to_bits(actions: ActionsInput, side: str = "left", name: str = "actions") -> torch.Tensor:
+        """One clip's inputs → float bits `(N, 8)`.
+
+        Accepts Tekken notation (one string `"f*4, d/f+2, n"` or a list of per-frame strings), action ids (ints or an
+        integer array `(N,)`), or bit vectors (a bool/float array `(N, 8)`).
+        """
+        if isinstance(actions, str):
+            ids = parse_action_sequence(actions, side)
+        elif isinstance(actions, (list, tuple)) and actions and all(isinstance(a, str) for a in actions):
+            ids = parse_action_sequence(list(actions), side)
+        elif isinstance(actions, torch.Tensor) and (actions.is_floating_point() or actions.dtype == torch.bool):
+            if actions.ndim != 2 or actions.shape[1] != NUM_BUTTONS:
+                raise ValueError(f"{name}: bit vectors must have shape (N, {NUM_BUTTONS}), got {tuple(actions.shape)}")
+            return actions.float()
+        elif isinstance(actions, np.ndarray) and actions.dtype.kind in "fb":
+            if actions.ndim != 2 or actions.shape[1] != NUM_BUTTONS:
+                raise ValueError(f"{name}: bit vectors must have shape (N, {NUM_BUTTONS}), got {actions.shape}")
+            return torch.from_numpy(actions.astype(np.float32))
+        else:
+            ids = actions.cpu().numpy() if isinstance(actions, torch.Tensor) else np.asarray(actions)
+            if ids.ndim != 1 or ids.size == 0:
+                raise ValueError(f"{name}: action ids must be a non-empty (N,) sequence, got shape {ids.shape}")
+            validate_action_ids(ids, name)
+        return torch.from_numpy(ids_to_bits(np.asarray(ids)).astype(np.float32))
+
+    @classmethod
+    def _actions_batch(cls, actions: Any, side: str, name: str) -> list[torch.Tensor]:
+        def single(value: Any) -> bool:
+            if isinstance(value, str):
+                return True
+            if isinstance(value, (list, tuple)):
+                return bool(value) and isinstance(value[0], (int, np.integer, str)) and not isinstance(value[0], bool)
+            if isinstance(value, (np.ndarray, torch.Tensor)):
+                is_bits = value.dtype in (torch.bool, np.bool_) or (
+                    value.is_floating_point() if isinstance(value, torch.Tensor) else value.dtype.kind == "f"
+                )
+                return value.ndim == (2 if is_bits else 1)
+            return False
+
+        if isinstance(actions, (list, tuple)) and actions and all(isinstance(a, str) for a in actions):
+            clips = list(actions)  # a list of notation strings is a batch: one sequence per clip
+        else:
+            clips = cls._split_batch(actions, single, name)
+        return [cls.actions_to_bits(clip, side, f"{name}[{index}]") for index, clip in enumerate(clips)]
+
+    @torch.no_grad()
+    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """Pixel frames `(B, T, 3, H, W)` in [-1, 1] → normalised latents `(B, T, C, h, w)` (the VAE's mode)."""
+        self._check_vae()
+        batch, num_frames = frames.shape[:2]
+        pixels = frames.flatten(0, 1).to(self._execution_device, self.vae.dtype)  # (B*T, 3, H, W)
+        latents = self.vae.encode(pixels).latent_dist.mode()
+        latents = normalize_latents(latents.float(), self.vae, channel_dim=1)
+        return latents.unflatten(0, (batch, num_frames))
+
+    @torch.no_grad()
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Normalised latents `(B, T, C, h, w)` → frames `(B, 3, T, H, W)` in [-1, 1] (diffusers' video layout)."""
+        self._check_vae()
+        batch, num_frames = latents.shape[:2]
+        raw = denormalize_latents(latents.flatten(0, 1).float(), self.vae, channel_dim=1)
+        frames = self.vae.decode(raw.to(self.vae.dtype)).sample.float().clamp(-1, 1)  # (B*T, 3, H, W)
+        return frames.unflatten(0, (batch, num_frames)).permute(0, 2, 1, 3, 4)
+
+    # ------------------------------------------------------------------------------------------------------------------
+    # Inputs
+    # ------------------------------------------------------------------------------------------------------------------
+    def check_inputs(
+        self,
+        context: Any,
+        context_latents: torch.Tensor | None,
+        num_frames: int | None,
+        actions: Any,
+        num_inference_steps: int,
+        guidance_scale: float,
+        context_noise: float | None,
+        attention_window: int | None,
+        output_type: str,
+        latents: torch.Tensor | None,
+        generator: Any,
+        callback_on_step_end_tensor_inputs: list[str] | None,
+    ) -> None:
+        """Raise one concise `ValueError` for every inconsistent input."""
+        if (context is None) == (context_latents is None):
+            raise ValueError("pass exactly one of `context` (frames) and `context_latents`")
+        if context is not None and self.vae is None:
+            raise ValueError("`context` frames need a VAE to encode them; this pipeline has vae=None: pass `context_latents`")
+        if context_latents is not None:
+            expected = (self.transformer.config.in_channels, *self.latent_size)
+            if context_latents.ndim != 5 or tuple(context_latents.shape[2:]) != expected:
+                raise ValueError(
+                    f"`context_latents` must have shape (batch, frames, {expected[0]}, {expected[1]}, {expected[2]}), "
+                    f"got {tuple(context_latents.shape)}"
+                )
+            if context_latents.shape[1] == 0:
+                raise ValueError("`context_latents` must hold at least one frame")
+        if num_frames is None and actions is None:
+            raise ValueError("pass `actions` (one input per generated frame) or `num_frames` (neutral inputs)")
+        if num_frames is not None and num_frames < 1:
+            raise ValueError(f"`num_frames` must be >= 1, got {num_frames}")
+        if num_inference_steps < 1:
+            raise ValueError(f"`num_inference_steps` must be >= 1, got {num_inference_steps}")
+        if guidance_scale < 1.0:
+            raise ValueError(f"`guidance_scale` must be >= 1 (1 disables guidance), got {guidance_scale}")
+        if context_noise is not None and not 0.0 <= context_noise < 1.0:
+            raise ValueError(f"`context_noise` must lie in [0, 1), got {context_noise}")
+        if attention_window is not None and attention_window < 1:
+            raise ValueError(f"`attention_window` must be >= 1 frame, got {attention_window}")
+        if output_type not in ("pil", "np", "pt", "latent"):
+            raise ValueError(f"`output_type` must be one of 'pil', 'np', 'pt', 'latent', got {output_type!r}")
+        if output_type != "latent" and self.vae is None:
+            raise ValueError(f"output_type={output_type!r} needs a VAE; this pipeline has vae=None: use 'latent'")
+        if latents is not None and latents.ndim != 5:
+            raise ValueError(f"`latents` (initial noise) must be 5-D (batch, frames, C, h, w), got {tuple(latents.shape)}")
+        if callback_on_step_end_tensor_inputs is not None:
+            unknown = [k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]
+            if unknown:
+                raise ValueError(
+                    f"`callback_on_step_end_tensor_inputs` {unknown} are not in {self._callback_tensor_inputs}"
+                )
+        if isinstance(generator, list) and not generator:
+            raise ValueError("`generator` is an empty list")
+
+    def _prepare(
+        self,
+        context: Any,
+        context_latents: torch.Tensor | None,
+        context_actions: Any,
+        side: str,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Context → normalised latents `(B, T, C, h, w)` and their action bits `(B, T, 8)`."""
+        device = self._execution_device
+        if context_latents is None:
+            clips = self._frames_batch(context)
+            lengths = {clip.shape for clip in clips}
+            if len(lengths) != 1:
+                raise ValueError(f"`context`: every clip needs the same shape, got {sorted(lengths)}")
+            frames = torch.stack(clips)  # (B, T, 3, H, W)
+            expected = tuple(s * self.vae_scale_factor for s in self.latent_size)
+            if tuple(frames.shape[-2:]) != expected:
+                raise ValueError(
+                    f"`context` frames are {tuple(frames.shape[-2:])} but this model works on {expected} frames "
+                    f"(latents {self.latent_size} × VAE factor {self.vae_scale_factor})"
+                )
+            context_latents = self.encode_frames(frames)
+        context_latents = context_latents.to(device, torch.float32)
+        batch, num_context = context_latents.shape[:2]
+        if context_actions is None:
+            bits = torch.zeros(batch, num_context, NUM_BUTTONS)
+        else:
+            clips = self._actions_batch(context_actions, side, "context_actions")
+            if len(clips) == 1 and batch > 1:
+                clips = clips * batch
+            if len(clips) != batch or any(len(c) != num_context for c in clips):
+                raise ValueError(
+                    f"`context_actions` must give {num_context} inputs for each of the {batch} context clips, got "
+                    f"{[len(c) for c in clips]}"
+                )
+            bits = torch.stack(clips)
+        return context_latents, bits.to(device)
+
+    def _future_actions(self, actions: Any, num_frames: int | None, batch: int, side: str) -> torch.Tensor:
+        if actions is None:
+            return torch.zeros(batch, num_frames, NUM_BUTTONS, device=self._execution_device)
+        clips = self._actions_batch(actions, side, "actions")
+        if len(clips) == 1 and batch > 1:
+            clips = clips * batch
+        if len(clips) != batch:
+            raise ValueError(f"`actions` has {len(clips)} clips but `context` has {batch}")
+        lengths = [len(c) for c in clips]
+        needed = num_frames or lengths[0]
+        if any(length != needed for length in lengths):
+            raise ValueError(f"`actions` must give one input per generated frame ({needed}), got {lengths}")
+        return torch.stack(clips).to(self._execution_device)
+
+    # ------------------------------------------------------------------------------------------------------------------
+    # Generation
+    # ------------------------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def __call__(
+        self,
+        context: FramesInput | list[FramesInput] | None = None,
+        actions: ActionsInput | list[ActionsInput] | None = None,
+        num_frames: int | None = None,
+        context_latents: torch.Tensor | None = None,
+        context_actions: ActionsInput | list[ActionsInput] | None = None,
+        num_inference_steps: int = 8,
+        guidance_scale: float = 1.0,
+        context_noise: float | None = None,
+        attention_window: int | None = None,
+        side: str = "left",
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        output_type: str | None = None,
+        return_dict: bool = True,
+        callback_on_step_end: Callable | PipelineCallback | MultiPipelineCallbacks | None = None,
+        callback_on_step_end_tensor_inputs: list[str] | None = None,
+    ) -> TekkenWorldModelPipelineOutput | tuple:
+        r"""
+        Generate `num_frames` frames after the context, one at a time, each under its player input.
+
+        Args:
+            context (PIL images, `np.ndarray` or `torch.Tensor`, or a list of those for a batch):
+                Starting frames of one clip: PIL images, uint8 `(T, H, W, 3)` / `(T, 3, H, W)`, or a float tensor
+                `(T, 3, H, W)` in [0, 1]. A batch is a list of clips or a 5-D array.
+            actions (`str`, list of ids or notation, `np.ndarray` or `torch.Tensor`, or a list of those for a batch):
+                One input per generated frame: Tekken notation (`"f*4, d/f+2, n"`), action ids (`(N,)` integers), or
+                bit vectors (`(N, 8)` bool/float). A list of strings is a batch (one sequence per clip).
+            num_frames (`int`, *optional*): Frames to generate; defaults to the number of `actions`. Without
+                `actions`, every generated frame gets the neutral input.
+            context_latents (`torch.Tensor`, *optional*):
+                Normalised latents `(B, T, C, h, w)` instead of `context` (e.g. from a latent dataset).
+            context_actions (*optional*): The inputs of the context frames (same forms as `actions`); neutral if
+                not given.
+            num_inference_steps (`int`, defaults to 8): Euler steps per frame.
+            guidance_scale (`float`, defaults to 1.0): Classifier-free guidance on the actions (1 disables it; the
+                null-action branch doubles the compute).
+            context_noise (`float`, *optional*): Noise level of frames in the cache; defaults to the scheduler's
+                `context_noise` (0.2, like the original).
+            attention_window (`int`, *optional*): Cap on the past frames any layer attends to; defaults to each
+                layer's trained window.
+            side (`str`, defaults to `"left"`): Where player 1 stands, for notation (forward = Right on the left).
+            generator (`torch.Generator` or a list, one per clip, *optional*): For reproducible sampling.
+            latents (`torch.Tensor`, *optional*): Initial noise `(B, num_frames, C, h, w)` of the generated frames.
+            output_type (`str`, *optional*): `"pil"`, `"np"`, `"pt"` or `"latent"`; defaults to `"pil"`, or
+                `"latent"` when the pipeline has no VAE.
+            return_dict (`bool`, defaults to `True`): Return a [`TekkenWorldModelPipelineOutput`] or a tuple.
+            callback_on_step_end (`Callable`, *optional*): Called as `callback(pipe, step, timestep, kwargs)` after
+                every Euler step of every frame (`num_frames * num_inference_steps` calls); `kwargs["latents"]` is the
+                frame being denoised `(B, 1, C, h, w)`, and a returned `"latents"` replaces it.
+            callback_on_step_end_tensor_inputs (`list[str]`, *optional*): Tensors passed to the callback.
+
+        Examples:
+        """
+        # 1. Check inputs
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
+        callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
+        output_type = output_type or ("pil" if self.vae is not None else "latent")
+        self.check_inputs(
+            context,
+            context_latents,
+            num_frames,
+            actions,
+            num_inference_steps,
+            guidance_scale,
+            context_noise,
+            attention_window,
+            output_type,
+            latents,
+            generator,
+            callback_on_step_end_tensor_inputs,
+        )
+        device = self._execution_device
+
+        # 2. Context latents and inputs
+        context_latents, context_bits = self._prepare(context, context_latents, context_actions, side)
+        batch = context_latents.shape[0]
+        future_bits = self._future_actions(actions, num_frames, batch, side)  # (B, N, 8)
+        num_frames = future_bits.shape[1]
+        if isinstance(generator, list) and len(generator) != batch:
+            raise ValueError(f"`generator` is a list of {len(generator)} but the batch has {batch} clips")
+        if latents is not None:
+            expected = (batch, num_frames, self.transformer.config.in_channels, *self.latent_size)
+            if tuple(latents.shape) != expected:
+                raise ValueError(f"`latents` (initial noise) must have shape {expected}, got {tuple(latents.shape)}")
+            latents = latents.to(device, torch.float32)
+
+        # 3. Prefill the cache with the re-noised context
+        context_noise = self.scheduler.config.context_noise if context_noise is None else context_noise
+        rollout = _Rollout(self, batch, num_inference_steps, context_noise, guidance_scale, attention_window, device)
+        rollout.append(context_latents, context_bits, generator)
+
+        # 4. Denoise one frame at a time
+        generated = []
+        with self.progress_bar(total=num_frames * num_inference_steps) as progress_bar:
+            for frame_index in range(num_frames):
+                step_offset = frame_index * num_inference_steps
+
+                def on_step(step: int, sigma: torch.Tensor, frame_latents: torch.Tensor) -> torch.Tensor:
+                    progress_bar.update()
+                    if callback_on_step_end is None:
+                        return frame_latents
+                    callback_kwargs = {}
+                    for name in callback_on_step_end_tensor_inputs:
+                        callback_kwargs[name] = frame_latents
+                    outputs = callback_on_step_end(self, step_offset + step, sigma * 1000, callback_kwargs)
+                    return outputs.pop("latents", frame_latents)
+
+                noise = None if latents is None else latents[:, frame_index : frame_index + 1]
+                bits = future_bits[:, frame_index : frame_index + 1]
+                generated.append(rollout.next_frame(bits, generator, noise=noise, on_step=on_step))
+        video_latents = torch.cat(generated, dim=1)  # (B, N, C, h, w)
+
+        # 5. Decode
+        if output_type == "latent":
+            frames = video_latents
+        else:
+            frames = self.video_processor.postprocess_video(self.decode_latents(video_latents), output_type)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (frames,)
+        return TekkenWorldModelPipelineOutput(frames=frames)
+
+    @torch.no_grad()
+    def start_session(
+        self,
+        context: FramesInput | None = None,
+        context_latents: torch.Tensor | None = None,
+        context_actions: ActionsInput | None = None,
+        num_inference_steps: int = 8,
+        guidance_scale: float = 1.0,
+        context_noise: float | None = None,
+        attention_window: int | None = None,
+        side: str = "left",
+        generator: torch.Generator | None = None,
+        output_type: str | None = None,
+    ) -> TekkenWorldModelSession:
+        """Start an interactive session for one player: `session.step(action)` returns the next frame.
+
+        Arguments mean what they mean for `__call__`; the context is one clip. Each session has its own cache, so
+        sessions never affect each other; time and memory per step are constant (the cache's window).
+        """
+        output_type = output_type or ("pil" if self.vae is not None else "latent")
+        self.check_inputs(
+            context,
+            context_latents,
+            1,
+            None,
+            num_inference_steps,
+            guidance_scale,
+            context_noise,
+            attention_window,
+            output_type,
+            None,
+            generator,
+            None,
+        )
+        if isinstance(generator, list):
+            raise ValueError("a session plays one clip: pass one `generator`, not a list")
+        context_latents, context_bits = self._prepare(context, context_latents, context_actions, side)
+        if context_latents.shape[0] != 1:
+            raise ValueError(f"a session plays one clip, got a batch of {context_latents.shape[0]} contexts")
+        context_noise = self.scheduler.config.context_noise if context_noise is None else context_noise
+        rollout = _Rollout(
+            self, 1, num_inference_steps, context_noise, guidance_scale, attention_window, self._execution_device
+        )
+        rollout.append(context_latents, context_bits, generator)
+        return TekkenWorldModelSession(self, rollout, generator, output_type, side)
+
+    # ------------------------------------------------------------------------------------------------------------------
+    # Saving
+    # ------------------------------------------------------------------------------------------------------------------
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        safe_serialization: bool = True,
+        variant: str | None = None,
+        max_shard_size: int | str | None = None,
+        push_to_hub: bool = False,
+        model_card: str | None = None,
+        **kwargs,
+    ) -> None:
+        """Save like any diffusers pipeline, plus a model card (`README.md`) and a one-line `pipeline.py` so that
+        `DiffusionPipeline.from_pretrained(dir, custom_pipeline=dir, trust_remote_code=True)` also works.
+
+        Args:
+            model_card (`str`, *optional*): Markdown for `README.md`; by default one is written from the configs
+                (an existing `README.md` in the folder is kept).
+            push_to_hub (`bool`): Upload the folder to the Hub repo `repo_id` (default: the folder's name) afterwards.
+        """
+        super().save_pretrained(
+            save_directory, safe_serialization=safe_serialization, variant=variant, max_shard_size=max_shard_size
+        )
+        folder = Path(save_directory)
+        (folder / "pipeline.py").write_text(
+            "# Lets `DiffusionPipeline.from_pretrained(dir, custom_pipeline=dir, trust_remote_code=True)` find the\n"
+            "# class; it runs the installed tekken-diffusers package, nothing else.\n"
+            "from tekken_diffusers.pipelines.pipeline_tekken import TekkenWorldModelPipeline  # noqa: F401\n"
+        )
+        card_path = folder / "README.md"
+        if model_card is not None or not card_path.exists():
+            card_path.write_text(model_card if model_card is not None else self.default_model_card())
+        if push_to_hub:
+            from huggingface_hub import create_repo
+
+            repo_id = kwargs.pop("repo_id", folder.name)
+            token = kwargs.pop("token", None)
+            repo_id = create_repo(repo_id, exist_ok=True, private=kwargs.pop("private", None), token=token).repo_id
+            self._upload_folder(
+                folder,
+                repo_id,
+                token=token,
+                commit_message=kwargs.pop("commit_message", None),
+                create_pr=kwargs.pop("create_pr", False),
+            )
+
+    def default_model_card(self) -> str:
+        """A model card built from the component configs."""
+        t = self.transformer.config
+        params = sum(p.numel() for p in self.transformer.parameters())
+        vae = "none (the pipeline works on latents)" if self.vae is None else f"`{type(self.vae).__name__}`"
+        return MODEL_CARD_TEMPLATE.format(
+            params=f"{params / 1e6:.1f} M",
+            layers=t.num_layers,
+            width=t.num_attention_heads * t.attention_head_dim,
+            heads=t.num_attention_heads,
+            latent=f"{t.in_channels}×{t.sample_size[0]}×{t.sample_size[1]}",
+            patch=t.patch_size,
+            local_window=t.local_window,
+            global_window=t.global_window,
+            global_every=t.global_every,
+            vae=vae,
+            context_noise=self.scheduler.config.context_noise,
+            shift=self.scheduler.config.shift,
+        )
+
+
+MODEL_CARD_TEMPLATE = """---
+library_name: diffusers
+tags:
+- world-model
+- tekken-diffusers
+- action-conditioned
+- video-generation
+---
+
+# Action-conditioned world model (tekken-diffusers)
+
+A frame-causal diffusion transformer that generates the next frames of a game from a starting context and the
+player's inputs (8 buttons per frame: Up, Down, Left, Right, 1, 2, 3, 4), one frame at a time with a KV cache.
+
+| component | |
+|---|---|
+| transformer | `TekkenWorldModelTransformer`, {params} parameters: {layers} layers, width {width}, {heads} heads |
+| latents | {latent} per frame, patch size {patch} |
+| attention | causal over frames; local window {local_window} frames, every {global_every}th layer global ({global_window}) |
+| scheduler | `TekkenFlowMatchScheduler` (flow matching, a noise level per frame), shift {shift}, context noise {context_noise} |
+| VAE | {vae} |
+
+## Use
+
+```python
+from tekken_diffusers import TekkenWorldModelPipeline
+
+pipe = TekkenWorldModelPipeline.from_pretrained("PATH_OR_REPO")
+frames = pipe(context=context_frames, actions="f*8, 1, n*7", num_inference_steps=4).frames[0]
+
+session = pipe.start_session(context=context_frames)   # interactive play
+next_frame = session.step("d/f+1")
+```
+
+Without tekken-diffusers imported, `DiffusionPipeline.from_pretrained(PATH, custom_pipeline=PATH,
+trust_remote_code=True)` loads it through the bundled `pipeline.py` (which needs `pip install tekken-diffusers`).
+"""
+
+
+class TekkenWorldModelSession:
+    """One player's live game: call `step(action)` for each frame. Made by
+    [`TekkenWorldModelPipeline.start_session`].
+
+    Time and memory per step are constant (the KV cache keeps each layer's window). `reset()` returns to the state
+    right after the context was read; sessions never share state.
+    """
+
+    def __init__(self, pipe: TekkenWorldModelPipeline, rollout: _Rollout, generator, output_type: str, side: str):
+        self.pipe = pipe
+        self.output_type = output_type
+        self.side = side
+        self.generator = generator
+        self._rollout = rollout
+        self._initial_cache = copy.deepcopy(rollout.cache)
+        self.num_steps = 0
+
+    @property
+    def cache(self) -> TekkenKVCache:
+        return self._rollout.cache
+
+    @torch.no_grad()
+    def step(self, action: int | str | Sequence[int] | np.ndarray | torch.Tensor, noise: torch.Tensor | None = None):
+        """Generate the next frame under one input.
+
+        Args:
+            action: an action id (`int`), Tekken notation (`"d/f+2"`), or 8 bits.
+            noise (`torch.Tensor`, *optional*): Initial noise `(1, 1, C, h, w)` for this frame.
+
+        Returns:
+            The frame as a PIL image, an `(H, W, 3)` array in [0, 1], a `(3, H, W)` tensor in [0, 1], or its
+            latents `(C, h, w)`, by the session's `output_type`.
+        """
+        if isinstance(action, (int, np.integer)):
+            bits = self.pipe.actions_to_bits([int(action)], self.side, "action")
+        elif isinstance(action, str):
+            bits = self.pipe.actions_to_bits(action, self.side, "action")
+            if len(bits) != 1:
+                raise ValueError(f"action: one input per step, got {len(bits)} in {action!r}")
+        else:
+            bits = self.pipe.actions_to_bits(np.asarray(action, dtype=np.float32)[None], self.side, "action")
+        bits = bits[None].to(self._rollout.device)  # (1, 1, 8)
+        latents = self._rollout.next_frame(bits, self.generator, noise=noise)  # (1, 1, C, h, w)
+        self.num_steps += 1
+        if self.output_type == "latent":
+            return latents[0, 0]
+        frames = self.pipe.video_processor.postprocess_video(self.pipe.decode_latents(latents), self.output_type)
+        return frames[0][0]
+
+    def reset(self) -> None:
+        """Forget every generated frame: back to the state right after the context."""
+        self._rollout.cache = copy.deepcopy(self._initial_cache)
+        self.num_steps = 0
