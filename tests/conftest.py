@@ -6,8 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from tekken_diffusers.data.rounds import Round, save_round
+
+# Tests use tiny models, which run ~10x slower with two threads on this shared 2-core machine.
+torch.set_num_threads(1)
 
 
 def make_round(num_frames: int = 12, size: tuple[int, int] = (16, 16), seed: int = 0, **overrides) -> Round:

@@ -127,8 +127,10 @@ class _Rollout:
         generator,
         noise: torch.Tensor | None = None,
         on_step: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        append: bool = True,
     ) -> torch.Tensor:
-        """Denoise one new frame `(B, 1, C, h, w)` under `bits` `(B, 1, 8)` and append it to the cache."""
+        """Denoise one new frame `(B, 1, C, h, w)` under `bits` `(B, 1, 8)`; append it to the cache unless told not
+        to (teacher forcing appends the true frame instead)."""
         config = self.pipe.transformer.config
         shape = (self.batch_size, 1, config.in_channels, *self.pipe.latent_size)
         latents = noise if noise is not None else randn_tensor(shape, generator=generator, device=self.device)
@@ -140,7 +142,8 @@ class _Rollout:
             latents = latents.prev_sample
             if on_step is not None:
                 latents = on_step(step, sigma, latents)
-        self.append(latents, bits, generator)
+        if append:
+            self.append(latents, bits, generator)
         return latents
 
 
@@ -170,9 +173,25 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
         self.register_modules(transformer=transformer, scheduler=scheduler, vae=vae)
         self.video_processor = VideoProcessor(vae_scale_factor=self.vae_scale_factor, do_resize=False)
 
-    # ------------------------------------------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> TekkenWorldModelPipeline:
+        """`DiffusionPipeline.from_pretrained`, then every parameter copied into freshly allocated memory.
+
+        safetensors weights are memory-mapped at arbitrary offsets, and the CPU matmul kernels take a different path
+        for unaligned weights, so a loaded model differed from the saved one in the last bits (~1e-7). The copy costs
+        one pass over the weights and makes a loaded pipeline reproduce the saved one exactly.
+        """
+        pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        with torch.no_grad():
+            for component in (pipe.transformer, pipe.vae):
+                if component is not None:
+                    for parameter in component.parameters():
+                        parameter.data = parameter.data.clone()
+        return pipe
+
+    # -----------------------------------------------------------------------------------------------------------------
     # Shapes and conversions
-    # ------------------------------------------------------------------------------------------------------------------
+    # -----------------------------------------------------------------------------------------------------------------
     @property
     def vae_scale_factor(self) -> int:
         vae = getattr(self, "vae", None)
@@ -220,7 +239,9 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
             if context.ndim != 4 or context.shape[1] != 3:
                 raise ValueError(f"{name}: expected a float (T, 3, H, W) tensor in [0, 1], got {tuple(context.shape)}")
             if context.min() < 0 or context.max() > 1:
-                raise ValueError(f"{name}: tensor frames must lie in [0, 1], got [{context.min():.3f}, {context.max():.3f}]")
+                raise ValueError(
+                    f"{name}: tensor frames must lie in [0, 1], got [{context.min():.3f}, {context.max():.3f}]"
+                )
             return context.float() * 2.0 - 1.0
         raise ValueError(f"{name}: expected PIL images, a uint8 numpy array or a float tensor, got {type(context)}")
 
@@ -313,9 +334,9 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
         frames = self.vae.decode(raw.to(self.vae.dtype)).sample.float().clamp(-1, 1)  # (B*T, 3, H, W)
         return frames.unflatten(0, (batch, num_frames)).permute(0, 2, 1, 3, 4)
 
-    # ------------------------------------------------------------------------------------------------------------------
+    # -----------------------------------------------------------------------------------------------------------------
     # Inputs
-    # ------------------------------------------------------------------------------------------------------------------
+    # -----------------------------------------------------------------------------------------------------------------
     def check_inputs(
         self,
         context: Any,
@@ -335,7 +356,9 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
         if (context is None) == (context_latents is None):
             raise ValueError("pass exactly one of `context` (frames) and `context_latents`")
         if context is not None and self.vae is None:
-            raise ValueError("`context` frames need a VAE to encode them; this pipeline has vae=None: pass `context_latents`")
+            raise ValueError(
+                "`context` frames need a VAE to encode them; this pipeline has vae=None: pass `context_latents`"
+            )
         if context_latents is not None:
             expected = (self.transformer.config.in_channels, *self.latent_size)
             if context_latents.ndim != 5 or tuple(context_latents.shape[2:]) != expected:
@@ -362,7 +385,9 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
         if output_type != "latent" and self.vae is None:
             raise ValueError(f"output_type={output_type!r} needs a VAE; this pipeline has vae=None: use 'latent'")
         if latents is not None and latents.ndim != 5:
-            raise ValueError(f"`latents` (initial noise) must be 5-D (batch, frames, C, h, w), got {tuple(latents.shape)}")
+            raise ValueError(
+                f"`latents` (initial noise) must be 5-D (batch, frames, C, h, w), got {tuple(latents.shape)}"
+            )
         if callback_on_step_end_tensor_inputs is not None:
             unknown = [k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]
             if unknown:
@@ -424,9 +449,9 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
             raise ValueError(f"`actions` must give one input per generated frame ({needed}), got {lengths}")
         return torch.stack(clips).to(self._execution_device)
 
-    # ------------------------------------------------------------------------------------------------------------------
+    # -----------------------------------------------------------------------------------------------------------------
     # Generation
-    # ------------------------------------------------------------------------------------------------------------------
+    # -----------------------------------------------------------------------------------------------------------------
     @torch.no_grad()
     def __call__(
         self,
@@ -528,7 +553,9 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
             for frame_index in range(num_frames):
                 step_offset = frame_index * num_inference_steps
 
-                def on_step(step: int, sigma: torch.Tensor, frame_latents: torch.Tensor) -> torch.Tensor:
+                def on_step(
+                    step: int, sigma: torch.Tensor, frame_latents: torch.Tensor, step_offset: int = step_offset
+                ) -> torch.Tensor:
                     progress_bar.update()
                     if callback_on_step_end is None:
                         return frame_latents
@@ -599,9 +626,9 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
         rollout.append(context_latents, context_bits, generator)
         return TekkenWorldModelSession(self, rollout, generator, output_type, side)
 
-    # ------------------------------------------------------------------------------------------------------------------
+    # -----------------------------------------------------------------------------------------------------------------
     # Saving
-    # ------------------------------------------------------------------------------------------------------------------
+    # -----------------------------------------------------------------------------------------------------------------
     def save_pretrained(
         self,
         save_directory: str | os.PathLike,
@@ -685,8 +712,8 @@ player's inputs (8 buttons per frame: Up, Down, Left, Right, 1, 2, 3, 4), one fr
 |---|---|
 | transformer | `TekkenWorldModelTransformer`, {params} parameters: {layers} layers, width {width}, {heads} heads |
 | latents | {latent} per frame, patch size {patch} |
-| attention | causal over frames; local window {local_window} frames, every {global_every}th layer global ({global_window}) |
-| scheduler | `TekkenFlowMatchScheduler` (flow matching, a noise level per frame), shift {shift}, context noise {context_noise} |
+| attention | frame-causal; windows: local {local_window}, global {global_window} (every {global_every} layers) |
+| scheduler | `TekkenFlowMatchScheduler` (per-frame flow matching), shift {shift}, context noise {context_noise} |
 | VAE | {vae} |
 
 ## Use

@@ -1,0 +1,135 @@
+"""Generate gameplay from a recorded context and a list of inputs, as an mp4 with the inputs drawn under the frames.
+
+`python pipelines/generate.py --pipeline pipelines/boxing-world-model --context data/boxing/val/round_0000.npz
+--actions "f*8, 1, n*7" --out outputs/boxing.mp4`
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import setup_logging
+
+logger = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="generate.py",
+        description=(
+            "Play a list of inputs through a world-model pipeline, starting from frames of a recorded round, and "
+            "write an mp4 (generated frames with the inputs drawn underneath; beside the recorded frames when the "
+            "round continues past the context)."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--pipeline", required=True, help="pipeline folder (or Hub id) for from_pretrained")
+    parser.add_argument("--context", required=True, help="round .npz whose frames start the generation")
+    parser.add_argument("--context-frames", type=int, default=8, help="number of context frames")
+    parser.add_argument("--start", type=int, default=0, help="first context frame in the round")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--actions", help='inputs in Tekken notation, e.g. "f*8, d/f+2, 1+2, n"')
+    source.add_argument("--actions-file", help="text file of inputs (notation, comma/space/newline separated)")
+    parser.add_argument(
+        "--frames",
+        type=int,
+        default=None,
+        help="frames to generate (default: one per input; without inputs the "
+        "round's recorded inputs after the context are replayed)",
+    )
+    parser.add_argument("--out", default="outputs/generated.mp4", help="output video (.mp4)")
+    parser.add_argument("--steps", type=int, default=8, help="denoising steps per frame")
+    parser.add_argument("--guidance-scale", type=float, default=1.0, help="action guidance (1 = off)")
+    parser.add_argument("--context-noise", type=float, default=None, help="noise level of cached frames")
+    parser.add_argument("--side", choices=["left", "right"], default="left", help="where player 1 stands")
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("--scale", type=int, default=4, help="integer upscaling in the video")
+    parser.add_argument("--no-ground-truth", action="store_true", help="do not show the recorded frames beside")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="transformer dtype")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging()
+    import torch
+
+    from ..actions import parse_action_sequence
+    from ..data.rounds import load_round
+    from ..pipelines import TekkenWorldModelPipeline
+    from ..visualization import compose_frames, write_video
+
+    def fail(message: str) -> SystemExit:
+        return SystemExit(f"generate.py: error: {message}")
+
+    # 1. The context and the inputs
+    try:
+        round_ = load_round(args.context).trimmed()
+    except (FileNotFoundError, ValueError) as error:
+        raise fail(str(error)) from None
+    end = args.start + args.context_frames
+    if args.context_frames < 1 or args.start < 0 or end > round_.num_frames:
+        raise fail(
+            f"--start {args.start} --context-frames {args.context_frames}: {args.context} has {round_.num_frames} "
+            "valid frames"
+        )
+    try:
+        if args.actions or args.actions_file:
+            text = args.actions or Path(args.actions_file).read_text()
+            actions = parse_action_sequence(text.replace("\n", " "), args.side)
+            if args.frames is not None:
+                if args.frames < len(actions):
+                    actions = actions[: args.frames]
+                else:  # hold the last input
+                    actions = np.concatenate([actions, np.full(args.frames - len(actions), actions[-1], np.uint8)])
+        else:
+            available = round_.num_frames - end
+            if available < 1:
+                raise fail(f"{args.context} has no frames after the context to replay; pass --actions")
+            actions = round_.actions_p1[end : end + (args.frames or available)]
+    except (ValueError, OSError) as error:
+        raise fail(f"--actions: {error}") from None
+
+    # 2. Generate
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
+    pipe = TekkenWorldModelPipeline.from_pretrained(
+        args.pipeline, dtype={"transformer": dtype, "default": torch.float32}
+    )
+    started = time.perf_counter()
+    frames = pipe(
+        context=round_.images[args.start : end],
+        context_actions=round_.actions_p1[args.start : end],
+        actions=actions,
+        num_inference_steps=args.steps,
+        guidance_scale=args.guidance_scale,
+        context_noise=args.context_noise,
+        side=args.side,
+        generator=torch.Generator().manual_seed(args.seed),
+        output_type="np",
+    ).frames[0]
+    seconds = time.perf_counter() - started
+    logger.info(
+        "%d frames in %.1f s (%.2f frames/s, %d steps)", len(frames), seconds, len(frames) / seconds, args.steps
+    )
+
+    # 3. Write the video, beside the recorded frames where the round has them
+    generated = (frames * 255).round().astype(np.uint8).transpose(0, 3, 1, 2)  # (N, H, W, 3) -> (N, 3, H, W)
+    streams, titles = [generated], ["generated"]
+    recorded = round_.images[end : end + len(generated)]
+    if not args.no_ground_truth and len(recorded) == len(generated):
+        streams.append(recorded)
+        titles.append("recorded")
+    fps = round_.fps or 15.0
+    canvas = compose_frames(streams, actions, titles=titles, scale=args.scale, fps=fps)
+    path = write_video(args.out, canvas, fps=fps)
+    logger.info("wrote %s", path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,872 @@
+"""The world model: a frame-causal diffusion transformer driven by per-frame noise levels and button presses.
+
+A rebuild of the network of the owl-wms Tekken fork (`tekken_rft_v2`, COMBAT; facts in
+`reference/owl-wms-tekken-spec.md` §3 and §5) as a diffusers `ModelMixin`. Same ideas: one token per latent patch,
+per-frame conditioning = timestep embedding + action embedding, QK-norm, 3D RoPE, attention block-causal over frames
+(bidirectional within a frame) with local/global frame windows, a KV cache for autoregressive rollout. Fixed on the
+way (spec §8):
+
+* the adaLN modulation is computed once per frame and broadcast to that frame's tokens (Q3: the original expanded the
+  condition to every token, ~33 % of the block FLOPs wasted), and it is adaLN-Zero (Q4);
+* the timestep embedding runs in fp32 (Q5: the original ran sin/cos on bf16-quantised `1000·t`);
+* RoPE uses integer frame positions with no upper bound (Q6/Q10: the original's `linspace(-1, 1, n_frames)` tied the
+  time scale to `n_frames` and crashed past it);
+* the cache evicts per layer to that layer's window, so global layers never see more than `global_window` frames
+  (Q12) and memory and time per frame stay constant however long the rollout (Q11).
+
+The module only maps tensors to tensors: no noise sampling, no loss, no device moves (DESIGN §4, STYLE 3).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from diffusers import ModelMixin  # the loader probes the module namespace for this name (diffusers-notes G1)
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.attention import AttentionMixin, AttentionModuleMixin, FeedForward
+from diffusers.models.attention_dispatch import dispatch_attention_fn
+from diffusers.models.embeddings import TimestepEmbedding, Timesteps
+from diffusers.utils import BaseOutput, logging
+
+logger = logging.get_logger(__name__)
+
+# The model sees sigma in [0, 1]; the sinusoidal embedding gets sigma * 1000, the scale of diffusers' `timesteps`
+# (FlowMatchEulerDiscreteScheduler, num_train_timesteps=1000) and of the original's `SinCos(mult=1000)`.
+TIMESTEP_SCALE = 1000.0
+
+# One registry of sizes. `small` is the shipped Atari Boxing model, sized for the 2-core CPU (DESIGN §8: tokens per
+# frame and width are the levers): 8x8 latents with patch size 2 give 16 tokens per frame, a quarter of patch size 1.
+# `tekken-large` reproduces the original's layout (spec §3.8: 16 layers, d_model 2048, 16 heads, 128x14x23 latents,
+# patch size 1 = 322 tokens/frame, local window 16, global window 128, layers 0, 4, 8, 12 global).
+TRANSFORMER_PRESETS: dict[str, dict] = {
+    "tiny": {
+        "in_channels": 4,
+        "sample_size": (4, 4),
+        "patch_size": 2,
+        "num_layers": 2,
+        "num_attention_heads": 2,
+        "attention_head_dim": 16,
+        "local_window": 3,
+        "global_window": 6,
+        "global_every": 2,
+        "timestep_freq_dim": 32,
+    },
+    "small": {
+        "in_channels": 16,
+        "sample_size": (8, 8),
+        "patch_size": 2,
+        "num_layers": 8,
+        "num_attention_heads": 6,
+        "attention_head_dim": 64,
+        "local_window": 8,
+        "global_window": 32,
+        "global_every": 4,
+    },
+    "tekken-large": {
+        "in_channels": 128,
+        "sample_size": (14, 23),
+        "patch_size": 1,
+        "num_layers": 16,
+        "num_attention_heads": 16,
+        "attention_head_dim": 128,
+        "local_window": 16,
+        "global_window": 128,
+        "global_every": 4,
+    },
+}
+
+
+@dataclass
+class TekkenTransformerOutput(BaseOutput):
+    """
+    Output of [`TekkenWorldModelTransformer`].
+
+    Args:
+        sample (`torch.Tensor` of shape `(batch_size, num_frames, out_channels, height, width)`):
+            The predicted velocity `noise - latents` for every input frame.
+    """
+
+    sample: torch.Tensor
+
+
+class TekkenKVCache:
+    """
+    Rolling per-layer key/value cache for frame-by-frame rollout.
+
+    Each layer keeps the keys and values of its most recent `max_frames[layer]` frames, stored after QK-norm and RoPE
+    (positions are absolute integers, so a cached key never needs re-rotating). A layer with frame window `w` needs
+    `w - 1` past frames for the next query frame (the query frame itself is the `w`-th), so
+    [`TekkenWorldModelTransformer.make_kv_cache`] sizes each layer to its own window: local layers keep few frames,
+    global layers more, and memory and time per frame stay constant however long the rollout.
+
+    Usage, driven by the pipeline: prefill with the context (`update_kv_cache=True`), denoise the next frame against
+    the read-only cache (`update_kv_cache=False`), then append the finished frame (`update_kv_cache=True`).
+
+    Args:
+        max_frames (`Sequence[int]`):
+            Number of past frames each layer keeps (one entry per transformer layer; `0` keeps nothing).
+        start_frame (`int`, defaults to `0`):
+            Absolute frame index at which the first appended frame must start.
+    """
+
+    def __init__(self, max_frames: Sequence[int], start_frame: int = 0):
+        self.max_frames = tuple(int(m) for m in max_frames)
+        if not self.max_frames or min(self.max_frames) < 0:
+            raise ValueError(f"max_frames must be a non-empty list of counts >= 0, got {list(max_frames)}")
+        if start_frame < 0:
+            raise ValueError(f"start_frame must be >= 0, got {start_frame}")
+        self._start_frame = int(start_frame)
+        self.reset()
+
+    def reset(self) -> None:
+        """Drop every cached frame; the next append starts again at `start_frame`."""
+        self._keys: list[torch.Tensor | None] = [None] * self.num_layers
+        self._values: list[torch.Tensor | None] = [None] * self.num_layers
+        # Absolute index one past each layer's newest cached frame. All layers agree between forward passes.
+        self._end_frames = [self._start_frame] * self.num_layers
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.max_frames)
+
+    @property
+    def next_frame(self) -> int:
+        """Absolute index of the frame the next forward pass must start at (its `frame_offset`)."""
+        if len(set(self._end_frames)) != 1:
+            raise RuntimeError(
+                f"TekkenKVCache layers disagree on their newest frame ({self._end_frames}): a forward pass that "
+                "updated the cache was interrupted; call reset() and prefill again"
+            )
+        return self._end_frames[0]
+
+    @property
+    def batch_size(self) -> int | None:
+        """Batch size of the cached keys, or `None` while the cache is empty."""
+        return None if self._keys[0] is None else self._keys[0].shape[0]
+
+    @property
+    def tokens_per_frame(self) -> int | None:
+        """Tokens per frame of the cached keys, or `None` while the cache is empty."""
+        return None if self._keys[0] is None else self._keys[0].shape[2]
+
+    def num_frames(self, layer_idx: int) -> int:
+        """Number of frames layer `layer_idx` holds now."""
+        keys = self._keys[layer_idx]
+        return 0 if keys is None else keys.shape[1]
+
+    def first_frame(self, layer_idx: int) -> int:
+        """Absolute index of the oldest frame layer `layer_idx` holds."""
+        return self._end_frames[layer_idx] - self.num_frames(layer_idx)
+
+    def memory_bytes(self) -> int:
+        """Bytes of the cached keys and values (what the cache holds, not counting transient copies)."""
+        tensors = [t for t in self._keys + self._values if t is not None]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    def get(self, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """
+        Cached `(keys, values)` of one layer, each `(batch, frames, tokens_per_frame, heads, head_dim)`, or `None`.
+
+        Args:
+            layer_idx (`int`): The transformer layer.
+        """
+        if self._keys[layer_idx] is None:
+            return None
+        return self._keys[layer_idx], self._values[layer_idx]
+
+    def append(self, layer_idx: int, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """
+        Append new frames to one layer, evict the oldest beyond `max_frames[layer_idx]`, and return the cached plus
+        new keys and values (before eviction) for the attention that is running now.
+
+        Args:
+            layer_idx (`int`): The transformer layer.
+            keys (`torch.Tensor` of shape `(batch, new_frames, tokens_per_frame, heads, head_dim)`): New keys.
+            values (`torch.Tensor`, same shape as `keys`): New values.
+        """
+        past = self.get(layer_idx)
+        if past is not None:
+            keys = torch.cat([past[0], keys], dim=1)
+            values = torch.cat([past[1], values], dim=1)
+            added = keys.shape[1] - past[0].shape[1]
+        else:
+            added = keys.shape[1]
+        # Keep a view of the newest frames; the next append's `cat` copies them and frees the old storage, so each
+        # layer holds at most `max_frames + new_frames` frames at any time.
+        keep = min(self.max_frames[layer_idx], keys.shape[1])
+        self._keys[layer_idx] = keys[:, keys.shape[1] - keep :]
+        self._values[layer_idx] = values[:, values.shape[1] - keep :]
+        self._end_frames[layer_idx] += added
+        return keys, values
+
+
+def get_3d_rotary_angles(
+    frame_offset: int,
+    num_frames: int,
+    grid_height: int,
+    grid_width: int,
+    axes_dim: Sequence[int],
+    theta: float,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """
+    Cos/sin tables of 3D axial RoPE at integer positions (frame, row, column).
+
+    Frame positions are absolute (`frame_offset + i`) and unbounded, so a rolling window can slide forever: attention
+    only sees position differences. Angles are computed in float64 (float32 on MPS, as diffusers'
+    `get_1d_rotary_pos_embed` does) so that frame 10^5 is still rotated to ~1e-11 rad, then returned as float32.
+
+    Args:
+        frame_offset (`int`): Absolute index of the first frame.
+        num_frames (`int`): Number of frames.
+        grid_height (`int`): Patch rows per frame.
+        grid_width (`int`): Patch columns per frame.
+        axes_dim (`Sequence[int]`): Rotated channels per axis (time, height, width), each even.
+        theta (`float`): RoPE base.
+        device (`torch.device`): Where to build the tables.
+
+    Returns:
+        `(cos, sin)`, each `(num_frames, grid_height * grid_width, sum(axes_dim) // 2)` float32.
+    """
+    freqs_dtype = torch.float32 if device.type == "mps" else torch.float64
+    positions = (
+        torch.arange(frame_offset, frame_offset + num_frames, dtype=freqs_dtype, device=device),
+        torch.arange(grid_height, dtype=freqs_dtype, device=device),
+        torch.arange(grid_width, dtype=freqs_dtype, device=device),
+    )
+    angles = []
+    for axis, (pos, dim) in enumerate(zip(positions, axes_dim)):
+        freqs = 1.0 / theta ** (torch.arange(0, dim, 2, dtype=freqs_dtype, device=device) / dim)  # (dim/2,)
+        axis_angles = pos[:, None] * freqs[None]  # (n_axis, dim/2)
+        view = [1, 1, 1, dim // 2]
+        view[axis] = pos.shape[0]
+        angles.append(axis_angles.view(view).expand(num_frames, grid_height, grid_width, dim // 2))
+    angles = torch.cat(angles, dim=-1).flatten(1, 2)  # (T, h*w, P)
+    return angles.cos().float(), angles.sin().float()
+
+
+def apply_rotary_emb(hidden_states: torch.Tensor, rotary_emb: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """
+    Rotate adjacent channel pairs `(2i, 2i+1)` of the first `2P` channels by the RoPE angles; the rest pass through.
+
+    Args:
+        hidden_states (`torch.Tensor` of shape `(batch, frames, tokens_per_frame, heads, head_dim)`): Queries or keys.
+        rotary_emb (`tuple[torch.Tensor, torch.Tensor]`): `(cos, sin)`, each `(frames, tokens_per_frame, P)`.
+    """
+    cos, sin = rotary_emb
+    rot_dim = 2 * cos.shape[-1]
+    cos, sin = cos[:, :, None, :], sin[:, :, None, :]  # (T, N, 1, P): broadcast over batch and heads
+    # Rotate in fp32 (the original did too, rope.py:43-51), then go back to the attention dtype.
+    pairs = hidden_states[..., :rot_dim].float().unflatten(-1, (-1, 2))  # (B, T, N, H, P, 2)
+    real, imag = pairs.unbind(-1)
+    rotated = torch.stack([real * cos - imag * sin, real * sin + imag * cos], dim=-1).flatten(-2)  # (B, T, N, H, 2P)
+    return torch.cat([rotated, hidden_states[..., rot_dim:].float()], dim=-1).to(hidden_states.dtype)
+
+
+def rms_norm_fp32(hidden_states: torch.Tensor, norm: nn.RMSNorm) -> torch.Tensor:
+    """
+    Apply `norm` in fp32 whatever the input and weight dtypes (under bf16 autocast the input is bf16 and the weight
+    fp32, which PyTorch's fused kernel refuses); returns fp32.
+
+    Args:
+        hidden_states (`torch.Tensor`): Input, normalised over its last dimension.
+        norm (`nn.RMSNorm`): The norm whose shape, gain and epsilon to use.
+    """
+    weight = None if norm.weight is None else norm.weight.float()
+    return F.rms_norm(hidden_states.float(), norm.normalized_shape, weight, norm.eps)
+
+
+def frame_attention_mask(
+    num_query_frames: int, num_cached_frames: int, window: int, tokens_per_frame: int, device: torch.device
+) -> torch.Tensor | None:
+    """
+    Boolean attention mask for new frames attending to cached plus new frames, or `None` when nothing is masked.
+
+    Query frame `q` may attend key frame `k` iff `k <= q` (causal over frames, bidirectional within a frame) and
+    `q - k < window` (the original's `get_block_mask`, spec §3.5). The cached frames come right before the new ones.
+
+    Args:
+        num_query_frames (`int`): New frames (queries).
+        num_cached_frames (`int`): Cached frames before them (keys only).
+        window (`int`): Frame window of the layer.
+        tokens_per_frame (`int`): Tokens per frame.
+        device (`torch.device`): Where to build the mask.
+
+    Returns:
+        `None` or a bool tensor `(1, 1, Lq, Lk)` with `Lq = num_query_frames * tokens_per_frame` and
+        `Lk = (num_cached_frames + num_query_frames) * tokens_per_frame`.
+    """
+    query_frames = torch.arange(num_query_frames, device=device)[:, None] + num_cached_frames
+    key_frames = torch.arange(num_cached_frames + num_query_frames, device=device)[None, :]
+    allowed = (key_frames <= query_frames) & (query_frames - key_frames < window)  # (Tq, Tk)
+    if bool(allowed.all()):
+        # The usual rollout step (one frame against a cache trimmed to the window) needs no mask at all.
+        return None
+    allowed = allowed.repeat_interleave(tokens_per_frame, 0).repeat_interleave(tokens_per_frame, 1)  # (Lq, Lk)
+    # 4D so the native backend never mistakes a square (Lq == batch) mask for a (batch, Lk) padding mask.
+    return allowed[None, None]
+
+
+class TekkenAttnProcessor:
+    """
+    Attention processor of [`TekkenAttention`]: QK-RMSNorm, 3D RoPE, optional KV cache, windowed frame-causal mask.
+
+    Attention goes through diffusers' `dispatch_attention_fn`, so `model.set_attention_backend(...)` picks the kernel
+    (PyTorch SDPA by default).
+    """
+
+    _attention_backend = None
+    _parallel_config = None
+
+    def __call__(
+        self,
+        attn: TekkenAttention,
+        hidden_states: torch.Tensor,
+        rotary_emb: tuple[torch.Tensor, torch.Tensor],
+        attention_mask: torch.Tensor | None = None,
+        kv_cache: TekkenKVCache | None = None,
+        layer_idx: int = 0,
+        update_kv_cache: bool = False,
+    ) -> torch.Tensor:
+        batch_size, num_frames, tokens_per_frame, _ = hidden_states.shape
+        query = attn.to_q(hidden_states).unflatten(-1, (attn.heads, -1))  # (B, T, N, H, Dh)
+        key = attn.to_k(hidden_states).unflatten(-1, (attn.heads, -1))
+        value = attn.to_v(hidden_states).unflatten(-1, (attn.heads, -1))
+
+        # QK-norm and RoPE in fp32 (the rotation needs it anyway), then back to the attention dtype.
+        query = apply_rotary_emb(rms_norm_fp32(query, attn.norm_q), rotary_emb).to(value.dtype)
+        key = apply_rotary_emb(rms_norm_fp32(key, attn.norm_k), rotary_emb).to(value.dtype)
+
+        if kv_cache is not None and update_kv_cache:
+            key, value = kv_cache.append(layer_idx, key, value)
+        elif kv_cache is not None and (past := kv_cache.get(layer_idx)) is not None:
+            key = torch.cat([past[0], key], dim=1)  # (B, F + T, N, H, Dh)
+            value = torch.cat([past[1], value], dim=1)
+
+        hidden_states = dispatch_attention_fn(
+            query.flatten(1, 2),  # (B, T*N, H, Dh): diffusers' BSHD layout
+            key.flatten(1, 2),
+            value.flatten(1, 2),
+            attn_mask=attention_mask,
+            backend=self._attention_backend,
+            parallel_config=self._parallel_config,
+        )
+        hidden_states = hidden_states.flatten(2, 3).type_as(query)  # (B, T*N, D)
+        hidden_states = attn.to_out(hidden_states)
+        return hidden_states.unflatten(1, (num_frames, tokens_per_frame))  # (B, T, N, D)
+
+
+class TekkenAttention(nn.Module, AttentionModuleMixin):
+    """
+    Multi-head self-attention with QK-RMSNorm (learnable gains) and a pluggable processor.
+
+    Args:
+        dim (`int`): Width of the hidden states.
+        heads (`int`): Number of attention heads.
+        dim_head (`int`): Channels per head (`heads * dim_head == dim`).
+        bias (`bool`, defaults to `True`): Whether the q/k/v projections have a bias (the original's did).
+        eps (`float`, defaults to `1e-6`): Epsilon of the QK RMSNorms.
+        processor (`TekkenAttnProcessor`, *optional*): Processor; defaults to [`TekkenAttnProcessor`].
+    """
+
+    _default_processor_cls = TekkenAttnProcessor
+    _available_processors = [TekkenAttnProcessor]
+    _supports_qkv_fusion = False
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        dim_head: int,
+        bias: bool = True,
+        eps: float = 1e-6,
+        processor: TekkenAttnProcessor | None = None,
+    ):
+        super().__init__()
+        self.heads = heads
+        self.to_q = nn.Linear(dim, heads * dim_head, bias=bias)
+        self.to_k = nn.Linear(dim, heads * dim_head, bias=bias)
+        self.to_v = nn.Linear(dim, heads * dim_head, bias=bias)
+        self.to_out = nn.Linear(heads * dim_head, dim)
+        self.norm_q = nn.RMSNorm(dim_head, eps=eps)
+        self.norm_k = nn.RMSNorm(dim_head, eps=eps)
+        self.set_processor(processor or self._default_processor_cls())
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        rotary_emb: tuple[torch.Tensor, torch.Tensor],
+        attention_mask: torch.Tensor | None = None,
+        kv_cache: TekkenKVCache | None = None,
+        layer_idx: int = 0,
+        update_kv_cache: bool = False,
+    ) -> torch.Tensor:
+        return self.processor(
+            self,
+            hidden_states,
+            rotary_emb=rotary_emb,
+            attention_mask=attention_mask,
+            kv_cache=kv_cache,
+            layer_idx=layer_idx,
+            update_kv_cache=update_kv_cache,
+        )
+
+
+class TekkenTransformerBlock(nn.Module):
+    """
+    DiT block with adaLN-Zero modulation computed once per frame and broadcast to the frame's tokens.
+
+    Args:
+        dim (`int`): Width of the hidden states.
+        num_attention_heads (`int`): Number of attention heads.
+        attention_head_dim (`int`): Channels per head.
+        mlp_ratio (`float`): Hidden width of the MLP as a multiple of `dim`.
+        eps (`float`): Epsilon of the RMSNorms.
+        qkv_bias (`bool`): Whether the q/k/v projections have a bias.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_attention_heads: int,
+        attention_head_dim: int,
+        mlp_ratio: float,
+        eps: float,
+        qkv_bias: bool,
+    ):
+        super().__init__()
+        self.norm1 = nn.RMSNorm(dim, eps=eps, elementwise_affine=False)
+        self.attn = TekkenAttention(dim, num_attention_heads, attention_head_dim, bias=qkv_bias, eps=eps)
+        self.norm2 = nn.RMSNorm(dim, eps=eps, elementwise_affine=False)
+        self.ff = FeedForward(dim, mult=mlp_ratio, activation_fn="gelu-approximate")
+        # shift/scale/gate for attention and MLP; zero-initialised by the model so the block starts as the identity.
+        self.adaLN_modulation = nn.Linear(dim, 6 * dim)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        cond: torch.Tensor,
+        rotary_emb: tuple[torch.Tensor, torch.Tensor],
+        attention_mask: torch.Tensor | None = None,
+        kv_cache: TekkenKVCache | None = None,
+        layer_idx: int = 0,
+        update_kv_cache: bool = False,
+    ) -> torch.Tensor:
+        # cond: (B, T, D), already through SiLU. One modulation per frame, (B, T, 1, D) to broadcast over tokens.
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (
+            self.adaLN_modulation(cond).unsqueeze(2).chunk(6, dim=-1)
+        )
+        norm_hidden_states = self.norm1(hidden_states) * (1 + scale_msa) + shift_msa  # (B, T, N, D)
+        attn_output = self.attn(
+            norm_hidden_states,
+            rotary_emb=rotary_emb,
+            attention_mask=attention_mask,
+            kv_cache=kv_cache,
+            layer_idx=layer_idx,
+            update_kv_cache=update_kv_cache,
+        )
+        hidden_states = hidden_states + gate_msa * attn_output
+        norm_hidden_states = self.norm2(hidden_states) * (1 + scale_mlp) + shift_mlp
+        return hidden_states + gate_mlp * self.ff(norm_hidden_states)
+
+
+class TekkenWorldModelTransformer(ModelMixin, ConfigMixin, AttentionMixin):
+    """
+    Action-conditioned, frame-causal diffusion transformer that predicts the flow-matching velocity of latent frames.
+
+    Input latents `(B, T, C, H, W)` are cut into `patch_size` x `patch_size` patches, one token each (frame-major, then
+    row-major). Every frame has its own noise level `sigma` (diffusion forcing) and its own 8 button bits; their
+    embeddings are summed into one condition per frame that drives adaLN-Zero in every block. Attention is causal over
+    frames and bidirectional within a frame; layer `i` sees the last `global_window` frames if `i % global_every == 0`,
+    else the last `local_window` frames. A fresh model outputs exactly zero (adaLN-Zero, zero output projection).
+
+    Load in bf16 with `from_pretrained(path, dtype=torch.bfloat16)`: the timestep embedding stays fp32
+    (`_keep_in_fp32_modules`). Because of that, `low_cpu_mem_usage=False` is refused by diffusers.
+
+    Args:
+        in_channels (`int`, defaults to `16`): Latent channels.
+        out_channels (`int`, *optional*): Output channels; defaults to `in_channels`.
+        sample_size (`tuple[int, int]`, defaults to `(8, 8)`):
+            Latent height and width the model is trained on (for pipelines; any size divisible by `patch_size` runs).
+        patch_size (`int`, defaults to `2`): Side of the square latent patch that becomes one token.
+        num_layers (`int`, defaults to `8`): Number of transformer blocks.
+        num_attention_heads (`int`, defaults to `6`): Attention heads; width = heads * head dim.
+        attention_head_dim (`int`, defaults to `64`): Channels per head.
+        mlp_ratio (`float`, defaults to `4.0`): MLP hidden width as a multiple of the width.
+        num_actions (`int`, defaults to `8`):
+            Button bits per frame (MSB-first: Up, Down, Left, Right, LP, RP, LK, RK; see `tekken_diffusers.actions`).
+        local_window (`int`, defaults to `8`): Frames seen by local layers (the query frame included).
+        global_window (`int`, defaults to `32`): Frames seen by global layers (the query frame included).
+        global_every (`int`, defaults to `4`):
+            Layer `i` is global iff `i % global_every == 0` (the original: 4, layers 0, 4, 8, 12); `0` = all local.
+        rope_axes_dim (`tuple[int, int, int]`, *optional*):
+            Channels of each head rotated by the frame, row and column position (each even, sum <= head dim); the
+            remaining channels are not rotated. Defaults to `2 * (head_dim // 6)` per axis.
+        rope_theta (`float`, defaults to `10000.0`): RoPE base.
+        timestep_freq_dim (`int`, defaults to `256`): Channels of the sinusoidal timestep features.
+        norm_eps (`float`, defaults to `1e-6`): Epsilon of all RMSNorms.
+        qkv_bias (`bool`, defaults to `True`): Whether the q/k/v projections have a bias.
+    """
+
+    _supports_gradient_checkpointing = True
+    _no_split_modules = ["TekkenTransformerBlock"]
+    _repeated_blocks = ["TekkenTransformerBlock"]
+    _keep_in_fp32_modules = ["time_embed"]
+    _skip_layerwise_casting_patterns = ["proj_in", "time_embed", "norm"]
+
+    @register_to_config
+    def __init__(
+        self,
+        in_channels: int = 16,
+        out_channels: int | None = None,
+        sample_size: tuple[int, int] = (8, 8),
+        patch_size: int = 2,
+        num_layers: int = 8,
+        num_attention_heads: int = 6,
+        attention_head_dim: int = 64,
+        mlp_ratio: float = 4.0,
+        num_actions: int = 8,
+        local_window: int = 8,
+        global_window: int = 32,
+        global_every: int = 4,
+        rope_axes_dim: tuple[int, int, int] | None = None,
+        rope_theta: float = 10000.0,
+        timestep_freq_dim: int = 256,
+        norm_eps: float = 1e-6,
+        qkv_bias: bool = True,
+    ):
+        super().__init__()
+        # 1. Validate the configuration (one message per problem, naming the value)
+        for name, value in [
+            ("in_channels", in_channels),
+            ("patch_size", patch_size),
+            ("num_layers", num_layers),
+            ("num_attention_heads", num_attention_heads),
+            ("attention_head_dim", attention_head_dim),
+            ("num_actions", num_actions),
+            ("local_window", local_window),
+            ("global_window", global_window),
+        ]:
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if global_every < 0:
+            raise ValueError(f"global_every must be >= 0 (0 = no global layers), got {global_every}")
+        if any(size % patch_size for size in sample_size):
+            raise ValueError(f"sample_size {tuple(sample_size)} is not divisible by patch_size {patch_size}")
+        if rope_axes_dim is None:
+            rope_axes_dim = (2 * (attention_head_dim // 6),) * 3
+        if len(rope_axes_dim) != 3 or any(d % 2 for d in rope_axes_dim) or sum(rope_axes_dim) > attention_head_dim:
+            raise ValueError(
+                f"rope_axes_dim must be 3 even numbers summing to at most attention_head_dim={attention_head_dim}, "
+                f"got {tuple(rope_axes_dim)}"
+            )
+        self.rope_axes_dim = tuple(rope_axes_dim)
+        # Save the resolved split, so a checkpoint never depends on how the default is computed.
+        self.register_to_config(rope_axes_dim=self.rope_axes_dim)
+        out_channels = out_channels or in_channels
+        inner_dim = num_attention_heads * attention_head_dim
+
+        # 2. Per-frame condition: timestep embedding (fp32) + action embedding, or the null action for CFG
+        self.time_proj = Timesteps(timestep_freq_dim, flip_sin_to_cos=True, downscale_freq_shift=0)
+        self.time_embed = TimestepEmbedding(timestep_freq_dim, inner_dim)
+        # A linear map of the bits = the sum of per-button embeddings of the pressed buttons (the original's
+        # mean over 8 of `button_embedding * pressed`, spec §3.3, without the arbitrary 1/8; Q7). Its bias is the
+        # "nothing pressed" embedding, distinct from the learned null action used where no action is given.
+        self.action_embed = nn.Linear(num_actions, inner_dim)
+        self.null_action_embedding = nn.Parameter(torch.zeros(inner_dim))
+
+        # 3. Tokens and blocks
+        self.proj_in = nn.Linear(in_channels * patch_size * patch_size, inner_dim)
+        self.transformer_blocks = nn.ModuleList(
+            [
+                TekkenTransformerBlock(
+                    inner_dim, num_attention_heads, attention_head_dim, mlp_ratio, eps=norm_eps, qkv_bias=qkv_bias
+                )
+                for _ in range(num_layers)
+            ]
+        )
+
+        # 4. Output: modulated norm and projection back to patches
+        self.norm_out = nn.RMSNorm(inner_dim, eps=norm_eps, elementwise_affine=False)
+        self.norm_out_modulation = nn.Linear(inner_dim, 2 * inner_dim)
+        self.proj_out = nn.Linear(inner_dim, out_channels * patch_size * patch_size)
+
+        self.gradient_checkpointing = False
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # DiT's initialisation (facebookresearch/DiT models.py): xavier linears, N(0, 0.02) embeddings, and zero for
+        # every adaLN modulation and the output projection, so each block is the identity and the output is 0.
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        for linear in (self.time_embed.linear_1, self.time_embed.linear_2, self.action_embed):
+            nn.init.normal_(linear.weight, std=0.02)
+        zero_init = [block.adaLN_modulation for block in self.transformer_blocks]
+        for linear in zero_init + [self.norm_out_modulation, self.proj_out]:
+            nn.init.zeros_(linear.weight)
+            nn.init.zeros_(linear.bias)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> TekkenWorldModelTransformer:
+        """
+        Build a fresh model from a named size in `TRANSFORMER_PRESETS`.
+
+        Args:
+            name (`str`): One of `TRANSFORMER_PRESETS` ("tiny", "small", "tekken-large").
+            **overrides: Config values that replace the preset's (e.g. `in_channels=32`).
+        """
+        if name not in TRANSFORMER_PRESETS:
+            raise ValueError(f"unknown transformer preset {name!r}; known presets: {', '.join(TRANSFORMER_PRESETS)}")
+        return cls(**{**TRANSFORMER_PRESETS[name], **overrides})
+
+    @property
+    def layer_windows(self) -> list[int]:
+        """Frame window of each layer: `global_window` where `i % global_every == 0`, else `local_window`."""
+        every = self.config.global_every
+        return [
+            self.config.global_window if every and i % every == 0 else self.config.local_window
+            for i in range(self.config.num_layers)
+        ]
+
+    def make_kv_cache(self, max_frames: int | None = None, start_frame: int = 0) -> TekkenKVCache:
+        """
+        An empty [`TekkenKVCache`] sized to each layer's window (`window - 1` past frames per layer).
+
+        Args:
+            max_frames (`int`, *optional*):
+                Cap on the frames any layer keeps. Below a layer's `window - 1` the rollout sees less context than
+                training did and no longer matches the full-sequence forward.
+            start_frame (`int`, defaults to `0`): Absolute index of the first frame that will be appended.
+        """
+        keep = [window - 1 for window in self.layer_windows]
+        if max_frames is not None:
+            if max_frames < max(keep):
+                logger.warning(
+                    f"make_kv_cache(max_frames={max_frames}) keeps less than the largest window needs "
+                    f"({max(keep)} frames): the rollout will see less context than the model was trained with"
+                )
+            keep = [min(k, max_frames) for k in keep]
+        return TekkenKVCache(keep, start_frame=start_frame)
+
+    def _per_frame(self, values: torch.Tensor | float, batch_size: int, num_frames: int, name: str) -> torch.Tensor:
+        # Accept a scalar, (B,) or (B, T) and return (B, T).
+        values = torch.as_tensor(values)
+        if values.ndim == 1 and values.shape[0] == batch_size:
+            values = values[:, None]
+        if values.ndim > 2 or not all(s in (1, n) for s, n in zip(values.shape, (batch_size, num_frames))):
+            raise ValueError(
+                f"{name} must be a scalar, ({batch_size},) or ({batch_size}, {num_frames}), got {tuple(values.shape)}"
+            )
+        return values.expand(batch_size, num_frames)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        sigmas: torch.Tensor | float,
+        actions: torch.Tensor | None = None,
+        action_mask: torch.Tensor | None = None,
+        frame_offset: int | None = None,
+        kv_cache: TekkenKVCache | None = None,
+        update_kv_cache: bool = False,
+        return_dict: bool = True,
+    ) -> TekkenTransformerOutput | tuple[torch.Tensor]:
+        """
+        Predict the velocity `noise - latents` of every input frame.
+
+        Args:
+            hidden_states (`torch.Tensor` of shape `(batch_size, num_frames, in_channels, height, width)`):
+                Noisy latent frames `(1 - sigma) * latents + sigma * noise`.
+            sigmas (`torch.Tensor` of shape `(batch_size, num_frames)`, `(batch_size,)` or a float):
+                Noise level of each frame in [0, 1] (0 = clean).
+            actions (`torch.Tensor` of shape `(batch_size, num_frames, num_actions)`, *optional*):
+                Button bits of each frame (bool or 0/1 float, MSB-first order of `tekken_diffusers.actions`).
+                `None` gives every frame the learned null action (the unconditional branch of classifier-free
+                guidance).
+            action_mask (`torch.Tensor` of shape `(batch_size, num_frames)` or `(batch_size,)`, *optional*):
+                Bool; where `False` the frame gets the null action instead of its buttons (CFG dropout in training,
+                the unconditional half of a CFG batch at sampling).
+            frame_offset (`int`, *optional*):
+                Absolute index of the first input frame (its RoPE position). Defaults to `kv_cache.next_frame` with a
+                cache, else 0. With a cache it must equal `kv_cache.next_frame`.
+            kv_cache (`TekkenKVCache`, *optional*):
+                Keys and values of the frames before `frame_offset` (from [`make_kv_cache`]). Read, and written only if
+                `update_kv_cache`.
+            update_kv_cache (`bool`, defaults to `False`):
+                Append the input frames' keys and values to `kv_cache` (then evict beyond each layer's window). Use
+                `False` while denoising a frame and `True` to prefill the context or append a finished frame.
+            return_dict (`bool`, defaults to `True`): Return a [`TekkenTransformerOutput`] instead of a tuple.
+
+        Returns:
+            [`TekkenTransformerOutput`] or `(sample,)`: the velocity, `(batch_size, num_frames, out_channels, height,
+            width)`, in the model's compute dtype.
+        """
+        # 1. Check inputs
+        if hidden_states.ndim != 5:
+            raise ValueError(
+                f"hidden_states must be (batch, frames, channels, height, width), got {tuple(hidden_states.shape)}"
+            )
+        batch_size, num_frames, channels, height, width = hidden_states.shape
+        patch = self.config.patch_size
+        if channels != self.config.in_channels:
+            raise ValueError(f"hidden_states has {channels} channels, the model expects {self.config.in_channels}")
+        if height % patch or width % patch:
+            raise ValueError(f"latent size {height}x{width} is not divisible by patch_size {patch}")
+        grid_height, grid_width = height // patch, width // patch
+        tokens_per_frame = grid_height * grid_width
+        sigmas = self._per_frame(sigmas, batch_size, num_frames, "sigmas").to(hidden_states.device)
+        if update_kv_cache and kv_cache is None:
+            raise ValueError("update_kv_cache=True needs a kv_cache")
+        if kv_cache is not None:
+            if kv_cache.num_layers != self.config.num_layers:
+                raise ValueError(f"kv_cache has {kv_cache.num_layers} layers, the model {self.config.num_layers}")
+            if frame_offset is None:
+                frame_offset = kv_cache.next_frame
+            elif frame_offset != kv_cache.next_frame:
+                raise ValueError(
+                    f"frame_offset={frame_offset} but the kv_cache continues at frame {kv_cache.next_frame}; "
+                    "pass frame_offset=None or kv_cache.next_frame"
+                )
+            if kv_cache.batch_size not in (None, batch_size) or kv_cache.tokens_per_frame not in (
+                None,
+                tokens_per_frame,
+            ):
+                raise ValueError(
+                    f"kv_cache holds batch {kv_cache.batch_size} x {kv_cache.tokens_per_frame} tokens/frame, the "
+                    f"input is batch {batch_size} x {tokens_per_frame} tokens/frame"
+                )
+        frame_offset = frame_offset or 0
+        if frame_offset < 0:
+            raise ValueError(f"frame_offset must be >= 0, got {frame_offset}")
+        compute_dtype = self.proj_in.weight.dtype
+
+        # 2. Per-frame condition c = time embedding + action embedding, (B, T, D)
+        with torch.autocast(device_type=hidden_states.device.type, enabled=False):
+            # fp32 even under bf16 autocast: sin/cos of sigma * 1000 in bf16 is noise at high frequencies (spec Q5).
+            time_features = self.time_proj(sigmas.reshape(-1).float() * TIMESTEP_SCALE)  # (B*T, F)
+            temb = self.time_embed(time_features.to(self.time_embed.linear_1.weight.dtype))  # (B*T, D)
+        temb = temb.float().view(batch_size, num_frames, -1)
+        null_action = self.null_action_embedding.float().expand(batch_size, num_frames, -1)
+        if actions is None:
+            if action_mask is not None:
+                raise ValueError("action_mask was given without actions")
+            action_emb = null_action
+        else:
+            if actions.shape != (batch_size, num_frames, self.config.num_actions):
+                raise ValueError(
+                    f"actions must be ({batch_size}, {num_frames}, {self.config.num_actions}) button bits, got "
+                    f"{tuple(actions.shape)}; convert uint8 action ids with tekken_diffusers.actions.ids_to_bits"
+                )
+            action_emb = self.action_embed(actions.to(self.action_embed.weight.dtype)).float()
+            if action_mask is not None:
+                action_mask = self._per_frame(action_mask, batch_size, num_frames, "action_mask").to(torch.bool)
+                action_emb = torch.where(action_mask[..., None], action_emb, null_action)
+        # SiLU once here rather than in every block's adaLN (DiT applies SiLU before each modulation linear).
+        cond = F.silu(temb + action_emb).to(compute_dtype)  # (B, T, D)
+
+        # 3. Patchify: (B, T, C, H, W) -> (B, T, N, C*p*p), tokens row-major over the patch grid
+        hidden_states = hidden_states.to(compute_dtype).reshape(
+            batch_size, num_frames, channels, grid_height, patch, grid_width, patch
+        )
+        hidden_states = hidden_states.permute(0, 1, 3, 5, 2, 4, 6).reshape(
+            batch_size, num_frames, tokens_per_frame, channels * patch * patch
+        )
+        hidden_states = self.proj_in(hidden_states)  # (B, T, N, D)
+        rotary_emb = get_3d_rotary_angles(
+            frame_offset,
+            num_frames,
+            grid_height,
+            grid_width,
+            self.rope_axes_dim,
+            self.config.rope_theta,
+            hidden_states.device,
+        )
+
+        # 4. Blocks; one mask per distinct (cached frames, window), None where nothing is masked
+        masks: dict[tuple[int, int], torch.Tensor | None] = {}
+        for layer_idx, (block, window) in enumerate(zip(self.transformer_blocks, self.layer_windows)):
+            num_cached = kv_cache.num_frames(layer_idx) if kv_cache is not None else 0
+            if (num_cached, window) not in masks:
+                masks[num_cached, window] = frame_attention_mask(
+                    num_frames, num_cached, window, tokens_per_frame, hidden_states.device
+                )
+            mask = masks[num_cached, window]
+            # Never checkpoint with a cache: recomputation in backward would append the frames a second time.
+            if torch.is_grad_enabled() and self.gradient_checkpointing and kv_cache is None:
+                hidden_states = self._gradient_checkpointing_func(block, hidden_states, cond, rotary_emb, mask)
+            else:
+                hidden_states = block(
+                    hidden_states,
+                    cond,
+                    rotary_emb,
+                    attention_mask=mask,
+                    kv_cache=kv_cache,
+                    layer_idx=layer_idx,
+                    update_kv_cache=update_kv_cache,
+                )
+
+        # 5. Output: adaLN-modulated norm, projection, unpatchify (B, T, N, C*p*p) -> (B, T, C, H, W)
+        shift, scale = self.norm_out_modulation(cond).unsqueeze(2).chunk(2, dim=-1)  # (B, T, 1, D) each
+        hidden_states = self.norm_out(hidden_states) * (1 + scale) + shift
+        hidden_states = self.proj_out(hidden_states)  # (B, T, N, C_out*p*p)
+        out_channels = self.config.out_channels or self.config.in_channels
+        hidden_states = hidden_states.reshape(
+            batch_size, num_frames, grid_height, grid_width, out_channels, patch, patch
+        )
+        output = hidden_states.permute(0, 1, 4, 2, 5, 3, 6).reshape(
+            batch_size, num_frames, out_channels, height, width
+        )
+
+        if not return_dict:
+            return (output,)
+        return TekkenTransformerOutput(sample=output)
+
+
+def build_preset_on_meta(name: str) -> TekkenWorldModelTransformer:
+    """A preset's model on the meta device: its config and parameter shapes without allocating (1 B params = free)."""
+    with torch.device("meta"):
+        return TekkenWorldModelTransformer.from_preset(name)
+
+
+def format_preset_table() -> str:
+    """Markdown table of every preset: layout and parameter count."""
+    lines = [
+        "| preset | latent (C, H, W) | patch | tokens/frame | layers | width | heads | local / global window "
+        "(global every) | parameters |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in TRANSFORMER_PRESETS:
+        model = build_preset_on_meta(name)
+        config = model.config
+        height, width = config.sample_size
+        tokens = (height // config.patch_size) * (width // config.patch_size)
+        heads = config.num_attention_heads
+        num_parameters = sum(p.numel() for p in model.parameters())
+        lines.append(
+            f"| `{name}` | {config.in_channels}, {height}, {width} | {config.patch_size} | {tokens} "
+            f"| {config.num_layers} | {heads * config.attention_head_dim} | {heads} | {config.local_window} / "
+            f"{config.global_window} ({config.global_every}) | {num_parameters:,} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Command line: `python -m tekken_diffusers.models.transformer_tekken --list-presets`."""
+    parser = argparse.ArgumentParser(description="TekkenWorldModelTransformer size presets")
+    parser.add_argument("--list-presets", action="store_true", help="print each preset's layout and parameter count")
+    args = parser.parse_args(argv)
+    if not args.list_presets:
+        parser.print_help()
+        return
+    print(format_preset_table())  # the command's output, not logging
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,342 @@
+"""Behaviour of the world-model transformer on tiny CPU configs: causality, windows, cache, actions, save/load."""
+
+import pytest
+import torch
+
+from tekken_diffusers.models.transformer_tekken import (
+    TRANSFORMER_PRESETS,
+    TekkenAttnProcessor,
+    TekkenKVCache,
+    TekkenWorldModelTransformer,
+    build_preset_on_meta,
+    frame_attention_mask,
+    main,
+)
+
+CHANNELS, SIZE = 4, 4  # the tiny preset: 4x4x4 latents, patch 2 -> 4 tokens per frame
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    # Tiny models are overhead-bound: a second intra-op thread only adds contention on a shared 2-core machine
+    # (measured: 0.8 ms vs 10 ms per cached step of the tiny model while another process runs).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_model(seed: int = 0, **overrides) -> TekkenWorldModelTransformer:
+    torch.manual_seed(seed)
+    return TekkenWorldModelTransformer.from_preset("tiny", **overrides).eval()
+
+
+def randomize(model: TekkenWorldModelTransformer, seed: int = 0, std: float = 0.2) -> TekkenWorldModelTransformer:
+    """Replace every weight (the zero-initialised ones included) by noise: a stand-in for a trained model."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.copy_(torch.randn(param.shape, generator=generator) * std)
+    return model
+
+
+def make_inputs(batch: int = 2, frames: int = 8, seed: int = 1):
+    generator = torch.Generator().manual_seed(seed)
+    latents = torch.randn(batch, frames, CHANNELS, SIZE, SIZE, generator=generator)
+    sigmas = torch.rand(batch, frames, generator=generator)
+    actions = torch.randint(0, 2, (batch, frames, 8), generator=generator).bool()
+    return latents, sigmas, actions
+
+
+def perturb_frames(latents, sigmas, actions, frames):
+    """New inputs that differ from the given ones exactly at `frames` (latents, noise level and buttons)."""
+    latents, sigmas, actions = latents.clone(), sigmas.clone(), actions.clone()
+    latents[:, frames] += 1.0
+    sigmas[:, frames] = 1.0 - sigmas[:, frames]
+    actions[:, frames] = ~actions[:, frames]
+    return latents, sigmas, actions
+
+
+@torch.no_grad()
+def test_output_shape_dtype_and_tuple_return():
+    model = randomize(make_model())
+    latents, sigmas, actions = make_inputs(frames=3)
+    output = model(latents, sigmas, actions)
+    assert output.sample.shape == latents.shape and output.sample.dtype == torch.float32
+    (sample,) = model(latents, sigmas, actions, return_dict=False)
+    assert torch.equal(sample, output.sample)
+    # a scalar sigma or one per sample broadcasts over frames
+    assert torch.equal(model(latents, 0.5, actions).sample, model(latents, torch.full((2, 3), 0.5), actions).sample)
+
+
+@torch.no_grad()
+def test_fresh_model_outputs_zero_regardless_of_actions_until_trained():
+    model = make_model()
+    latents, sigmas, actions = make_inputs()
+    fresh = model(latents, sigmas, actions).sample
+    # adaLN-Zero: every block is the identity and the output projection is zero, so nothing reaches the output
+    assert torch.equal(fresh, torch.zeros_like(fresh))
+    assert torch.equal(model(latents, sigmas, ~actions).sample, fresh)
+
+    # "training" the zero-initialised modulation and output layers lets the buttons through
+    generator = torch.Generator().manual_seed(3)
+    zero_init = [block.adaLN_modulation for block in model.transformer_blocks]
+    for linear in zero_init + [model.norm_out_modulation, model.proj_out]:
+        linear.weight.copy_(torch.randn(linear.weight.shape, generator=generator) * 0.2)
+    pressed = model(latents, sigmas, actions).sample
+    flipped = model(latents, sigmas, ~actions).sample
+    assert (pressed - flipped).abs().amax() > 1e-3
+
+
+@torch.no_grad()
+def test_actions_change_the_prediction_and_the_null_action_ignores_them():
+    model = randomize(make_model())
+    latents, sigmas, actions = make_inputs()
+    conditional = model(latents, sigmas, actions).sample
+    other = actions.clone()
+    other[:, -1] = ~other[:, -1]  # change the buttons of the last frame only
+    changed = model(latents, sigmas, other).sample
+    assert (changed[:, -1] - conditional[:, -1]).abs().amax() > 1e-3
+    torch.testing.assert_close(changed[:, :-1], conditional[:, :-1], rtol=0, atol=1e-6)
+
+    # action_mask=False puts the null action in: identical to passing no actions, whatever the buttons
+    dropped = torch.zeros(2, 8, dtype=torch.bool)
+    unconditional = model(latents, sigmas).sample
+    torch.testing.assert_close(model(latents, sigmas, actions, action_mask=dropped).sample, unconditional)
+    torch.testing.assert_close(model(latents, sigmas, other, action_mask=dropped).sample, unconditional)
+    assert (unconditional - conditional).abs().amax() > 1e-3
+    # a per-sample mask drops whole sequences: sample 0 conditional, sample 1 unconditional
+    mixed = model(latents, sigmas, actions, action_mask=torch.tensor([True, False])).sample
+    torch.testing.assert_close(mixed[0], conditional[0])
+    torch.testing.assert_close(mixed[1], unconditional[1])
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("t", [0, 3, 6])
+def test_later_frames_never_change_earlier_outputs(t):
+    model = randomize(make_model())
+    latents, sigmas, actions = make_inputs(frames=8)
+    reference = model(latents, sigmas, actions).sample
+    later = list(range(t + 1, 8))
+    changed = model(*perturb_frames(latents, sigmas, actions, later)).sample
+    torch.testing.assert_close(changed[:, : t + 1], reference[:, : t + 1], rtol=0, atol=1e-6)
+    assert (changed[:, t + 1 :] - reference[:, t + 1 :]).abs().amax() > 1e-3
+
+
+@torch.no_grad()
+def test_frames_within_a_frame_attend_bidirectionally():
+    model = randomize(make_model())
+    latents, sigmas, actions = make_inputs(frames=2)
+    reference = model(latents, sigmas, actions).sample
+    changed_latents = latents.clone()
+    changed_latents[:, 1, :, -1, -1] += 1.0  # last patch of frame 1
+    changed = model(changed_latents, sigmas, actions).sample
+    assert (changed[:, 1, :, :2, :2] - reference[:, 1, :, :2, :2]).abs().amax() > 1e-4  # first patch sees it
+
+
+@torch.no_grad()
+def test_local_window_hides_older_frames():
+    # One local layer with window 3: frame 6 sees frames 4, 5, 6 and nothing older.
+    model = randomize(make_model(num_layers=1, global_every=0, local_window=3))
+    latents, sigmas, actions = make_inputs(frames=8)
+    reference = model(latents, sigmas, actions).sample
+    older = model(*perturb_frames(latents, sigmas, actions, [0, 1, 2, 3])).sample
+    torch.testing.assert_close(older[:, 6], reference[:, 6], rtol=0, atol=1e-6)
+    inside = model(*perturb_frames(latents, sigmas, actions, [4])).sample
+    assert (inside[:, 6] - reference[:, 6]).abs().amax() > 1e-3
+
+
+@torch.no_grad()
+def test_receptive_field_grows_by_window_minus_one_per_layer():
+    # Two local layers with window 3: frame 7 reaches back 2 * (3 - 1) = 4 frames, to frame 3, not to frame 2.
+    model = randomize(make_model(num_layers=2, global_every=0, local_window=3))
+    latents, sigmas, actions = make_inputs(frames=8)
+    reference = model(latents, sigmas, actions).sample
+    torch.testing.assert_close(
+        model(*perturb_frames(latents, sigmas, actions, [0, 1, 2])).sample[:, 7], reference[:, 7], rtol=0, atol=1e-6
+    )
+    assert (model(*perturb_frames(latents, sigmas, actions, [3])).sample[:, 7] - reference[:, 7]).abs().amax() > 1e-4
+
+
+def test_layer_windows_follow_global_every():
+    assert build_preset_on_meta("tekken-large").layer_windows == [128, 16, 16, 16] * 4
+    assert make_model(num_layers=3, global_every=0).layer_windows == [3, 3, 3]
+
+
+def test_frame_attention_mask():
+    # one new frame against a cache trimmed to the window: nothing to mask
+    assert frame_attention_mask(1, 2, window=3, tokens_per_frame=4, device=torch.device("cpu")) is None
+    mask = frame_attention_mask(3, 1, window=2, tokens_per_frame=1, device=torch.device("cpu"))
+    expected = torch.tensor([[1, 1, 0, 0], [0, 1, 1, 0], [0, 0, 1, 1]], dtype=torch.bool)
+    assert torch.equal(mask[0, 0], expected)
+    assert frame_attention_mask(2, 0, window=5, tokens_per_frame=2, device=torch.device("cpu")).shape == (1, 1, 4, 4)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("frame_offset", [0, 37])
+def test_cached_rollout_equals_full_forward_after_eviction(frame_offset):
+    model = randomize(make_model())  # windows: layer 0 global 6, layer 1 local 3
+    latents, sigmas, actions = make_inputs(frames=12)
+    full = model(latents, sigmas, actions, frame_offset=frame_offset).sample
+
+    cache = model.make_kv_cache(start_frame=frame_offset)
+    assert cache.max_frames == (5, 2)
+    outputs = [model(latents[:, :3], sigmas[:, :3], actions[:, :3], kv_cache=cache, update_kv_cache=True).sample]
+    for t in range(3, 12):
+        frame = (latents[:, t : t + 1], sigmas[:, t : t + 1], actions[:, t : t + 1])
+        kept = [cache.get(i) for i in range(2)]
+        denoise = model(*frame, kv_cache=cache).sample  # read-only: the cache is untouched
+        assert all(cache.get(i)[0] is kept[i][0] and cache.get(i)[1] is kept[i][1] for i in range(2))
+        outputs.append(model(*frame, frame_offset=frame_offset + t, kv_cache=cache, update_kv_cache=True).sample)
+        torch.testing.assert_close(denoise, outputs[-1], rtol=0, atol=1e-6)
+
+    assert (torch.cat(outputs, dim=1) - full).abs().amax() <= 1e-5
+    # 12 frames went through, each layer holds only its window - 1
+    assert cache.next_frame == frame_offset + 12
+    assert [cache.num_frames(i) for i in range(2)] == [5, 2]
+    assert [cache.first_frame(i) for i in range(2)] == [frame_offset + 7, frame_offset + 10]
+
+
+@torch.no_grad()
+def test_chunked_prefill_equals_full_forward():
+    model = randomize(make_model())
+    latents, sigmas, actions = make_inputs(frames=9)
+    full = model(latents, sigmas, actions).sample
+    cache = model.make_kv_cache()
+    outputs = [
+        model(latents[:, s:e], sigmas[:, s:e], actions[:, s:e], kv_cache=cache, update_kv_cache=True).sample
+        for s, e in [(0, 4), (4, 6), (6, 9)]
+    ]
+    assert (torch.cat(outputs, dim=1) - full).abs().amax() <= 1e-5
+
+
+@torch.no_grad()
+def test_long_rollout_keeps_cache_size_constant_and_positions_counting():
+    model = randomize(make_model())
+    steps = 2000
+    latents, sigmas, actions = make_inputs(batch=1, frames=steps, seed=5)
+    cache = model.make_kv_cache()
+    sizes = set()
+    for t in range(steps):
+        output = model(
+            latents[:, t : t + 1], sigmas[:, t : t + 1], actions[:, t : t + 1], kv_cache=cache, update_kv_cache=True
+        ).sample
+        if t >= 10 and t % 10 == 0:
+            sizes.add((cache.memory_bytes(), tuple(cache.num_frames(i) for i in range(2))))
+    assert cache.next_frame == steps
+    assert sizes == {(cache.memory_bytes(), (5, 2))}  # constant from step 10 to step 2000
+    # Frames that can reach the last output: 1 + (6 - 1) + (3 - 1) = 8 (global layer, then local layer). The last
+    # output equals a fresh full forward of those frames at their absolute positions 1992..1999.
+    first = steps - 8
+    full = model(latents[:, first:], sigmas[:, first:], actions[:, first:], frame_offset=first).sample
+    assert (full[:, -1:] - output).abs().amax() <= 1e-5
+
+
+@torch.no_grad()
+def test_cache_misuse_raises():
+    model = randomize(make_model())
+    latents, sigmas, actions = make_inputs(frames=2)
+    cache = model.make_kv_cache()
+    model(latents, sigmas, actions, kv_cache=cache, update_kv_cache=True)
+    with pytest.raises(ValueError, match="continues at frame 2"):
+        model(latents[:, :1], sigmas[:, :1], actions[:, :1], frame_offset=5, kv_cache=cache)
+    with pytest.raises(ValueError, match="needs a kv_cache"):
+        model(latents, sigmas, actions, update_kv_cache=True)
+    with pytest.raises(ValueError, match="3 layers"):
+        model(latents, sigmas, actions, kv_cache=TekkenKVCache([1, 1, 1]))
+    with pytest.raises(ValueError, match="batch 2"):
+        model(latents[:1, :1], sigmas[:1, :1], actions[:1, :1], kv_cache=cache)
+    with pytest.raises(ValueError, match="button bits"):
+        model(latents, sigmas, actions[..., :4])
+
+
+@torch.no_grad()
+def test_save_and_load_give_identical_outputs(tmp_path):
+    model = randomize(make_model())
+    latents, sigmas, actions = make_inputs()
+    model.save_pretrained(tmp_path)
+    loaded = TekkenWorldModelTransformer.from_pretrained(tmp_path).eval()
+    assert loaded.config.local_window == 3 and tuple(loaded.config.sample_size) == (4, 4)
+    assert loaded.state_dict().keys() == model.state_dict().keys()
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in model.state_dict().items())
+    # Same weights, but safetensors hands back tensors at other memory alignments, for which the CPU GEMM may pick
+    # another kernel: allow one float32 rounding step (measured: 0 here, 6e-8 in single-frame cached steps).
+    torch.testing.assert_close(
+        loaded(latents, sigmas, actions).sample, model(latents, sigmas, actions).sample, rtol=0, atol=1e-6
+    )
+
+
+@torch.no_grad()
+def test_bfloat16_loading_keeps_the_time_embedding_fp32(tmp_path):
+    model = randomize(make_model(), std=0.1)
+    latents, sigmas, actions = make_inputs()
+    model.save_pretrained(tmp_path)
+    loaded = TekkenWorldModelTransformer.from_pretrained(tmp_path, dtype=torch.bfloat16).eval()
+    assert loaded.time_embed.linear_1.weight.dtype == torch.float32
+    assert loaded.proj_in.weight.dtype == torch.bfloat16
+    assert loaded.transformer_blocks[0].attn.to_q.weight.dtype == torch.bfloat16
+    reference = model(latents, sigmas, actions).sample
+    output = loaded(latents, sigmas, actions).sample
+    assert output.dtype == torch.bfloat16
+    assert (output.float() - reference).norm() / reference.norm() < 0.05
+
+
+@torch.no_grad()
+def test_time_embedding_runs_in_fp32_under_bf16_autocast():
+    model = randomize(make_model())
+    seen = []
+    model.time_embed.register_forward_hook(lambda module, args, output: seen.append(output.dtype))
+    latents, sigmas, actions = make_inputs()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output = model(latents, sigmas, actions).sample
+    assert seen == [torch.float32]
+    assert output.dtype == torch.bfloat16
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    latents, sigmas, actions = make_inputs()
+
+    def gradients(checkpointing: bool) -> dict[str, torch.Tensor]:
+        model = randomize(make_model()).train()
+        if checkpointing:
+            model.enable_gradient_checkpointing()
+        model(latents, sigmas, actions).sample.square().mean().backward()
+        return {name: param.grad for name, param in model.named_parameters()}
+
+    plain, checkpointed = gradients(False), gradients(True)
+    assert plain.keys() == checkpointed.keys()
+    for name in plain:
+        torch.testing.assert_close(checkpointed[name], plain[name], rtol=0, atol=1e-6, msg=name)
+
+
+def test_attention_processors_follow_diffusers():
+    model = make_model()
+    assert list(model.attn_processors) == [f"transformer_blocks.{i}.attn.processor" for i in range(2)]
+    model.set_attn_processor(TekkenAttnProcessor())
+    assert all(isinstance(p, TekkenAttnProcessor) for p in model.attn_processors.values())
+
+
+def test_presets():
+    with pytest.raises(ValueError, match="known presets: tiny, small, tekken-large"):
+        TekkenWorldModelTransformer.from_preset("huge")
+    assert set(TRANSFORMER_PRESETS) == {"tiny", "small", "tekken-large"}
+    assert make_model(in_channels=8).config.in_channels == 8  # overrides win
+    large = build_preset_on_meta("tekken-large")
+    assert 1.15e9 < sum(p.numel() for p in large.parameters()) < 1.3e9  # the original: 1.24 B (spec §3.8)
+    assert large.config.patch_size == 1 and tuple(large.config.sample_size) == (14, 23)
+
+
+def test_invalid_config_raises():
+    with pytest.raises(ValueError, match="rope_axes_dim"):
+        make_model(rope_axes_dim=(6, 6, 6))  # 18 > head dim 16
+    with pytest.raises(ValueError, match="not divisible by patch_size"):
+        make_model(sample_size=(5, 4))
+    with pytest.raises(ValueError, match="local_window"):
+        make_model(local_window=0)
+
+
+def test_list_presets_command(capsys):
+    main(["--list-presets"])
+    table = capsys.readouterr().out
+    assert all(f"`{name}`" in table for name in TRANSFORMER_PRESETS)
+    assert f"{sum(p.numel() for p in make_model().parameters()):,}" in table

@@ -1,0 +1,262 @@
+import json
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+
+from tekken_diffusers import TekkenWorldModelPipeline
+from tekken_diffusers.actions import LP, RIGHT, ids_to_bits
+from tekken_diffusers.pipelines import build_random_pipeline
+
+STEPS = 2
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    pipe = build_random_pipeline("tiny", seed=0)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="module")
+def context():
+    return np.random.default_rng(0).integers(0, 256, (3, 3, 8, 8), dtype=np.uint8)
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def run(pipe, context, actions="f,f,1+2,n", seed=0, **kwargs):
+    kwargs.setdefault("output_type", "np")
+    return pipe(context=context, actions=actions, num_inference_steps=STEPS, generator=gen(seed), **kwargs).frames
+
+
+def test_save_load_reproduces_output(pipe, context, tmp_path):
+    expected = run(pipe, context)
+    pipe.save_pretrained(tmp_path / "pipe")
+    index = json.loads((tmp_path / "pipe" / "model_index.json").read_text())
+    assert index["transformer"] == ["tekken_diffusers.models.transformer_tekken", "TekkenWorldModelTransformer"]
+    assert (tmp_path / "pipe" / "README.md").read_text().startswith("---\nlibrary_name: diffusers")
+    loaded = TekkenWorldModelPipeline.from_pretrained(tmp_path / "pipe")
+    loaded.set_progress_bar_config(disable=True)
+    np.testing.assert_array_equal(run(loaded, context), expected)
+
+
+def test_generic_loading_through_the_bundled_shim(pipe, context, tmp_path):
+    from diffusers import DiffusionPipeline
+
+    folder = tmp_path / "pipe"
+    pipe.save_pretrained(folder)
+    with pytest.raises(ValueError, match="trust_remote_code"):
+        DiffusionPipeline.from_pretrained(folder, custom_pipeline=str(folder))
+    loaded = DiffusionPipeline.from_pretrained(folder, custom_pipeline=str(folder), trust_remote_code=True)
+    assert type(loaded).__name__ == "TekkenWorldModelPipeline"
+    loaded.set_progress_bar_config(disable=True)
+    # This route builds the pipeline without TekkenWorldModelPipeline.from_pretrained, so the memory-mapped weights are
+    # not re-copied into aligned memory: equal up to the last bits of the CPU matmul kernels.
+    np.testing.assert_allclose(run(loaded, context), run(pipe, context), atol=1e-6)
+
+
+def test_bf16_loading(pipe, context, tmp_path):
+    pipe.save_pretrained(tmp_path / "pipe")
+    loaded = TekkenWorldModelPipeline.from_pretrained(tmp_path / "pipe", dtype={"transformer": torch.bfloat16})
+    loaded.set_progress_bar_config(disable=True)
+    assert loaded.transformer.dtype == torch.bfloat16
+    frames = run(loaded, context)
+    assert np.abs(frames - run(pipe, context)).mean() < 0.05
+
+
+def test_output_types(pipe, context):
+    pil = run(pipe, context, output_type="pil")
+    assert len(pil) == 1 and len(pil[0]) == 4 and isinstance(pil[0][0], PIL.Image.Image) and pil[0][0].size == (8, 8)
+    array = run(pipe, context, output_type="np")
+    assert array.shape == (1, 4, 8, 8, 3) and array.dtype == np.float32 and 0 <= array.min() and array.max() <= 1
+    tensor = run(pipe, context, output_type="pt")
+    assert tuple(tensor.shape) == (1, 4, 3, 8, 8)
+    np.testing.assert_allclose(tensor.permute(0, 1, 3, 4, 2).numpy(), array, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(pil[0][1]), (array[0, 1] * 255).round().astype(np.uint8))
+    latents = run(pipe, context, output_type="latent")
+    assert tuple(latents.shape) == (1, 4, 4, 4, 4)
+    (frames,) = pipe(context=context, actions="f", num_inference_steps=1, output_type="np", return_dict=False)
+    assert frames.shape == (1, 1, 8, 8, 3)
+
+
+def test_batch_equals_single_calls(pipe, context):
+    other = context[::-1].copy()
+    batch = pipe(
+        context=[context, other],
+        actions=["f,f,1+2,n", "b,b,3,n"],
+        num_inference_steps=STEPS,
+        generator=[gen(0), gen(1)],
+        output_type="np",
+    ).frames
+    np.testing.assert_allclose(batch[0], run(pipe, context, "f,f,1+2,n", seed=0)[0], atol=1e-5)
+    np.testing.assert_allclose(batch[1], run(pipe, other, "b,b,3,n", seed=1)[0], atol=1e-5)
+
+
+def test_action_forms_agree_and_actions_matter(pipe, context):
+    ids = np.array([RIGHT, RIGHT, LP, 0], dtype=np.uint8)
+    by_notation = run(pipe, context, "f,f,1,n")
+    np.testing.assert_array_equal(run(pipe, context, ids), by_notation)
+    np.testing.assert_array_equal(run(pipe, context, list(ids.tolist())), by_notation)
+    np.testing.assert_array_equal(run(pipe, context, torch.from_numpy(ids_to_bits(ids)).bool()), by_notation)
+    np.testing.assert_array_equal(run(pipe, context, ["f", "f", "1", "n"][::1] and "f*2,1,n"), by_notation)
+    assert np.abs(run(pipe, context, "b,b,4,d") - by_notation).max() > 1e-3
+    assert np.abs(run(pipe, context, "b,b,1,n", side="right") - by_notation).max() == 0  # b on the right = Right
+
+
+def test_vae_none_returns_latents(pipe, context):
+    latent_pipe = TekkenWorldModelPipeline(transformer=pipe.transformer, scheduler=pipe.scheduler, vae=None)
+    latent_pipe.set_progress_bar_config(disable=True)
+    context_latents = pipe.encode_frames(pipe._frames_to_tensor(context)[None])
+    out = latent_pipe(context_latents=context_latents, actions="f,f,1+2,n", num_inference_steps=STEPS, generator=gen())
+    expected = run(pipe, context, output_type="latent")
+    assert torch.allclose(out.frames, expected, atol=1e-5)
+    with pytest.raises(ValueError, match="needs a VAE"):
+        latent_pipe(context_latents=context_latents, actions="f", output_type="np")
+
+
+def test_vae_none_is_saved_and_loaded(pipe, tmp_path):
+    latent_pipe = TekkenWorldModelPipeline(transformer=pipe.transformer, scheduler=pipe.scheduler, vae=None)
+    latent_pipe.save_pretrained(tmp_path / "latent")
+    loaded = TekkenWorldModelPipeline.from_pretrained(tmp_path / "latent")
+    assert loaded.vae is None
+
+
+def test_callback_sees_every_step_and_can_replace_latents(pipe, context):
+    seen = []
+
+    def callback(pipeline, step, timestep, kwargs):
+        seen.append((step, float(timestep), tuple(kwargs["latents"].shape)))
+        return {}
+
+    run(pipe, context, callback_on_step_end=callback)
+    assert [s[0] for s in seen] == list(range(4 * STEPS))
+    assert all(shape == (1, 1, 4, 4, 4) for _, _, shape in seen)
+    assert seen[0][1] == pytest.approx(1000.0)
+
+    def zero(pipeline, step, timestep, kwargs):
+        return {"latents": torch.zeros_like(kwargs["latents"])}
+
+    latents = run(pipe, context, callback_on_step_end=zero, output_type="latent")
+    assert torch.count_nonzero(latents) == 0
+
+
+def test_session_equals_call(pipe, context):
+    actions = ["f", "f", "1+2", "n", "d/b", "3"]
+    expected = run(pipe, context, ",".join(actions))[0]
+    session = pipe.start_session(context=context, num_inference_steps=STEPS, generator=gen(), output_type="np")
+    frames = np.stack([session.step(a) for a in actions])
+    np.testing.assert_allclose(frames, expected, atol=1e-5)
+
+
+def test_sessions_are_independent_and_reset(pipe, context):
+    actions = ["f", "1", "n", "b"]
+    alone = pipe.start_session(context=context, num_inference_steps=STEPS, generator=gen(), output_type="latent")
+    alone_frames = [alone.step(a) for a in actions]
+    first = pipe.start_session(context=context, num_inference_steps=STEPS, generator=gen(), output_type="latent")
+    second = pipe.start_session(context=context[:1], num_inference_steps=STEPS, generator=gen(5), output_type="latent")
+    interleaved = []
+    for action in actions:
+        interleaved.append(first.step(action))
+        second.step("d/f+4")
+    for a, b in zip(alone_frames, interleaved):
+        assert torch.allclose(a, b, atol=1e-6)
+    # After reset the cache is as it was after the context; the same noise gives the same first frame.
+    noise = torch.randn(1, 1, 4, 4, 4, generator=gen(9))
+    first.reset()
+    after_reset = first.step("f", noise=noise)
+    fresh = pipe.start_session(context=context, num_inference_steps=STEPS, generator=gen(), output_type="latent")
+    assert torch.allclose(after_reset, fresh.step("f", noise=noise), atol=1e-6)
+
+
+def test_session_memory_is_constant(pipe, context):
+    session = pipe.start_session(context=context, num_inference_steps=1, generator=gen(), output_type="latent")
+    sizes = []
+    for step in range(40):
+        session.step("f" if step % 2 else "1")
+        sizes.append(session.cache.memory_bytes())
+    windows = pipe.transformer.layer_windows
+    assert max(windows) < 20 and len(set(sizes[20:])) == 1
+    assert session.cache.next_frame == 3 + 40
+
+
+def test_guidance_changes_the_output(pipe, context):
+    plain = run(pipe, context)
+    guided = run(pipe, context, guidance_scale=3.0)
+    assert guided.shape == plain.shape and np.abs(guided - plain).max() > 1e-4
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(context=None), "exactly one of `context`"),
+        (dict(context_latents=torch.zeros(1, 2, 4, 4, 4)), "exactly one of `context`"),
+        (dict(actions=None), "pass `actions`"),
+        (dict(num_frames=0), "`num_frames` must be >= 1, got 0"),
+        (dict(num_frames=3), r"one input per generated frame \(3\), got \[4\]"),
+        (dict(num_inference_steps=0), "`num_inference_steps` must be >= 1, got 0"),
+        (dict(guidance_scale=0.5), "`guidance_scale` must be >= 1"),
+        (dict(context_noise=1.0), r"`context_noise` must lie in \[0, 1\), got 1.0"),
+        (dict(attention_window=0), "`attention_window` must be >= 1 frame, got 0"),
+        (dict(output_type="gif"), "`output_type` must be one of"),
+        (dict(latents=torch.zeros(1, 4, 4, 4)), "must be 5-D"),
+        (dict(latents=torch.zeros(1, 3, 4, 4, 4)), r"must have shape \(1, 4, 4, 4, 4\)"),
+        (dict(callback_on_step_end_tensor_inputs=["noise"]), r"\['noise'\] are not in \['latents'\]"),
+        (dict(generator=[]), "`generator` is an empty list"),
+        (dict(generator=[torch.Generator(), torch.Generator()]), "list of 2 but the batch has 1"),
+        (dict(actions="f,x"), "unknown token 'x'"),
+        (dict(actions=np.array([300, 2])), r"\[0, 255\]"),
+        (dict(actions=np.zeros((4, 5), dtype=np.float32)), r"bit vectors must have shape \(N, 8\)"),
+        (dict(actions=["f,f,1,n", "b,b,b,b"]), "`actions` has 2 clips but `context` has 1"),
+        (dict(context_actions="f,f"), "must give 3 inputs for each of the 1 context clips"),
+        (dict(context=np.zeros((3, 3, 16, 16), dtype=np.uint8)), r"frames are \(16, 16\) but this model works on"),
+        (dict(context=np.zeros((3, 3, 8, 8), dtype=np.float32)), "numpy frames must be uint8"),
+        (dict(context=torch.full((3, 3, 8, 8), 2.0)), r"must lie in \[0, 1\]"),
+        (dict(context=np.zeros((3, 8, 8, 5), dtype=np.uint8)), "expected uint8"),
+        (dict(context=[PIL.Image.new("RGB", (8, 8)), np.zeros((8, 8, 3), np.uint8)]), "must hold PIL images"),
+    ],
+)
+def test_check_inputs_errors(pipe, context, kwargs, message):
+    call = dict(context=context, actions="f,f,1,n", num_inference_steps=1, output_type="np")
+    if "context_latents" in kwargs:
+        call["context"] = context
+    call.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        pipe(**call)
+
+
+def test_session_errors(pipe, context):
+    with pytest.raises(ValueError, match="one clip, got a batch of 2"):
+        pipe.start_session(context=[context, context])
+    session = pipe.start_session(context=context, num_inference_steps=1)
+    with pytest.raises(ValueError, match="one input per step, got 2"):
+        session.step("f,b")
+    assert isinstance(session.step(RIGHT), PIL.Image.Image)
+
+
+def test_push_to_hub_uploads_the_saved_folder(pipe, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    calls = {}
+
+    class Repo:
+        repo_id = "user/boxing"
+
+    def create_repo(repo_id, exist_ok, private, token):
+        calls["create"] = repo_id
+        return Repo()
+
+    def upload(self, folder, repo_id, token=None, commit_message=None, create_pr=False):
+        calls["upload"] = (repo_id, sorted(p.name for p in folder.iterdir()))
+
+    monkeypatch.setattr(huggingface_hub, "create_repo", create_repo)
+    monkeypatch.setattr(TekkenWorldModelPipeline, "_upload_folder", upload)
+    pipe.save_pretrained(tmp_path / "boxing", push_to_hub=True)
+    assert calls["create"] == "boxing"
+    assert calls["upload"] == (
+        "user/boxing",
+        ["README.md", "model_index.json", "pipeline.py", "scheduler", "transformer", "vae"],
+    )
