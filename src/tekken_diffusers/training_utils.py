@@ -1,0 +1,277 @@
+"""What the accelerate training scripts share: typed YAML configs, atomic checkpoints, resuming, trackers, signals."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import re
+import shutil
+import signal
+import types
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "CHECKPOINT_PATTERN",
+    "ConfigError",
+    "load_config",
+    "add_config_arguments",
+    "list_checkpoints",
+    "save_checkpoint",
+    "resolve_resume",
+    "save_pretrained_atomically",
+    "resolve_trackers",
+    "StopSignal",
+]
+
+CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not match the config dataclass."""
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Configs: one dataclass fully describes the YAML; unknown keys are an error.
+# ---------------------------------------------------------------------------------------------------------------------
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _coerce(value: Any, annotation: Any, name: str, source: str) -> Any:
+    """Check (and minimally convert) a YAML/CLI value against a field's type annotation."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, name, source)
+            except ConfigError as error:
+                errors.append(str(error))
+        raise ConfigError(errors[0] if errors else f"{source}: {name}: unexpected value {value!r}")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{source}: {name}: expected a list, got {value!r}")
+        (item_type, *_) = typing.get_args(annotation) or (Any,)
+        items = [_coerce(item, item_type, name, source) for item in value]
+        return tuple(items) if origin is tuple else items
+    if origin is dict or annotation is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: {name}: expected a mapping, got {value!r}")
+        return dict(value)
+    if annotation is Any:
+        return value
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(f"{source}: {name}: expected true or false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, bool) or not (
+            isinstance(value, int) or (isinstance(value, str) and value.lstrip("-").isdigit())
+        ):
+            raise ConfigError(f"{source}: {name}: expected an integer, got {value!r}")
+        return int(value)
+    if annotation is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{source}: {name}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{source}: {name}: expected a number, got {value!r}") from None
+    if annotation is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{source}: {name}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def load_config(cls: type, path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None):
+    """Build the config dataclass `cls` from a YAML file and then `overrides` (e.g. from the command line).
+
+    Raises:
+        ConfigError: for an unknown key (naming the known ones), a value of the wrong type, or what the dataclass's
+            own `__post_init__` refuses.
+    """
+    types_ = _field_types(cls)
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such config file")
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of settings, found {type(loaded).__name__}")
+        for key, value in loaded.items():
+            if key not in types_:
+                raise ConfigError(f"{path}: unknown setting {key!r}; known settings: {', '.join(sorted(types_))}")
+            values[key] = _coerce(value, types_[key], key, str(path))
+    for key, value in (overrides or {}).items():
+        if key not in types_:
+            raise ConfigError(f"unknown setting {key!r}; known settings: {', '.join(sorted(types_))}")
+        values[key] = _coerce(value, types_[key], key, "command line")
+    try:
+        return cls(**values)
+    except TypeError as error:
+        raise ConfigError(f"{path or 'config'}: {error}") from None
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One `--name VALUE` option per config field (all optional; unset options keep the YAML's value)."""
+    for f in dataclasses.fields(cls):
+        doc = (f.metadata or {}).get("help", "")
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        parser.add_argument(
+            f"--{f.name}", default=None, nargs="+" if isinstance(default, (list, tuple)) else None,
+            help=f"{doc} (default: {default!r})" if doc else f"default: {default!r}",
+        )  # fmt: skip
+
+
+def config_overrides(args: argparse.Namespace, cls: type) -> dict[str, Any]:
+    """The config fields set on the command line."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name) is not None}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Checkpoints: `checkpoint-N` folders written by accelerator.save_state into a temporary name, renamed when complete.
+# ---------------------------------------------------------------------------------------------------------------------
+def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
+    """Complete `checkpoint-N` folders, oldest first (temporary `.checkpoint-N.tmp` folders are ignored)."""
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := CHECKPOINT_PATTERN.match(p.name))]
+    return [path for _, path in sorted(found)]
+
+
+def save_checkpoint(accelerator, output_dir: str | os.PathLike, global_step: int, total_limit: int | None) -> Path:
+    """`accelerator.save_state` into `.checkpoint-N.tmp`, renamed to `checkpoint-N` when complete; then prunes the
+    oldest so that at most `total_limit` remain. A run killed at any moment leaves only complete checkpoints."""
+    output_dir = Path(output_dir)
+    final = output_dir / f"checkpoint-{global_step}"
+    temporary = output_dir / f".checkpoint-{global_step}.tmp"
+    if accelerator.is_main_process:
+        shutil.rmtree(temporary, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(temporary))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(temporary, final)
+        if total_limit is not None:
+            existing = list_checkpoints(output_dir)
+            for old in existing[: max(0, len(existing) - total_limit)]:
+                logger.info("removing old checkpoint %s", old)
+                shutil.rmtree(old)
+        logger.info("saved %s", final)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def resolve_resume(spec: str | None, output_dir: str | os.PathLike) -> Path | None:
+    """The checkpoint to resume from: None (fresh run), the newest for `latest`, else the named folder."""
+    if spec is None:
+        return None
+    if spec == "latest":
+        checkpoints = list_checkpoints(output_dir)
+        if not checkpoints:
+            logger.info("no checkpoint-N in %s; starting a new run", output_dir)
+            return None
+        return checkpoints[-1]
+    path = Path(spec)
+    if not path.is_dir() and (Path(output_dir) / path).is_dir():
+        path = Path(output_dir) / path
+    if not path.is_dir() or not CHECKPOINT_PATTERN.match(path.name):
+        raise FileNotFoundError(f"--resume_from_checkpoint {spec}: no checkpoint-N folder there")
+    return path
+
+
+def save_pretrained_atomically(obj, folder: str | os.PathLike, **kwargs) -> Path:
+    """`obj.save_pretrained` into a temporary sibling folder, then swap it in place of `folder`."""
+    folder = Path(folder)
+    temporary = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(temporary, ignore_errors=True)
+    obj.save_pretrained(temporary, **kwargs)
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(temporary, folder)
+    return folder
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Trackers and signals
+# ---------------------------------------------------------------------------------------------------------------------
+def _importable(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_trackers(report_to: str) -> list[str]:
+    """Tracker names for `Accelerator(log_with=...)`.
+
+    `tensorboard`, `wandb`, `all`, `none`, or `auto` (wandb if importable, else tensorboard). wandb runs offline
+    unless the user set `WANDB_MODE` or logged in (`WANDB_API_KEY` or a wandb entry in ~/.netrc): nothing leaves the
+    machine unless asked.
+    """
+    modules = {"wandb": "wandb", "tensorboard": "torch.utils.tensorboard"}
+    if report_to == "none":
+        return []
+    if report_to not in ("auto", "all", *modules):
+        raise ValueError(f"report_to must be one of auto, all, none, wandb, tensorboard; got {report_to!r}")
+    wanted = ["wandb", "tensorboard"] if report_to in ("auto", "all") else [report_to]
+    if report_to == "auto":
+        wanted = [name for name in wanted if _importable(modules[name])][:1]
+    for name in wanted:
+        if not _importable(modules[name]):
+            raise ImportError(f"report_to={report_to} needs {name}: pip install 'tekken-diffusers[train]'")
+    if "wandb" in wanted and "WANDB_MODE" not in os.environ:
+        netrc = Path.home() / ".netrc"
+        logged_in = bool(os.environ.get("WANDB_API_KEY")) or (netrc.is_file() and "api.wandb.ai" in netrc.read_text())
+        if not logged_in:
+            os.environ["WANDB_MODE"] = "offline"
+    return wanted
+
+
+class StopSignal:
+    """Turns SIGTERM / SIGINT into a flag that the training loop checks after each step, so it can write a
+    checkpoint and exit cleanly (a second signal exits at once)."""
+
+    def __init__(self, on_second: Callable[[], None] | None = None):
+        self.received: int | None = None
+        self._on_second = on_second
+        self._previous = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received = signum
+        logger.warning("received %s: writing a checkpoint after this step, then stopping", signal.Signals(signum).name)
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,176 @@
+"""End-to-end runs of training/train_world_model.py on a tiny latent dataset, as a user launches it."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "training" / "train_world_model.py"
+DEBUG = ROOT / "training" / "configs" / "debug_tiny.yaml"
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+@pytest.fixture(scope="module")
+def latent_dataset(tmp_path_factory) -> Path:
+    """Boxing recorded at 8×8, encoded with a random tiny DC-AE (4×4×4 latents, the tiny preset's shape)."""
+    pytest.importorskip("ale_py")
+    from tekken_diffusers import TekkenAutoencoderDC
+    from tekken_diffusers.pipelines.random_pipeline import TINY_VAE_CONFIG
+
+    root = tmp_path_factory.mktemp("wm")
+    torch.manual_seed(0)
+    TekkenAutoencoderDC(**TINY_VAE_CONFIG).save_pretrained(root / "vae")
+    for command in (
+        ["scripts/record_atari.py", "--out", root / "rounds", "--rounds", "5", "--max-frames", "40",
+         "--size", "8", "8", "--val-fraction", "0.2", "--no-progress"],
+        ["scripts/encode_latents.py", "--rounds", root / "rounds", "--vae", root / "vae", "--out", root / "latents",
+         "--no-progress"],
+    ):  # fmt: skip
+        subprocess.run([sys.executable, *map(str, command)], cwd=ROOT, check=True, capture_output=True, env=ENV)
+    return root / "latents"
+
+
+def train(output_dir: Path, dataset: Path, *args: str, launcher=None, wait=True):
+    launcher = launcher or [sys.executable]
+    command = [*launcher, str(SCRIPT), "--config", str(DEBUG), "--dataset", str(dataset),
+               "--output_dir", str(output_dir), *args]  # fmt: skip
+    if not wait:
+        return subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    result = subprocess.run(command, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def losses(output_dir: Path) -> dict[int, float]:
+    """Step → loss; a step logged twice (before a kill and after the resume) keeps the later value."""
+    rows = [json.loads(line) for line in (output_dir / "loss_history.jsonl").read_text().splitlines()]
+    return {row["step"]: row["loss"] for row in rows}
+
+
+@pytest.mark.slow
+def test_debug_run_saves_a_loadable_pipeline(latent_dataset, tmp_path):
+    from tekken_diffusers import TekkenWorldModelPipeline
+
+    out = tmp_path / "out"
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]  # fmt: skip
+    train(out, latent_dataset, "--max_train_steps", "4", launcher=launcher)
+    pipe = TekkenWorldModelPipeline.from_pretrained(out)
+    assert type(pipe.vae).__name__ == "TekkenAutoencoderDC" and pipe.scheduler.config.shift == 3.0
+    assert sorted(losses(out)) == [1, 2, 3, 4]
+    assert [p.name for p in sorted(out.glob("checkpoint-*"))] == ["checkpoint-2", "checkpoint-4"]
+    assert (out / "checkpoint-4" / "transformer" / "diffusion_pytorch_model.safetensors").is_file()
+    assert (out / "checkpoint-4" / "transformer_ema" / "diffusion_pytorch_model.safetensors").is_file()
+    assert not list(out.glob("checkpoint-4/*.safetensors"))  # the model is saved by the hook, not pickled again
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["validation"]["teacher_forced_psnr_copy_last"] > 0
+    assert (out / "validation" / "step-0000004.mp4").is_file()
+    assert "## Training" in (out / "README.md").read_text()
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_gives_the_same_losses(latent_dataset, tmp_path):
+    steps = ["--max_train_steps", "24", "--checkpointing_steps", "3", "--checkpoints_total_limit", "10"]
+    reference = tmp_path / "reference"
+    train(reference, latent_dataset, *steps)
+
+    killed = tmp_path / "killed"
+    process = train(killed, latent_dataset, *steps, wait=False)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        history = killed / "loss_history.jsonl"
+        if history.exists() and len(history.read_text().splitlines()) >= 8:
+            break
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL, "training finished before it could be killed"
+    killed_at = max(losses(killed))
+    assert killed_at < 24
+    # Every checkpoint that exists is complete (a kill during a save leaves only a hidden .tmp folder).
+    for checkpoint in killed.glob("checkpoint-*"):
+        assert (checkpoint / "transformer" / "config.json").is_file()
+        assert (checkpoint / "optimizer.bin").is_file() and (checkpoint / "scheduler.bin").is_file()
+
+    train(killed, latent_dataset, *steps, "--resume_from_checkpoint", "latest")
+    expected, resumed = losses(reference), losses(killed)
+    assert sorted(resumed) == list(range(1, 25))
+    assert resumed == expected  # exactly: weights, optimizer, LR schedule, EMA, data position and noise restored
+    reference_weights = (reference / "transformer" / "diffusion_pytorch_model.safetensors").read_bytes()
+    assert (killed / "transformer" / "diffusion_pytorch_model.safetensors").read_bytes() == reference_weights
+
+
+@pytest.mark.slow
+def test_sigterm_writes_a_checkpoint_first(latent_dataset, tmp_path):
+    out = tmp_path / "out"
+    process = train(out, latent_dataset, "--max_train_steps", "100000", "--checkpointing_steps", "100000", wait=False)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (out / "loss_history.jsonl").exists():
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr[-2000:]
+    stopped_at = max(losses(out))
+    assert [p.name for p in out.glob("checkpoint-*")] == [f"checkpoint-{stopped_at}"]
+    assert b"resume with --resume_from_checkpoint latest" in stderr
+
+
+@pytest.mark.slow
+def test_two_processes_keep_identical_weights(latent_dataset, tmp_path):
+    out = tmp_path / "ddp"
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+                "29533"]  # fmt: skip
+    env_backup = dict(ENV)
+    ENV["ACCELERATE_USE_CPU"] = "1"
+    try:
+        result = train(out, latent_dataset, "--max_train_steps", "3", "--train_batch_size", "2", launcher=launcher)
+    finally:
+        ENV.clear()
+        ENV.update(env_backup)
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["num_processes"] == 2, result.stderr[-2000:]
+    first, second = summary["weight_checksums"]
+    assert first == second
+    # Real synchronisation: the weights moved away from the initialisation, identically on both ranks.
+    from tekken_diffusers import TekkenWorldModelTransformer
+
+    initial = TekkenWorldModelTransformer.from_preset("tiny", in_channels=4, sample_size=(4, 4))
+    assert first[0] != pytest.approx(sum(float(p.detach().double().sum()) for p in initial.parameters()), abs=1e-9)
+
+
+def test_config_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("preset: tiny\nlearning_rat: 0.1\n")
+    for args, message in (
+        (["--config", str(bad)], "unknown setting 'learning_rat'; known settings: action_dropout"),
+        (["--config", str(DEBUG), "--dataset", "x", "--preset", "huge"], "preset 'huge' is unknown"),
+        (["--config", str(DEBUG), "--dataset", "x", "--train_batch_size", "two"],
+         "train_batch_size: expected an integer"),
+        (["--config", str(DEBUG), "--dataset", "x", "--mixed_precision", "fp16"],
+         "mixed_precision must be 'no' or 'bf16'"),
+        (["--config", str(DEBUG)], "--dataset (or `dataset:` in the config) is required"),
+    ):  # fmt: skip
+        result = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, cwd=ROOT)
+        assert result.returncode == 2 and message in result.stderr, result.stderr[-1500:]
+
+
+def test_shipped_configs_parse():
+    sys.path.insert(0, str(ROOT / "training"))
+    try:
+        import train_world_model
+    finally:
+        sys.path.pop(0)
+    from tekken_diffusers.training_utils import load_config
+
+    for path in sorted((ROOT / "training" / "configs").glob("*.yaml")):
+        if path.name.startswith("vae"):
+            continue
+        config = load_config(train_world_model.TrainWorldModelConfig, path, {"dataset": "x"})
+        assert config.preset in ("tiny", "small", "tekken-large"), path

@@ -1,0 +1,629 @@
+#!/usr/bin/env python
+"""Train the action-conditioned world model on a latent dataset, with accelerate.
+
+    accelerate launch training/train_world_model.py --config training/configs/boxing_small.yaml \
+        --dataset data/boxing_latents --output_dir outputs/boxing-world-model
+
+One CPU or GPU up to multi-node: the hardware is the accelerate config's business (accelerate_configs/). The
+experiment is one YAML file that `TrainWorldModelConfig` fully describes (an unknown key is an error); every field
+can be overridden on the command line (`--learning_rate 1e-4`).
+
+Objective (DESIGN §5, spec §4): every frame of a window gets its own logit-normal noise level (diffusion forcing),
+the model predicts the flow velocity `noise - latents`, the loss is the MSE over valid frames. Whole samples lose
+their inputs with probability `action_dropout` (classifier-free guidance on the actions).
+
+State: EMA weights; `checkpoint-N` folders written through accelerate's hooks as diffusers folders (never pickled
+models), under a temporary name renamed when complete, at most `checkpoints_total_limit` kept.
+`--resume_from_checkpoint latest` restores model, EMA, optimizer, LR schedule and the data position; the noise of
+step N is a function of (seed, N, rank), so a resumed run continues exactly as an uninterrupted one. SIGTERM/SIGINT
+write a checkpoint first. At the end, the EMA transformer, the VAE and the scheduler are saved as a pipeline in
+`output_dir` (loadable with `TekkenWorldModelPipeline.from_pretrained(output_dir)`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from tqdm.auto import tqdm
+
+from tekken_diffusers import TekkenAutoencoderDC, TekkenFlowMatchScheduler, TekkenWorldModelPipeline
+from tekken_diffusers.data import LatentWindowDataset, WindowBatch, load_latent_dataset, load_latent_info
+from tekken_diffusers.evaluation.world_model import rollout_latents, score_frames, teacher_forced_next_frames
+from tekken_diffusers.models import TRANSFORMER_PRESETS, TekkenWorldModelTransformer
+from tekken_diffusers.training_utils import (
+    CHECKPOINT_PATTERN,
+    ConfigError,
+    StopSignal,
+    add_config_arguments,
+    config_overrides,
+    load_config,
+    resolve_resume,
+    resolve_trackers,
+    save_checkpoint,
+)
+from tekken_diffusers.visualization import compose_frames, write_contact_sheet, write_video
+
+logger = logging.getLogger("train_world_model")
+
+SIGMA_BUCKETS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+@dataclass
+class TrainWorldModelConfig:
+    """Everything an experiment sets. YAML files in training/configs/ set a subset; the rest keep these defaults."""
+
+    # Data
+    dataset: str | None = field(default=None, metadata={"help": "latent dataset folder or Hub id (encode_latents.py)"})
+    train_split: str = "train"
+    val_split: str = "val"
+    window_length: int = field(default=16, metadata={"help": "frames per training window"})
+    # Model
+    preset: str = field(default="small", metadata={"help": f"transformer size: {', '.join(TRANSFORMER_PRESETS)}"})
+    model_overrides: dict = field(default_factory=dict, metadata={"help": "transformer config values over the preset"})
+    pretrained_transformer: str | None = field(default=None, metadata={"help": "start from these weights"})
+    vae: str | None = field(
+        default=None,
+        metadata={"help": "VAE folder for validation frames and the final pipeline (default: the dataset's)"},
+    )
+    # Objective
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    action_dropout: float = field(default=0.1, metadata={"help": "probability a sample trains without inputs (CFG)"})
+    context_prefix_prob: float = field(
+        default=0.0, metadata={"help": "probability a sample's first frames sit at context_noise, as when sampling"}
+    )
+    shift: float = field(default=3.0, metadata={"help": "sampling schedule shift saved in the scheduler"})
+    context_noise: float = field(default=0.2, metadata={"help": "noise level of cached frames when sampling"})
+    # Optimisation
+    train_batch_size: int = field(default=16, metadata={"help": "windows per process and micro-step"})
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 3e-4
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.99
+    adam_weight_decay: float = 0.01
+    adam_epsilon: float = 1e-8
+    lr_scheduler: str = "constant_with_warmup"
+    lr_warmup_steps: int = 100
+    max_grad_norm: float = 1.0
+    max_train_steps: int = 1000
+    mixed_precision: str = field(default="bf16", metadata={"help": "no or bf16 (never fp16 on a CPU)"})
+    gradient_checkpointing: bool = False
+    use_ema: bool = True
+    ema_decay: float = 0.999
+    seed: int = 0
+    # Checkpoints and output
+    output_dir: str = "outputs/world-model"
+    checkpointing_steps: int = 500
+    checkpoints_total_limit: int | None = 3
+    resume_from_checkpoint: str | None = field(default=None, metadata={"help": "'latest' or a checkpoint-N folder"})
+    push_to_hub: bool = False
+    hub_model_id: str | None = None
+    # Logging and validation
+    report_to: str = field(default="tensorboard", metadata={"help": "tensorboard, wandb, all, auto or none"})
+    tracker_project_name: str = "tekken-diffusers"
+    logging_steps: int = 10
+    validation_steps: int = field(default=250, metadata={"help": "validate every N steps (0: only at the end)"})
+    num_validation_windows: int = 4
+    validation_context_frames: int = 4
+    validation_inference_steps: int = 4
+    validation_video_frames: int = field(default=48, metadata={"help": "generated frames in the validation video"})
+
+    def __post_init__(self) -> None:
+        if self.preset not in TRANSFORMER_PRESETS:
+            raise ValueError(f"preset {self.preset!r} is unknown; known presets: {', '.join(TRANSFORMER_PRESETS)}")
+        if self.mixed_precision not in ("no", "bf16"):
+            raise ValueError(
+                f"mixed_precision must be 'no' or 'bf16' (fp16 is ~200x slower on CPU), got {self.mixed_precision!r}"
+            )
+        for name in ("window_length", "train_batch_size", "gradient_accumulation_steps", "max_train_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.window_length < 2:
+            raise ValueError(f"window_length must be >= 2, got {self.window_length}")
+        if not 0 <= self.action_dropout <= 1 or not 0 <= self.context_prefix_prob <= 1:
+            raise ValueError("action_dropout and context_prefix_prob must lie in [0, 1]")
+        if not 1 <= self.validation_context_frames < self.window_length:
+            raise ValueError(
+                f"validation_context_frames must lie in [1, window_length - 1 = {self.window_length - 1}], "
+                f"got {self.validation_context_frames}"
+            )
+        if self.checkpoints_total_limit is not None and self.checkpoints_total_limit < 1:
+            raise ValueError(f"checkpoints_total_limit must be >= 1 or null, got {self.checkpoints_total_limit}")
+
+
+def parse_args(argv: list[str] | None = None) -> TrainWorldModelConfig:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0] + " Settings come from --config and then from the options below.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", default=None, help="YAML file of settings (training/configs/*.yaml)")
+    add_config_arguments(parser, TrainWorldModelConfig)
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(TrainWorldModelConfig, args.config, config_overrides(args, TrainWorldModelConfig))
+    except ConfigError as error:
+        parser.error(str(error))
+    if config.dataset is None:
+        parser.error("--dataset (or `dataset:` in the config) is required")
+    return config
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Data: batches of window indices that depend only on (seed, epoch, position), so the data position can be restored.
+# ---------------------------------------------------------------------------------------------------------------------
+def window_batches(dataset: LatentWindowDataset, batch_size: int, seed: int, rank: int, world: int, start: int):
+    """Yield this process's batches of window indices from micro-batch `start` on, forever.
+
+    Epoch e shuffles all windows with a generator seeded by (seed, e); each process takes every `world`-th batch.
+    """
+    per_epoch = len(dataset) // (batch_size * world)
+    if per_epoch == 0:
+        raise ValueError(
+            f"the training split has {len(dataset)} windows: fewer than one batch of {batch_size} per process "
+            f"({world} processes); lower train_batch_size or window_length, or add rounds"
+        )
+    micro_batch = start
+    while True:
+        epoch, position = divmod(micro_batch, per_epoch)
+        dataset.set_epoch(epoch)
+        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+        first = (position * world + rank) * batch_size
+        yield order[first : first + batch_size].tolist()
+        micro_batch += 1
+
+
+def load_batch(dataset: LatentWindowDataset, indices: list[int]) -> WindowBatch:
+    return WindowBatch.collate([dataset[index] for index in indices])
+
+
+def step_generator(seed: int, step: int, rank: int, micro: int = 0) -> torch.Generator:
+    """The noise of optimisation step `step`: a function of (seed, step, rank, micro-step) only."""
+    return torch.Generator().manual_seed(((seed * 1_000_003 + step) * 1_009 + rank) * 101 + micro)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The training step
+# ---------------------------------------------------------------------------------------------------------------------
+def training_step(
+    model: torch.nn.Module,
+    scheduler: TekkenFlowMatchScheduler,
+    batch: WindowBatch,
+    config: TrainWorldModelConfig,
+    generator: torch.Generator,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Diffusion-forcing flow-matching loss of one batch.
+
+    Returns:
+        `(loss, per_frame_loss (B, T), sigmas (B, T))`; `loss` is the mean squared velocity error over valid frames.
+    """
+    latents = batch.latents.to(device, torch.float32)  # (B, T, C, h, w)
+    batch_size, num_frames = latents.shape[:2]
+    # 1. A noise level per frame (logit-normal), optionally a clean-ish context prefix as at sampling time
+    sigmas = scheduler.sample_training_sigmas(batch_size, num_frames, generator=generator).to(device)  # (B, T)
+    if config.context_prefix_prob > 0:
+        use_prefix = torch.rand(batch_size, generator=generator) < config.context_prefix_prob
+        prefix = torch.randint(1, num_frames, (batch_size,), generator=generator)
+        in_prefix = (torch.arange(num_frames)[None] < prefix[:, None]) & use_prefix[:, None]
+        sigmas = torch.where(in_prefix.to(device), torch.full_like(sigmas, config.context_noise), sigmas)
+    # 2. Noise the latents; the target is the velocity noise - latents
+    noise = torch.randn(latents.shape, generator=generator).to(device)
+    noisy = scheduler.scale_noise(latents, sigmas, noise)
+    target = scheduler.get_velocity_target(latents, noise)
+    # 3. Classifier-free guidance: whole samples lose their inputs
+    keep_actions = (torch.rand(batch_size, generator=generator) >= config.action_dropout).to(device)
+    prediction = model(
+        noisy, sigmas, actions=batch.action_bits.to(device), action_mask=keep_actions, return_dict=False
+    )[0]
+    # 4. MSE over the valid frames
+    per_frame = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(2, 3, 4))  # (B, T)
+    valid = batch.valid.to(device).float()
+    loss = (per_frame * valid).sum() / valid.sum().clamp_min(1.0)
+    return loss, per_frame.detach(), sigmas.detach()
+
+
+def sigma_bucket_losses(per_frame: torch.Tensor, sigmas: torch.Tensor) -> dict[str, float]:
+    """Mean loss per noise-level bucket (how well the model denoises at each level)."""
+    out = {}
+    for low, high in zip(SIGMA_BUCKETS[:-1], SIGMA_BUCKETS[1:]):
+        inside = (sigmas >= low) & (sigmas < high if high < 1 else sigmas <= high)
+        if inside.any():
+            out[f"loss_sigma_{low:.2f}-{high:.2f}"] = float(per_frame[inside].mean())
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Validation
+# ---------------------------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def validate(
+    pipe: TekkenWorldModelPipeline,
+    val_windows: LatentWindowDataset,
+    video_windows: LatentWindowDataset | None,
+    config: TrainWorldModelConfig,
+    step: int,
+) -> tuple[dict[str, float], Path | None]:
+    """Held-out loss, teacher-forced next-frame PSNR/SSIM against copy-last-frame, and a rollout video under held-out
+    inputs. Deterministic: the same weights give the same numbers at every call."""
+    transformer = pipe.transformer
+    transformer.eval()
+    count = min(config.num_validation_windows, len(val_windows))
+    indices = np.linspace(0, len(val_windows) - 1, count).round().astype(int).tolist()
+    batch = load_batch(val_windows, indices)
+    metrics: dict[str, float] = {}
+    # 1. Held-out loss at fixed noise
+    loss, per_frame, sigmas = training_step(
+        transformer, pipe.scheduler, batch, dataclasses.replace(config, action_dropout=0.0, context_prefix_prob=0.0),
+        torch.Generator().manual_seed(1234), pipe._execution_device,
+    )  # fmt: skip
+    metrics["val_loss"] = float(loss)
+    metrics.update({f"val_{k}": v for k, v in sigma_bucket_losses(per_frame, sigmas).items()})
+    video_path = None
+    if pipe.vae is not None:
+        # 2. Teacher-forced next frame, beside the copy-last-frame baseline
+        predicted = teacher_forced_next_frames(
+            pipe, batch.latents, batch.action_bits, config.validation_context_frames,
+            config.validation_inference_steps, generator=torch.Generator().manual_seed(4321),
+        )  # fmt: skip
+        scores = score_frames(pipe, predicted, batch.latents.float(), config.validation_context_frames)
+        metrics.update({f"teacher_forced_{k}": v for k, v in scores.summary().items()})
+        # 3. Open-loop rollout under the held-out inputs, written as a video beside the truth
+        if video_windows is not None:
+            window = load_batch(video_windows, [0])
+            context = config.validation_context_frames
+            generated = rollout_latents(
+                pipe, window.latents.float(), window.action_bits, context, config.validation_inference_steps,
+                generator=torch.Generator().manual_seed(99),
+            )  # fmt: skip
+            truth = pipe.decode_latents(window.latents[:, context:].float())[0].permute(1, 0, 2, 3)
+            frames = pipe.decode_latents(generated)[0].permute(1, 0, 2, 3)  # (N, 3, H, W)
+            to_uint8 = lambda x: ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).cpu().numpy()  # noqa: E731
+            canvas = compose_frames(
+                [to_uint8(frames), to_uint8(truth)], window.actions[0, context:].numpy().astype(np.uint8),
+                titles=["generated", "recorded"], scale=3,
+            )  # fmt: skip
+            folder = Path(config.output_dir) / "validation"
+            video_path = write_video(folder / f"step-{step:07d}.mp4", canvas, fps=15)
+            write_contact_sheet(folder / f"step-{step:07d}.png", canvas, columns=8, every=max(1, len(canvas) // 16))
+    transformer.train()
+    return metrics, video_path
+
+
+def log_video(accelerator: Accelerator, path: Path, step: int) -> None:
+    for tracker in accelerator.trackers:
+        if tracker.name == "wandb":
+            import wandb
+
+            tracker.log({"rollout": wandb.Video(str(path), format="mp4")}, step=step)
+        elif tracker.name == "tensorboard":
+            from PIL import Image
+
+            sheet = np.asarray(Image.open(path.with_suffix(".png")))
+            tracker.writer.add_image("rollout", sheet, step, dataformats="HWC")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------------------------------------
+def build_transformer(
+    config: TrainWorldModelConfig, latent_shape: tuple[int, int, int]
+) -> TekkenWorldModelTransformer:
+    channels, height, width = latent_shape
+    if config.pretrained_transformer:
+        model = TekkenWorldModelTransformer.from_pretrained(config.pretrained_transformer, low_cpu_mem_usage=True)
+    else:
+        overrides = {"in_channels": channels, "sample_size": (height, width), **config.model_overrides}
+        torch.manual_seed(config.seed)
+        model = TekkenWorldModelTransformer.from_preset(config.preset, **overrides)
+    if (model.config.in_channels, *model.config.sample_size) != (channels, height, width):
+        raise ValueError(
+            f"the transformer takes {model.config.in_channels}x{tuple(model.config.sample_size)} latents but the "
+            f"dataset has {channels}x{(height, width)}"
+        )
+    return model
+
+
+def resolve_vae(config: TrainWorldModelConfig, info) -> TekkenAutoencoderDC | None:
+    source = config.vae or (info.vae.source if info.vae is not None else None)
+    if source is None or not Path(source).exists():
+        logger.warning(
+            "no VAE found (vae=%s): validation reports losses only and the pipeline works on latents", source
+        )
+        return None
+    vae = TekkenAutoencoderDC.from_pretrained(source)
+    info.check_vae(vae)  # the latents must come from this VAE with this normalisation
+    return vae.eval()
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    config = parse_args(argv)
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO, datefmt="%H:%M:%S"
+    )
+    output_dir = Path(config.output_dir)
+
+    # 1. Accelerator, trackers
+    trackers = resolve_trackers(config.report_to)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        mixed_precision=config.mixed_precision,
+        log_with=trackers or None,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)],
+    )
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched != accelerator.num_processes:
+        raise RuntimeError(
+            f"{launched} processes were launched but each trains alone (accelerate sees {accelerator.num_processes}): "
+            "for DDP on CPUs launch with `ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes N` "
+            "(see accelerate_configs/cpu_2proc.yaml)"
+        )
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "train_config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
+
+    # 2. Data
+    info = load_latent_info(config.dataset)
+    train_windows = LatentWindowDataset(
+        load_latent_dataset(config.dataset, split=config.train_split), config.window_length, seed=config.seed
+    )
+    val_windows = video_windows = None
+    try:
+        val_split = load_latent_dataset(config.dataset, split=config.val_split)
+    except ValueError as error:
+        logger.warning("no validation split (%s): validation is skipped", error)
+    else:
+        val_windows = LatentWindowDataset(val_split, config.window_length, random_offset=False)
+        video_length = config.validation_context_frames + config.validation_video_frames
+        try:
+            video_windows = LatentWindowDataset(val_split, video_length, random_offset=False)
+        except ValueError:
+            video_windows = val_windows  # rounds shorter than the video: use the validation window itself
+
+    # 3. Model, EMA, optimizer, LR schedule, scheduler
+    model = build_transformer(config, info.latent_shape)
+    if config.gradient_checkpointing:
+        model.enable_gradient_checkpointing()
+    model.train()
+    ema = None
+    if config.use_ema:
+        ema = EMAModel(
+            model.parameters(),
+            decay=config.ema_decay,
+            model_cls=TekkenWorldModelTransformer,
+            model_config=model.config,
+        )
+    noise_scheduler = TekkenFlowMatchScheduler(
+        shift=config.shift,
+        logit_mean=config.logit_mean,
+        logit_std=config.logit_std,
+        context_noise=config.context_noise,
+    )
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.learning_rate, betas=(config.adam_beta1, config.adam_beta2),
+        weight_decay=config.adam_weight_decay, eps=config.adam_epsilon,
+    )  # fmt: skip
+    lr_scheduler = get_scheduler(
+        config.lr_scheduler, optimizer=optimizer,
+        num_warmup_steps=config.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=config.max_train_steps * accelerator.num_processes,
+    )  # fmt: skip
+
+    # 4. Checkpoints are diffusers folders: the hooks save and load the transformer and its EMA with save_pretrained
+    def save_model_hook(models: list[torch.nn.Module], weights: list[dict], folder: str) -> None:
+        if accelerator.is_main_process:
+            for saved in models:
+                accelerator.unwrap_model(saved).save_pretrained(os.path.join(folder, "transformer"))
+            if ema is not None:
+                ema.save_pretrained(os.path.join(folder, "transformer_ema"))
+        for _ in range(len(weights)):
+            weights.pop()  # accelerate must not pickle the model as well
+
+    def load_model_hook(models: list[torch.nn.Module], folder: str) -> None:
+        if ema is not None:
+            loaded = EMAModel.from_pretrained(os.path.join(folder, "transformer_ema"), TekkenWorldModelTransformer)
+            ema.load_state_dict(loaded.state_dict())
+        for _ in range(len(models)):
+            target = models.pop()
+            loaded = TekkenWorldModelTransformer.from_pretrained(folder, subfolder="transformer")
+            accelerator.unwrap_model(target).load_state_dict(loaded.state_dict())
+
+    accelerator.register_save_state_pre_hook(save_model_hook)
+    accelerator.register_load_state_pre_hook(load_model_hook)
+    model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
+    if ema is not None:
+        ema.to(accelerator.device)
+
+    # 5. Resume: weights, EMA, optimizer and LR schedule from the checkpoint; the data position from its step
+    global_step = 0
+    resume_path = resolve_resume(config.resume_from_checkpoint, output_dir)
+    if resume_path is not None:
+        accelerator.load_state(str(resume_path))
+        global_step = int(CHECKPOINT_PATTERN.match(resume_path.name).group(1))
+        logger.info("resumed from %s at step %d", resume_path, global_step)
+    if trackers:
+        tracker_config = {k: v if isinstance(v, (int, float, str, bool)) else str(v)
+                          for k, v in dataclasses.asdict(config).items()}  # fmt: skip
+        accelerator.init_trackers(config.tracker_project_name, config=tracker_config)
+
+    batches: Iterator[list[int]] = window_batches(
+        train_windows, config.train_batch_size, config.seed, accelerator.process_index, accelerator.num_processes,
+        start=global_step * config.gradient_accumulation_steps,
+    )  # fmt: skip
+    unwrapped = accelerator.unwrap_model(model)
+    patch = unwrapped.config.patch_size
+    tokens_per_frame = (unwrapped.config.sample_size[0] // patch) * (unwrapped.config.sample_size[1] // patch)
+    tokens_per_step = (
+        tokens_per_frame * config.window_length * config.train_batch_size
+        * config.gradient_accumulation_steps * accelerator.num_processes
+    )  # fmt: skip
+    logger.info(
+        "training %s (%.1f M parameters) on %d windows of %d frames, %d tokens/frame, %d processes",
+        config.preset, sum(p.numel() for p in unwrapped.parameters()) / 1e6, len(train_windows),
+        config.window_length, tokens_per_frame, accelerator.num_processes,
+    )  # fmt: skip
+
+    def make_pipeline(vae) -> TekkenWorldModelPipeline:
+        pipe = TekkenWorldModelPipeline(transformer=unwrapped, scheduler=noise_scheduler, vae=vae)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    def run_validation(step: int) -> dict[str, float]:
+        if val_windows is None or not accelerator.is_main_process:
+            return {}
+        if ema is not None:
+            ema.store(unwrapped.parameters())
+            ema.copy_to(unwrapped.parameters())
+        metrics, video = validate(make_pipeline(vae), val_windows, video_windows, config, step)
+        if ema is not None:
+            ema.restore(unwrapped.parameters())
+        accelerator.log(metrics, step=step)
+        if video is not None:
+            log_video(accelerator, video, step)
+        logger.info("step %d validation: %s", step, ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
+        return metrics
+
+    vae = resolve_vae(config, info) if accelerator.is_main_process else None
+
+    # 6. Train
+    stop = StopSignal()
+    progress = tqdm(
+        total=config.max_train_steps, initial=global_step, desc="steps", disable=not accelerator.is_local_main_process
+    )
+    interval_start, interval_losses, last_metrics = time.perf_counter(), [], {}
+    bucket_sums: dict[str, list[float]] = {}
+    while global_step < config.max_train_steps:
+        step_losses = []
+        for micro in range(config.gradient_accumulation_steps):
+            batch = load_batch(train_windows, next(batches))
+            generator = step_generator(config.seed, global_step, accelerator.process_index, micro)
+            with accelerator.accumulate(model):
+                loss, per_frame, sigmas = training_step(
+                    model, noise_scheduler, batch, config, generator, accelerator.device
+                )
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    grad_norm = accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            step_losses.append(float(loss))
+            for key, value in sigma_bucket_losses(per_frame, sigmas).items():
+                bucket_sums.setdefault(key, []).append(value)
+        # The logged loss is the mean over micro-steps and processes (not the sum: the original's loss was inflated).
+        step_loss = float(accelerator.reduce(torch.tensor(np.mean(step_losses), device=accelerator.device), "mean"))
+        if ema is not None:
+            ema.step(unwrapped.parameters())
+        global_step += 1
+        progress.update(1)
+        interval_losses.append(step_loss)
+        if accelerator.is_main_process:
+            with open(output_dir / "loss_history.jsonl", "a") as handle:
+                handle.write(json.dumps({"step": global_step, "loss": step_loss}) + "\n")
+
+        if global_step % config.logging_steps == 0 or global_step == config.max_train_steps:
+            elapsed = time.perf_counter() - interval_start
+            logs = {
+                "loss": float(np.mean(interval_losses)),
+                "lr": lr_scheduler.get_last_lr()[0],
+                "grad_norm": float(grad_norm),
+                "tokens_per_second": tokens_per_step * len(interval_losses) / elapsed,
+                "frames_per_second": tokens_per_step / tokens_per_frame * len(interval_losses) / elapsed,
+            }
+            logs.update({key: float(np.mean(values)) for key, values in bucket_sums.items()})
+            accelerator.log(logs, step=global_step)
+            progress.set_postfix(loss=f"{logs['loss']:.4f}", tok_s=f"{logs['tokens_per_second']:.0f}")
+            interval_start, interval_losses, bucket_sums = time.perf_counter(), [], {}
+
+        if config.validation_steps and global_step % config.validation_steps == 0:
+            last_metrics = run_validation(global_step) or last_metrics
+            accelerator.wait_for_everyone()
+        stopping = stop.received is not None
+        if global_step % config.checkpointing_steps == 0 or stopping:
+            save_checkpoint(accelerator, output_dir, global_step, config.checkpoints_total_limit)
+        if stopping:
+            logger.warning("stopped by signal at step %d; resume with --resume_from_checkpoint latest", global_step)
+            accelerator.end_training()
+            return {"stopped_at": global_step}
+    progress.close()
+    stop.restore()
+
+    # 7. Check that every process ended with the same weights (DDP keeps them in sync; a mismatch is a bug)
+    checksum = torch.stack([sum(p.detach().double().sum() for p in unwrapped.parameters()),
+                            sum(p.detach().double().pow(2).sum() for p in unwrapped.parameters())])  # fmt: skip
+    checksums = accelerator.gather(checksum.to(accelerator.device)[None]).cpu()  # (processes, 2)
+    if not torch.equal(checksums, checksums[:1].expand_as(checksums)):
+        raise RuntimeError(f"the processes' weights diverged: checksums {checksums.tolist()}")
+
+    # 8. Save the final pipeline: EMA transformer + VAE + scheduler, with a model card
+    accelerator.wait_for_everyone()
+    if global_step % config.checkpointing_steps:
+        save_checkpoint(accelerator, output_dir, global_step, config.checkpoints_total_limit)
+    if accelerator.is_main_process:
+        if not config.validation_steps or global_step % config.validation_steps:
+            last_metrics = run_validation(global_step) or last_metrics
+        if ema is not None:
+            ema.copy_to(unwrapped.parameters())
+        pipe = make_pipeline(vae)
+        save_final_pipeline(pipe, output_dir, config, global_step, last_metrics, info)
+        summary = {"steps": global_step, "num_processes": accelerator.num_processes,
+                   "weight_checksums": checksums.tolist(), "validation": last_metrics}  # fmt: skip
+        (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    accelerator.end_training()
+    return last_metrics
+
+
+def save_final_pipeline(pipe, output_dir: Path, config, global_step: int, metrics: dict[str, float], info) -> None:
+    """Write the pipeline's folders into `output_dir` (each component atomically) with a model card."""
+    card = pipe.default_model_card() + MODEL_CARD_TRAINING.format(
+        dataset=config.dataset, steps=global_step, preset=config.preset, window=config.window_length,
+        batch=config.train_batch_size * config.gradient_accumulation_steps, lr=config.learning_rate,
+        metrics="\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items())) or "| (no validation split) | |",
+        rounds=info.splits[config.train_split].rounds if config.train_split in info.splits else "?",
+    )  # fmt: skip
+    staging = output_dir / ".pipeline.tmp"
+    pipe.save_pretrained(staging, model_card=card)
+    for item in staging.iterdir():
+        target = output_dir / item.name
+        if target.is_dir():
+            import shutil
+
+            shutil.rmtree(target)
+        os.replace(item, target)
+    staging.rmdir()
+    logger.info("saved the pipeline to %s", output_dir)
+    if config.push_to_hub:
+        pipe.save_pretrained(output_dir, push_to_hub=True, repo_id=config.hub_model_id or output_dir.name,
+                             model_card=card)  # fmt: skip
+
+
+MODEL_CARD_TRAINING = """
+## Training
+
+Trained with `training/train_world_model.py` on `{dataset}` ({rounds} training rounds): preset `{preset}`,
+{steps} steps, windows of {window} frames, global batch {batch}, learning rate {lr}. The transformer holds the EMA
+weights.
+
+| held-out metric (last validation) | value |
+|---|---|
+{metrics}
+"""
+
+
+if __name__ == "__main__":
+    main()
