@@ -1,0 +1,327 @@
+"""Play the learned game in the browser: a Gradio app around `TekkenWorldModelPipeline.start_session`.
+
+The page keeps a set of held keys (W/A/S/D stick, U/I/J/K buttons, or the on-screen pad). A timer asks the server for
+the next frame as soon as the previous one is shown, so frames stream at the model's pace; the held keys travel with
+each request. Every browser tab has its own `PlaySession` (Gradio state), a bounded number of frames, and can
+download its clip with the inputs drawn under the frames.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .actions import id_to_notation_safe
+from .data.rounds import list_rounds, load_round
+from .visualization import compose_frames, write_video
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ContextLibrary", "PlaySession", "build_demo", "KEYBOARD_JS"]
+
+
+class ContextLibrary:
+    """Starting contexts: the first frames (and inputs) of recorded rounds.
+
+    Args:
+        paths: round files to offer.
+        context_frames: frames of context given to the model.
+    """
+
+    def __init__(self, paths: list[Path], context_frames: int):
+        if not paths:
+            raise ValueError("no rounds to start from")
+        self.context_frames = context_frames
+        self._rounds = {}
+        for path in paths:
+            round_ = load_round(path).trimmed()
+            if round_.num_frames < context_frames:
+                logger.warning("%s has %d frames, fewer than %d: skipped", path, round_.num_frames, context_frames)
+                continue
+            self._rounds[f"{path.parent.name}/{path.stem}"] = round_
+        if not self._rounds:
+            raise ValueError(f"no round has the {context_frames} frames a context needs")
+
+    @classmethod
+    def from_folder(cls, folder: str | Path, context_frames: int, limit: int = 32) -> ContextLibrary:
+        return cls(list_rounds(folder)[:limit], context_frames)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._rounds)
+
+    def context(self, name: str, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """`(frames (T, 3, H, W) uint8, inputs (T,) uint8)` of context `name` starting at frame `start`."""
+        if name not in self._rounds:
+            raise ValueError(f"unknown context {name!r}; known: {', '.join(self.names)}")
+        round_ = self._rounds[name]
+        start = int(np.clip(start, 0, round_.num_frames - self.context_frames))
+        end = start + self.context_frames
+        return round_.images[start:end], round_.actions_p1[start:end]
+
+    def max_start(self, name: str) -> int:
+        return self._rounds[name].num_frames - self.context_frames
+
+
+@dataclass
+class PlaySession:
+    """One player's game: the model session, the frames played so far, and timing.
+
+    Args:
+        session: a `TekkenWorldModelSession` (output type "np").
+        context: the context frames `(T, 3, H, W)` uint8, shown before the first generated frame.
+        max_frames: frames after which the game stops (bounds what one visitor can ask for).
+    """
+
+    session: object
+    context: np.ndarray
+    max_frames: int = 2000
+    frames: list[np.ndarray] = field(default_factory=list)
+    actions: list[int] = field(default_factory=list)
+    latencies: deque = field(default_factory=lambda: deque(maxlen=30))
+    shown_at: deque = field(default_factory=lambda: deque(maxlen=31))
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def finished(self) -> bool:
+        return len(self.frames) >= self.max_frames
+
+    def step(self, action_id: int) -> np.ndarray:
+        """Generate the next frame under `action_id`; returns it as uint8 `(3, H, W)`."""
+        if self.finished:
+            raise RuntimeError(f"the session reached its limit of {self.max_frames} frames: reset to play again")
+        with self.lock:  # one frame at a time per session, even if the browser sends two requests
+            started = time.perf_counter()
+            frame = self.session.step(int(action_id))  # (H, W, 3) float in [0, 1]
+            self.latencies.append(time.perf_counter() - started)
+            self.shown_at.append(time.perf_counter())
+        frame = (np.asarray(frame) * 255).round().astype(np.uint8).transpose(2, 0, 1)  # (3, H, W)
+        self.frames.append(frame)
+        self.actions.append(int(action_id))
+        return frame
+
+    def reset(self) -> None:
+        with self.lock:
+            self.session.reset()
+            self.frames.clear()
+            self.actions.clear()
+            self.latencies.clear()
+            self.shown_at.clear()
+
+    def stats(self) -> str:
+        if not self.latencies:
+            return f"frame 0 / {self.max_frames}"
+        latency = float(np.median(self.latencies))
+        shown = ""
+        if len(self.shown_at) > 1:
+            shown = f"{(len(self.shown_at) - 1) / (self.shown_at[-1] - self.shown_at[0]):.1f} frames/s on screen · "
+        return (
+            f"frame {len(self.frames)} / {self.max_frames} · {shown}model {1 / latency:.1f} frames/s · "
+            f"latency {latency * 1000:.0f} ms/frame · input {id_to_notation_safe(self.actions[-1])}"
+        )
+
+    def export(self, path: str | Path, fps: float = 15.0) -> Path:
+        """The clip so far as an mp4 with the inputs drawn under the frames."""
+        if not self.frames:
+            raise ValueError("nothing played yet")
+        canvas = compose_frames([np.stack(self.frames)], np.array(self.actions, dtype=np.uint8), scale=4, fps=fps)
+        return write_video(path, canvas, fps=fps)
+
+
+def upscale(frame: np.ndarray, scale: int = 6) -> np.ndarray:
+    """`(3, H, W)` → `(H*scale, W*scale, 3)` by pixel repetition, for display."""
+    return frame.transpose(1, 2, 0).repeat(scale, axis=0).repeat(scale, axis=1)
+
+
+# Held keys → the current input, read by the timer's event before every frame request.
+KEYBOARD_JS = """
+<script>
+(() => {
+  const held = new Set();
+  const keys = {w: 128, s: 64, a: 32, d: 16, u: 8, i: 4, j: 2, k: 1};
+  const typing = (e) => e.target && ["INPUT", "TEXTAREA", "SELECT"].includes(e.target.tagName);
+  document.addEventListener("keydown", (e) => {
+    const key = e.key.toLowerCase();
+    if (key in keys && !typing(e)) { held.add(key); e.preventDefault(); }
+  });
+  document.addEventListener("keyup", (e) => held.delete(e.key.toLowerCase()));
+  window.addEventListener("blur", () => held.clear());
+  window.tekkenPress = (key, down) => { down ? held.add(key) : held.delete(key); };
+  window.tekkenAction = () => {
+    let id = 0;
+    for (const key of held) id |= keys[key];
+    if ((id & 128) && (id & 64)) id &= ~(128 | 64);   // opposite directions cancel, as in keys_to_id
+    if ((id & 32) && (id & 16)) id &= ~(32 | 16);
+    return id;
+  };
+})();
+</script>
+"""
+
+PAD_HTML = """
+<div id="tekken-pad" style="display:flex;gap:24px;align-items:center;user-select:none">
+  <div style="display:grid;grid-template-columns:repeat(3,44px);gap:4px">
+    <span></span><button data-key="w">↑</button><span></span>
+    <button data-key="a">←</button><span></span><button data-key="d">→</button>
+    <span></span><button data-key="s">↓</button><span></span>
+  </div>
+  <div style="display:grid;grid-template-columns:repeat(2,44px);gap:4px">
+    <button data-key="u">1</button><button data-key="i">2</button>
+    <button data-key="j">3</button><button data-key="k">4</button>
+  </div>
+</div>
+"""
+
+PAD_JS = """
+() => {
+  for (const button of document.querySelectorAll("#tekken-pad button")) {
+    const key = button.dataset.key;
+    button.addEventListener("pointerdown", () => window.tekkenPress(key, true));
+    for (const up of ["pointerup", "pointerleave", "pointercancel"]) {
+      button.addEventListener(up, () => window.tekkenPress(key, false));
+    }
+  }
+}
+"""
+
+CSS = """
+#frame img { image-rendering: pixelated; }
+#tekken-pad button { height: 44px; font-size: 18px; border-radius: 8px; }
+"""
+
+
+def build_demo(
+    pipe,
+    contexts: ContextLibrary,
+    num_inference_steps: int = 4,
+    max_frames: int = 2000,
+    frame_interval: float = 0.05,
+    seed: int = 0,
+):
+    """The Gradio Blocks app. `launch(server_name="127.0.0.1", head=KEYBOARD_JS, css=CSS)` serves it."""
+    import gradio as gr
+
+    fps = 15.0
+
+    def start(name: str, start_frame: float):
+        frames, inputs = contexts.context(name, int(start_frame))
+        generator = torch.Generator().manual_seed(seed)
+        session = pipe.start_session(
+            context=frames, context_actions=inputs, num_inference_steps=num_inference_steps, generator=generator,
+            output_type="np",
+        )  # fmt: skip
+        play = PlaySession(session=session, context=frames, max_frames=max_frames)
+        return play, upscale(frames[-1]), "ready: hold W/A/S/D and U/I/J/K", gr.Timer(active=True)
+
+    def tick(play: PlaySession | None, action: str):
+        if play is None:
+            return gr.skip(), gr.skip(), gr.Timer(active=False)
+        if play.finished:
+            return (
+                gr.skip(),
+                f"stopped at the limit of {play.max_frames} frames: reset to play again",
+                gr.Timer(active=False),
+            )
+        try:
+            action_id = int(float(action or 0))
+        except ValueError:
+            action_id = 0
+        frame = play.step(action_id if 0 <= action_id <= 255 else 0)
+        return upscale(frame), play.stats(), gr.skip()
+
+    def reset(play: PlaySession | None):
+        if play is None:
+            return gr.skip(), "press Start first"
+        play.reset()
+        return upscale(play.context[-1]), "reset: back to the context"
+
+    def download(play: PlaySession | None):
+        if play is None or not play.frames:
+            raise gr.Error("nothing played yet")
+        path = Path(tempfile.mkdtemp(prefix="tekken-clip-")) / "clip.mp4"
+        return str(play.export(path, fps=fps))
+
+    def pause(play: PlaySession | None):
+        return gr.Timer(active=False), (play.stats() + " · paused") if play else "paused"
+
+    with gr.Blocks(title="tekken-diffusers: play the world model") as demo:
+        gr.Markdown(
+            "## Play the learned game\nPick a starting context and press **Start**. Hold **W/A/S/D** to move and "
+            "**U/I/J/K** for buttons 1–4 (or use the pad). Every frame is generated by the world model."
+        )
+        play_state = gr.State(None)
+        with gr.Row():
+            with gr.Column(scale=2):
+                frame = gr.Image(label="game", elem_id="frame", type="numpy", interactive=False, height=400)
+                stats = gr.Markdown("press Start", elem_id="stats")
+            with gr.Column(scale=1):
+                context_name = gr.Dropdown(contexts.names, value=contexts.names[0], label="starting context")
+                start_frame = gr.Slider(0, contexts.max_start(contexts.names[0]), value=0, step=1, label="start frame")
+                start_button = gr.Button("Start", variant="primary", elem_id="start")
+                with gr.Row():
+                    pause_button = gr.Button("Pause", elem_id="pause")
+                    reset_button = gr.Button("Reset", elem_id="reset")
+                gr.HTML(PAD_HTML)
+                download_button = gr.Button("Download clip", elem_id="download")
+                clip = gr.File(label="clip (mp4)")
+        action = gr.Textbox(value="0", visible="hidden", elem_id="action")
+        timer = gr.Timer(frame_interval, active=False)
+
+        context_name.change(lambda n: gr.Slider(maximum=contexts.max_start(n), value=0), context_name, start_frame)
+        start_button.click(start, [context_name, start_frame], [play_state, frame, stats, timer])
+        read_keys = "(play, action) => [play, String(window.tekkenAction())]"
+        timer.tick(
+            tick,
+            [play_state, action],
+            [frame, stats, timer],
+            js=read_keys,
+            trigger_mode="once",
+            show_progress="hidden",
+        )
+        pause_button.click(pause, play_state, [timer, stats])
+        reset_button.click(reset, play_state, [frame, stats])
+        download_button.click(download, play_state, clip)
+        demo.load(None, None, None, js=PAD_JS)
+    return demo
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from .cli import setup_logging
+
+    parser = argparse.ArgumentParser(
+        prog="app.py",
+        description="Serve a page where a person plays a world-model pipeline with the keyboard.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--pipeline", required=True, help="pipeline folder (or Hub id)")
+    parser.add_argument("--rounds", required=True, help="folder of round .npz files to take starting contexts from")
+    parser.add_argument("--context-frames", type=int, default=8, help="frames of context given to the model")
+    parser.add_argument("--steps", type=int, default=4, help="denoising steps per frame (fewer = faster)")
+    parser.add_argument("--max-frames", type=int, default=2000, help="frames one session may generate")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1 = this machine only)")
+    parser.add_argument("--port", type=int, default=7860, help="port")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed of each new session")
+    parser.add_argument("--max-users", type=int, default=8, help="requests queued at once, beyond which users wait")
+    args = parser.parse_args(argv)
+    setup_logging()
+    if args.steps < 1 or args.max_frames < 1 or args.context_frames < 1:
+        parser.error("--steps, --max-frames and --context-frames must be >= 1")
+    from .pipelines import TekkenWorldModelPipeline
+
+    pipe = TekkenWorldModelPipeline.from_pretrained(args.pipeline)
+    pipe.set_progress_bar_config(disable=True)
+    contexts = ContextLibrary.from_folder(args.rounds, args.context_frames)
+    demo = build_demo(pipe, contexts, num_inference_steps=args.steps, max_frames=args.max_frames, seed=args.seed)
+    demo.queue(default_concurrency_limit=2, max_size=args.max_users)
+    demo.launch(server_name=args.host, server_port=args.port, head=KEYBOARD_JS, css=CSS, show_error=True)
+    return 0

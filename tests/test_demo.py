@@ -1,0 +1,155 @@
+"""The play app: session logic, and a real browser (headless Chromium) pressing keys on the served page."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tekken_diffusers.demo import ContextLibrary, PlaySession
+from tekken_diffusers.pipelines import build_random_pipeline
+from tests.conftest import make_round
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    pipe = build_random_pipeline("tiny", seed=0)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture
+def contexts(tmp_path):
+    from tekken_diffusers.data.rounds import save_round
+
+    for index in range(2):
+        save_round(tmp_path / f"round_{index:04d}.npz", make_round(12, size=(8, 8), seed=index))
+    return ContextLibrary.from_folder(tmp_path, context_frames=4)
+
+
+def new_play(pipe, contexts, max_frames=6, seed=0):
+    frames, inputs = contexts.context(contexts.names[0])
+    session = pipe.start_session(
+        context=frames, context_actions=inputs, num_inference_steps=1, generator=torch.Generator().manual_seed(seed),
+        output_type="np",
+    )  # fmt: skip
+    return PlaySession(session=session, context=frames, max_frames=max_frames)
+
+
+def test_play_session_is_bounded_resettable_and_exports(pipe, contexts, tmp_path):
+    play = new_play(pipe, contexts, max_frames=3)
+    frames = [play.step(action) for action in (16, 16, 8)]
+    assert all(f.shape == (3, 8, 8) and f.dtype == np.uint8 for f in frames)
+    assert "frame 3 / 3" in play.stats() and "input 1" in play.stats()
+    with pytest.raises(RuntimeError, match="limit of 3 frames"):
+        play.step(0)
+    video = play.export(tmp_path / "clip.mp4")
+    assert video.stat().st_size > 0
+    play.reset()
+    assert play.frames == [] and not play.finished
+
+
+def test_sessions_do_not_touch_each_other(pipe, contexts):
+    alone = new_play(pipe, contexts)
+    expected = [alone.step(a) for a in (16, 32, 8)]
+    first, second = new_play(pipe, contexts), new_play(pipe, contexts, seed=7)
+    got = []
+    for action in (16, 32, 8):
+        got.append(first.step(action))
+        second.step(64)
+    for a, b in zip(expected, got):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_context_library(contexts):
+    frames, inputs = contexts.context(contexts.names[1], start=100)  # clamped to the last possible start
+    assert frames.shape == (4, 3, 8, 8) and inputs.shape == (4,)
+    assert contexts.max_start(contexts.names[0]) == 8
+    with pytest.raises(ValueError, match="unknown context 'nope'"):
+        contexts.context("nope")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_browser_plays_with_the_keyboard(pipe, contexts, tmp_path):
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver):
+        pytest.skip("headless browser test needs Debian's chromium and chromium-driver (apt-get install ...)")
+    pytest.importorskip("gradio")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    pipe.save_pretrained(tmp_path / "pipe")
+    rounds = tmp_path  # the contexts fixture wrote its rounds here
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, str(ROOT / "pipelines" / "app.py"), "--pipeline", str(tmp_path / "pipe"), "--rounds",
+         str(rounds), "--context-frames", "4", "--steps", "1", "--max-frames", "400", "--port", str(port)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    options = webdriver.ChromeOptions()
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                     "--no-first-run", "--window-size=1200,900"):  # fmt: skip
+        options.add_argument(argument)
+    options.binary_location = chromium
+    browser = None
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert server.poll() is None, server.stdout.read()
+                time.sleep(0.5)
+        browser = webdriver.Chrome(service=Service(driver), options=options)
+        browser.get(f"http://127.0.0.1:{port}/")
+
+        def wait_for(condition, what, timeout=60):
+            end = time.monotonic() + timeout
+            while time.monotonic() < end:
+                value = condition()
+                if value:
+                    return value
+                time.sleep(0.1)
+            raise AssertionError(
+                f"timed out waiting for {what}; page says: {browser.find_element(By.TAG_NAME, 'body').text}"
+            )
+
+        wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#start"), "the Start button")[0].click()
+        stats = lambda: browser.find_element(By.CSS_SELECTOR, "#stats").text  # noqa: E731
+        image = lambda: (browser.find_elements(By.CSS_SELECTOR, "#frame img") or [None])[0]  # noqa: E731
+        wait_for(lambda: "frame " in stats() and "frames/s" in stats(), "the first frames")
+        first_src = image().get_attribute("src")
+        # Hold D (forward) and U (button 1): the page must send them with the next frames.
+        ActionChains(browser).key_down("d").key_down("u").perform()
+        wait_for(lambda: "input f+1" in stats(), "the held keys to reach the model")
+        ActionChains(browser).key_up("d").key_up("u").perform()
+        wait_for(lambda: "input n" in stats(), "the released keys to reach the model")
+        frame_count = int(stats().split("frame ")[1].split(" /")[0])
+        assert frame_count >= 3
+        assert image().get_attribute("src") != first_src  # the picture keeps changing
+        browser.save_screenshot(str(tmp_path / "app.png"))
+        assert (tmp_path / "app.png").stat().st_size > 10_000
+    finally:
+        if browser is not None:
+            browser.quit()
+        server.terminate()
+        server.wait(timeout=30)
