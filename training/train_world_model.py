@@ -101,6 +101,9 @@ class TrainWorldModelConfig:
     lr_warmup_steps: int = 100
     max_grad_norm: float = 1.0
     max_train_steps: int = 1000
+    max_train_minutes: float | None = field(
+        default=None, metadata={"help": "also stop (and save the pipeline) after this much training time"}
+    )
     mixed_precision: str = field(default="bf16", metadata={"help": "no or bf16 (never fp16 on a CPU)"})
     gradient_checkpointing: bool = False
     use_ema: bool = True
@@ -506,6 +509,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         total=config.max_train_steps, initial=global_step, desc="steps", disable=not accelerator.is_local_main_process
     )
     interval_start, interval_losses, last_metrics = time.perf_counter(), [], {}
+    deadline = None if config.max_train_minutes is None else time.monotonic() + 60 * config.max_train_minutes
     bucket_sums: dict[str, list[float]] = {}
     while global_step < config.max_train_steps:
         step_losses = []
@@ -560,6 +564,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             logger.warning("stopped by signal at step %d; resume with --resume_from_checkpoint latest", global_step)
             accelerator.end_training()
             return {"stopped_at": global_step}
+        # The time budget ends training on every process at the same step (the main process decides).
+        out_of_time = torch.tensor(float(deadline is not None and time.monotonic() > deadline))
+        if float(accelerator.reduce(out_of_time.to(accelerator.device), "max")) > 0:
+            logger.info("max_train_minutes=%s reached at step %d", config.max_train_minutes, global_step)
+            break
     progress.close()
     stop.restore()
 

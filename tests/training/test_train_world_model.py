@@ -174,3 +174,12 @@ def test_shipped_configs_parse():
             continue
         config = load_config(train_world_model.TrainWorldModelConfig, path, {"dataset": "x"})
         assert config.preset in ("tiny", "small", "tekken-large"), path
+
+
+@pytest.mark.slow
+def test_time_budget_stops_and_saves_the_pipeline(latent_dataset, tmp_path):
+    out = tmp_path / "budget"
+    train(out, latent_dataset, "--max_train_steps", "1000000", "--max_train_minutes", "0.02")
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert 1 <= summary["steps"] < 1000000
+    assert (out / "model_index.json").is_file() and (out / f"checkpoint-{summary['steps']}").is_dir()
