@@ -44,6 +44,9 @@ setup(
             "tekken-record-atari=tekken_diffusers.cli.record_atari:main",
             "tekken-video-to-rounds=tekken_diffusers.cli.video_to_rounds:main",
             "tekken-preview-rounds=tekken_diffusers.cli.preview_rounds:main",
+            "tekken-encode-latents=tekken_diffusers.cli.encode_latents:main",
+            "tekken-generate=tekken_diffusers.cli.generate:main",
+            "tekken-play=tekken_diffusers.demo:main",
         ]
     },
 )
