@@ -526,7 +526,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                 optimizer.step()
                 lr_scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-            step_losses.append(float(loss))
+            step_losses.append(float(loss.detach()))
             for key, value in sigma_bucket_losses(per_frame, sigmas).items():
                 bucket_sums.setdefault(key, []).append(value)
         # The logged loss is the mean over micro-steps and processes (not the sum: the original's loss was inflated).

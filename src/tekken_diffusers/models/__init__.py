@@ -1,3 +1,4 @@
 """Models: the world-model transformer and the autoencoders (every VAE behaves like diffusers' AutoencoderKL)."""
 
+from .autoencoders import LTXVideoVAE, TekkenAutoencoderDC, WanVAE
 from .transformer_tekken import TRANSFORMER_PRESETS, TekkenKVCache, TekkenWorldModelTransformer

@@ -1,0 +1,664 @@
+#!/usr/bin/env python
+"""Train the per-frame DC-AE (`TekkenAutoencoderDC`) on the frames of recorded rounds.
+
+    accelerate launch training/train_vae.py --data_dir data/boxing --output_dir outputs/boxing-dcae
+    python training/train_vae.py --data_dir data/boxing --output_dir outputs/boxing-dcae --max_train_steps 2000
+
+`--data_dir` holds `train/` and `val/` folders of round `.npz` files (`scripts/record_atari.py` writes them). Every
+valid frame of every training round is held in memory as uint8 and batches are drawn at random. The loss is MSE (plus
+optional L1 and an image-gradient L1 that sharpens edges) on pixels in [-1, 1]; the original's LPIPS needs downloaded
+weights and is left out (owl-wms spec §2.3).
+
+Outputs in `--output_dir`:
+- `checkpoint-N/`: accelerate state with the model as diffusers folders (`vae/`, `vae_ema/`); written under a
+  temporary name and renamed when complete. `--resume_from_checkpoint latest` continues from the newest one, and the
+  run is then identical to an uninterrupted one (batches are a function of the seed and the step).
+- `vae/`: the final model (EMA weights) with the per-channel latent statistics measured on the training frames
+  written into its config (`latents_mean`, `latents_std`), loadable with `TekkenAutoencoderDC.from_pretrained`.
+- `final_metrics.json`: held-out PSNR / SSIM (uint8 RGB frames of `val/`), step count, wall time.
+- `reconstructions.png`: held-out frames (top) and their reconstructions (bottom).
+- `logs/`: tensorboard or wandb (offline unless WANDB_MODE says otherwise) with losses and reconstruction images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import ProjectConfiguration, set_seed
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from PIL import Image
+from tqdm.auto import tqdm
+
+from tekken_diffusers.data.frames import frames_to_pixels, pixels_to_frames
+from tekken_diffusers.data.pose import load_pose_channel
+from tekken_diffusers.data.rounds import list_rounds, load_round
+from tekken_diffusers.evaluation.metrics import psnr, ssim
+from tekken_diffusers.models.autoencoders import TekkenAutoencoderDC
+
+logger = get_logger(__name__)
+
+CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
+EMA_STATE_FILE = "ema_state.json"
+REPORT_TO_CHOICES = ("auto", "tensorboard", "wandb", "all", "none")
+
+
+@dataclass
+class TrainVAEConfig:
+    """Everything one `train_vae.py` run depends on (the command line, or a YAML file with these keys)."""
+
+    data_dir: str
+    output_dir: str = "outputs/dcae"
+    pose_dir: str | None = None
+    # model: a pretrained folder / Hub id (TekkenAutoencoderDC or diffusers AutoencoderDC), or a new one from these.
+    pretrained_model_name_or_path: str | None = None
+    latent_channels: int = 16
+    block_out_channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
+    encoder_layers_per_block: list[int] = field(default_factory=lambda: [1, 1, 2, 2])
+    decoder_layers_per_block: list[int] = field(default_factory=lambda: [1, 2, 2, 2])
+    # optimisation
+    max_train_steps: int = 5000
+    train_batch_size: int = 32
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 1e-3
+    lr_scheduler: str = "cosine"
+    lr_warmup_steps: int = 200
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.99
+    adam_weight_decay: float = 1e-4
+    max_grad_norm: float = 1.0
+    mse_weight: float = 1.0
+    l1_weight: float = 0.0
+    gradient_weight: float = 0.0
+    use_ema: bool = True
+    ema_max_decay: float = 0.999
+    mixed_precision: str = "no"
+    seed: int = 0
+    # checkpoints, validation, logging
+    checkpointing_steps: int = 1000
+    checkpoints_total_limit: int | None = 2
+    resume_from_checkpoint: str | None = None
+    validation_steps: int = 500
+    num_validation_frames: int = 256
+    num_image_frames: int = 8
+    eval_batch_size: int = 256
+    stats_max_frames: int = 20000
+    eval_max_frames: int | None = None
+    report_to: str = "auto"
+    tracker_project_name: str = "tekken-dcae"
+    show_progress: bool = True
+
+    def __post_init__(self) -> None:
+        positive = ("max_train_steps", "train_batch_size", "gradient_accumulation_steps", "checkpointing_steps")
+        for name in (*positive, "validation_steps", "eval_batch_size", "latent_channels"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ValueError(f"mixed_precision must be one of no, bf16, fp16; got {self.mixed_precision!r}")
+        if self.report_to not in REPORT_TO_CHOICES:
+            raise ValueError(f"report_to must be one of {', '.join(REPORT_TO_CHOICES)}; got {self.report_to!r}")
+        stages = {len(self.block_out_channels), len(self.encoder_layers_per_block), len(self.decoder_layers_per_block)}
+        if len(stages) != 1:
+            raise ValueError(
+                f"block_out_channels {self.block_out_channels}, encoder_layers_per_block "
+                f"{self.encoder_layers_per_block} and decoder_layers_per_block {self.decoder_layers_per_block} "
+                "must have one entry per stage"
+            )
+        if min(self.mse_weight, self.l1_weight, self.gradient_weight) < 0 or not (
+            self.mse_weight or self.l1_weight or self.gradient_weight
+        ):
+            raise ValueError("loss weights must be non-negative and at least one must be positive")
+        if self.checkpoints_total_limit is not None and self.checkpoints_total_limit < 1:
+            raise ValueError(f"checkpoints_total_limit must be at least 1 or None, got {self.checkpoints_total_limit}")
+
+
+def parse_args(argv: list[str] | None = None) -> TrainVAEConfig:
+    """Command line (optionally on top of `--config file.yaml`) → `TrainVAEConfig`."""
+    defaults = {f.name: (f.default_factory() if callable(f.default_factory) else f.default)
+                for f in dataclasses.fields(TrainVAEConfig) if f.name != "data_dir"}  # fmt: skip
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0] + " Checkpoints are diffusers folders and resume exactly.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--config", help="YAML file whose keys are any of the options below (command line wins)")
+    data = parser.add_argument_group("data")
+    data.add_argument("--data_dir", help="folder with train/ and val/ round .npz files (required)")
+    data.add_argument("--pose_dir", help="folder of {round}_two_player_poses.npz: train a 4-channel RGB + pose VAE")
+    data.add_argument("--output_dir", help="checkpoints, logs and the final vae/ folder")
+    model = parser.add_argument_group("model")
+    model.add_argument("--pretrained_model_name_or_path", help="start from this TekkenAutoencoderDC / AutoencoderDC")
+    model.add_argument("--latent_channels", type=int, help="latent channels of a new model")
+    model.add_argument("--block_out_channels", type=int, nargs="+", help="stage widths; each stage halves H and W")
+    model.add_argument("--encoder_layers_per_block", type=int, nargs="+", help="residual blocks per encoder stage")
+    model.add_argument("--decoder_layers_per_block", type=int, nargs="+", help="residual blocks per decoder stage")
+    optim = parser.add_argument_group("optimisation")
+    optim.add_argument("--max_train_steps", type=int, help="optimizer steps in total (a resumed run counts on)")
+    optim.add_argument("--train_batch_size", type=int, help="frames per process per micro-step")
+    optim.add_argument("--gradient_accumulation_steps", type=int, help="micro-steps per optimizer step")
+    optim.add_argument("--learning_rate", type=float, help="peak AdamW learning rate")
+    optim.add_argument("--lr_scheduler", help="diffusers scheduler name: constant, cosine, linear, ...")
+    optim.add_argument("--lr_warmup_steps", type=int, help="linear warmup steps")
+    optim.add_argument("--adam_beta1", type=float, help="AdamW beta1")
+    optim.add_argument("--adam_beta2", type=float, help="AdamW beta2")
+    optim.add_argument("--adam_weight_decay", type=float, help="AdamW weight decay")
+    optim.add_argument("--max_grad_norm", type=float, help="gradient clipping norm")
+    optim.add_argument("--mse_weight", type=float, help="weight of the pixel MSE")
+    optim.add_argument("--l1_weight", type=float, help="weight of the pixel L1")
+    optim.add_argument("--gradient_weight", type=float, help="weight of the L1 between image gradients (edges)")
+    optim.add_argument("--use_ema", action=argparse.BooleanOptionalAction, help="keep an EMA of the weights")
+    optim.add_argument("--ema_max_decay", type=float, help="EMA decay ceiling (the decay warms up to it)")
+    optim.add_argument("--mixed_precision", choices=["no", "bf16", "fp16"], help="bf16 autocast (never fp16 on CPU)")
+    optim.add_argument("--seed", type=int, help="seeds the weights and the batch order")
+    run = parser.add_argument_group("checkpoints and logging")
+    run.add_argument("--checkpointing_steps", type=int, help="save checkpoint-N every this many steps")
+    run.add_argument("--checkpoints_total_limit", type=int, help="keep at most this many checkpoints")
+    run.add_argument("--resume_from_checkpoint", help="a checkpoint-N folder, or 'latest' in --output_dir")
+    run.add_argument("--validation_steps", type=int, help="log held-out PSNR/SSIM and images every this many steps")
+    run.add_argument("--num_validation_frames", type=int, help="held-out frames scored at each validation")
+    run.add_argument("--num_image_frames", type=int, help="frames in the logged reconstruction image")
+    run.add_argument("--eval_batch_size", type=int, help="frames per forward pass when scoring")
+    run.add_argument("--stats_max_frames", type=int, help="training frames used to measure latent mean/std")
+    run.add_argument("--eval_max_frames", type=int, help="held-out frames in the final score (default: all)")
+    run.add_argument("--report_to", choices=REPORT_TO_CHOICES, help="auto: wandb if installed, else tensorboard")
+    run.add_argument("--tracker_project_name", help="tracker project / run group")
+    run.add_argument("--show_progress", action=argparse.BooleanOptionalAction, help="progress bar")
+    parser.set_defaults(**defaults)
+    args = parser.parse_args(argv)
+
+    values = vars(args)
+    config_path = values.pop("config")
+    if config_path is not None:
+        with open(config_path, encoding="utf-8") as handle:
+            from_file = yaml.safe_load(handle) or {}
+        known = {f.name for f in dataclasses.fields(TrainVAEConfig)}
+        unknown = sorted(set(from_file) - known)
+        if unknown:
+            raise ValueError(f"{config_path}: unknown keys {unknown}; known keys: {sorted(known)}")
+        explicit = {key for key in values if f"--{key}" in (argv if argv is not None else sys.argv[1:])}
+        values.update({key: value for key, value in from_file.items() if key not in explicit})
+    if values.get("data_dir") is None:
+        parser.error("--data_dir is required (on the command line or in --config)")
+    return TrainVAEConfig(**values)
+
+
+# --- data ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FrameBank:
+    """All valid frames of a folder of rounds, in memory. `pose` is the float pose channel, or None."""
+
+    images: torch.Tensor  # uint8 (N, 3, H, W)
+    pose: torch.Tensor | None  # float32 (N, 1, H, W), 0..255
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def pixels(self, indices: torch.Tensor) -> torch.Tensor:
+        """The VAE input for these frames: float32 `(B, 3 or 4, H, W)` in [-1, 1]."""
+        pose = None if self.pose is None else self.pose[indices]
+        return frames_to_pixels(self.images[indices], pose)
+
+
+def load_frame_bank(folder: str | os.PathLike, pose_dir: str | None = None) -> FrameBank:
+    """Read every round in `folder` (valid frames only) and, with `pose_dir`, their pose channels."""
+    images, poses = [], []
+    for path in list_rounds(folder):
+        round_ = load_round(path)
+        images.append(torch.from_numpy(round_.trimmed().images))
+        if pose_dir is not None:
+            poses.append(load_pose_channel(path, pose_dir, num_frames=round_.num_frames)[: round_.num_valid])
+    return FrameBank(torch.cat(images), torch.cat(poses) if poses else None)
+
+
+def sample_indices(num_frames: int, batch_size: int, micro_step: int, seed: int, rank: int) -> torch.Tensor:
+    """Random frame indices for one micro-step: a pure function of (seed, micro-step, rank), so resuming is exact."""
+    state = np.random.SeedSequence((seed, micro_step, rank)).generate_state(1, dtype=np.uint64)[0]
+    generator = torch.Generator().manual_seed(int(state >> np.uint64(1)))
+    return torch.randint(num_frames, (batch_size,), generator=generator)
+
+
+def evenly_spaced(num_frames: int, count: int | None) -> torch.Tensor:
+    """`count` indices spread over `range(num_frames)` (all of them when count is None or larger)."""
+    if count is None or count >= num_frames:
+        return torch.arange(num_frames)
+    return torch.linspace(0, num_frames - 1, count).round().long()
+
+
+# --- model, loss, step ---------------------------------------------------------------------------------------------
+
+
+def build_model(config: TrainVAEConfig, in_channels: int) -> TekkenAutoencoderDC:
+    if config.pretrained_model_name_or_path is not None:
+        model = TekkenAutoencoderDC.from_pretrained(config.pretrained_model_name_or_path)
+        if model.config.in_channels != in_channels:
+            raise ValueError(
+                f"{config.pretrained_model_name_or_path} takes {model.config.in_channels} channels but the data has "
+                f"{in_channels} (RGB{' + pose' if in_channels == 4 else ''})"
+            )
+        return model.train()
+    stages = len(config.block_out_channels)
+    return TekkenAutoencoderDC(
+        in_channels=in_channels,
+        latent_channels=config.latent_channels,
+        encoder_block_out_channels=tuple(config.block_out_channels),
+        decoder_block_out_channels=tuple(config.block_out_channels),
+        encoder_layers_per_block=tuple(config.encoder_layers_per_block),
+        decoder_layers_per_block=tuple(config.decoder_layers_per_block),
+        encoder_qkv_multiscales=((),) * stages,
+        decoder_qkv_multiscales=((),) * stages,
+    )
+
+
+def reconstruction_loss(
+    reconstruction: torch.Tensor, target: torch.Tensor, config: TrainVAEConfig
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Weighted MSE + L1 + image-gradient L1, in float32. Returns the loss and its parts for logging."""
+    reconstruction, target = reconstruction.float(), target.float()
+    parts = {"mse": F.mse_loss(reconstruction, target)}
+    if config.l1_weight:
+        parts["l1"] = F.l1_loss(reconstruction, target)
+    if config.gradient_weight:
+        # Finite differences along H and W: penalises blurred edges (boxers' outlines, score digits).
+        dy = lambda images: images[..., 1:, :] - images[..., :-1, :]  # noqa: E731
+        dx = lambda images: images[..., :, 1:] - images[..., :, :-1]  # noqa: E731
+        parts["gradient"] = F.l1_loss(dy(reconstruction), dy(target)) + F.l1_loss(dx(reconstruction), dx(target))
+    weights = {"mse": config.mse_weight, "l1": config.l1_weight, "gradient": config.gradient_weight}
+    loss = sum(weights[name] * value for name, value in parts.items())
+    return loss, {name: value.item() for name, value in parts.items()}
+
+
+def training_step(
+    model: torch.nn.Module,
+    bank: FrameBank,
+    optimizer: torch.optim.Optimizer,
+    lr_scheduler: torch.optim.lr_scheduler.LRScheduler,
+    accelerator: Accelerator,
+    config: TrainVAEConfig,
+    global_step: int,
+) -> dict[str, float]:
+    """One optimizer step over `gradient_accumulation_steps` micro-batches; returns the mean loss parts."""
+    logs: dict[str, float] = {}
+    accumulation = config.gradient_accumulation_steps
+    for micro in range(accumulation):
+        micro_step = global_step * accumulation + micro
+        rank = accelerator.process_index
+        indices = sample_indices(len(bank), config.train_batch_size, micro_step, config.seed, rank)
+        pixels = bank.pixels(indices).to(accelerator.device)  # (B, C, H, W) in [-1, 1]
+        sync = micro == accumulation - 1
+        with accelerator.no_sync(model) if not sync else contextlib.nullcontext(), accelerator.autocast():
+            reconstruction = model(pixels).sample  # (B, C, H, W)
+            loss, parts = reconstruction_loss(reconstruction, pixels, config)
+        accelerator.backward(loss / accumulation)
+        for name, value in {"loss": loss.item(), **parts}.items():
+            logs[name] = logs.get(name, 0.0) + value / accumulation
+    grad_norm = accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+    optimizer.step()
+    lr_scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    logs["grad_norm"] = float(grad_norm)
+    logs["lr"] = lr_scheduler.get_last_lr()[0]
+    return logs
+
+
+# --- evaluation ----------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def reconstruct(model: TekkenAutoencoderDC, pixels: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Encode + decode in batches (eval mode is the caller's business); pixels (N, C, H, W) → (N, C, H, W)."""
+    device = next(model.parameters()).device
+    outputs = [model(chunk.to(device)).sample.float().cpu() for chunk in pixels.split(batch_size)]
+    return torch.cat(outputs)
+
+
+@torch.no_grad()
+def evaluate_reconstruction(
+    model: TekkenAutoencoderDC, bank: FrameBank, indices: torch.Tensor, batch_size: int
+) -> dict[str, float]:
+    """Mean per-frame PSNR (dB) and SSIM of the RGB reconstructions, on uint8 frames as a viewer sees them."""
+    psnrs, ssims = [], []
+    for chunk in indices.split(batch_size):
+        frames = bank.images[chunk]  # uint8 (B, 3, H, W)
+        reconstruction = pixels_to_frames(reconstruct(model, bank.pixels(chunk), batch_size)[:, :3])
+        psnrs.append(psnr(reconstruction.float(), frames.float(), data_range=255.0))
+        ssims.append(ssim(reconstruction.float(), frames.float(), data_range=255.0))
+    return {"psnr": torch.cat(psnrs).mean().item(), "ssim": torch.cat(ssims).mean().item(), "frames": len(indices)}
+
+
+@torch.no_grad()
+def measure_latent_statistics(
+    model: TekkenAutoencoderDC, bank: FrameBank, indices: torch.Tensor, batch_size: int
+) -> tuple[list[float], list[float]]:
+    """Per-channel mean and standard deviation of the latents of these frames (float64 sums)."""
+    device = next(model.parameters()).device
+    total = total_sq = None
+    count = 0
+    for chunk in indices.split(batch_size):
+        latents = model.encode(bank.pixels(chunk).to(device)).latent_dist.mode().double().cpu()  # (B, c, h, w)
+        per_channel = latents.transpose(0, 1).flatten(1)  # (c, B*h*w)
+        total = per_channel.sum(1) if total is None else total + per_channel.sum(1)
+        total_sq = per_channel.pow(2).sum(1) if total_sq is None else total_sq + per_channel.pow(2).sum(1)
+        count += per_channel.shape[1]
+    mean = total / count
+    std = (total_sq / count - mean**2).clamp_min(1e-12).sqrt()
+    return mean.tolist(), std.tolist()
+
+
+@torch.no_grad()
+def reconstruction_grid(model: TekkenAutoencoderDC, bank: FrameBank, indices: torch.Tensor) -> np.ndarray:
+    """uint8 (2·H, n·W, 3): the frames on top, their RGB reconstructions below."""
+    frames = bank.images[indices]  # (n, 3, H, W)
+    reconstruction = pixels_to_frames(reconstruct(model, bank.pixels(indices), len(indices))[:, :3])
+    rows = torch.cat([torch.cat(list(frames), dim=2), torch.cat(list(reconstruction), dim=2)], dim=1)  # (3, 2H, nW)
+    return rows.permute(1, 2, 0).numpy()
+
+
+def log_images(accelerator: Accelerator, grid: np.ndarray, step: int) -> None:
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            tracker.writer.add_image("reconstructions", grid, step, dataformats="HWC")
+        elif tracker.name == "wandb":
+            import wandb
+
+            tracker.log({"reconstructions": wandb.Image(grid, caption="top: frames, bottom: reconstructions")})
+
+
+# --- checkpoints ---------------------------------------------------------------------------------------------------
+
+
+def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
+    """Complete `checkpoint-N` folders, oldest first (temporary `.checkpoint-N.tmp` folders are ignored)."""
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := CHECKPOINT_PATTERN.match(p.name))]
+    return [path for _, path in sorted(found)]
+
+
+def save_checkpoint(accelerator: Accelerator, config: TrainVAEConfig, global_step: int) -> Path:
+    """`accelerator.save_state` into a temporary folder, renamed to `checkpoint-N` when complete; prunes old ones."""
+    final = Path(config.output_dir) / f"checkpoint-{global_step}"
+    temporary = Path(config.output_dir) / f".checkpoint-{global_step}.tmp"
+    if accelerator.is_main_process:
+        shutil.rmtree(temporary, ignore_errors=True)
+        if config.checkpoints_total_limit is not None:
+            # keep at most limit - 1 old ones so that the new one makes `limit`
+            existing = [p for p in list_checkpoints(config.output_dir) if p != final]
+            for old in existing[: max(0, len(existing) - config.checkpoints_total_limit + 1)]:
+                logger.info(f"removing old checkpoint {old}")
+                shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(temporary))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(temporary, final)
+        logger.info(f"saved {final}")
+    accelerator.wait_for_everyone()
+    return final
+
+
+def resolve_resume(config: TrainVAEConfig) -> Path | None:
+    """The checkpoint to resume from: None (fresh), the newest for 'latest', else the given folder (must exist)."""
+    if config.resume_from_checkpoint is None:
+        return None
+    if config.resume_from_checkpoint == "latest":
+        checkpoints = list_checkpoints(config.output_dir)
+        if not checkpoints:
+            logger.info(f"no checkpoint-N in {config.output_dir}; starting a new run")
+            return None
+        return checkpoints[-1]
+    path = Path(config.resume_from_checkpoint)
+    if not path.is_dir() and (Path(config.output_dir) / path).is_dir():
+        path = Path(config.output_dir) / path
+    if not path.is_dir() or not CHECKPOINT_PATTERN.match(path.name):
+        raise FileNotFoundError(f"--resume_from_checkpoint {config.resume_from_checkpoint}: no checkpoint-N folder")
+    return path
+
+
+def save_ema(ema: EMAModel, checkpoint: Path) -> None:
+    """The EMA weights as a diffusers folder `vae_ema/` (a usable VAE) and its counters in `ema_state.json`."""
+    state = ema.state_dict()
+    state.pop("shadow_params")
+    model = TekkenAutoencoderDC.from_config(ema.model_config)
+    ema.copy_to(model.parameters())
+    model.save_pretrained(checkpoint / "vae_ema")
+    (checkpoint / EMA_STATE_FILE).write_text(json.dumps(state, indent=2), encoding="utf-8")
+
+
+def load_ema(ema: EMAModel, checkpoint: Path) -> None:
+    """Restore what `save_ema` wrote."""
+    state = json.loads((checkpoint / EMA_STATE_FILE).read_text(encoding="utf-8"))
+    model = TekkenAutoencoderDC.from_pretrained(checkpoint / "vae_ema")
+    state["shadow_params"] = [parameter.detach().clone() for parameter in model.parameters()]
+    ema.load_state_dict(state)
+
+
+def save_final_model(model: TekkenAutoencoderDC, folder: Path) -> None:
+    """`save_pretrained` into a temporary folder, then swap it in place of `folder`."""
+    temporary = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(temporary, ignore_errors=True)
+    model.save_pretrained(temporary)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(temporary, folder)
+
+
+def resolve_trackers(report_to: str) -> list[str]:
+    """Tracker names for `Accelerator(log_with=...)`; 'auto' is wandb if importable, else tensorboard, else none."""
+
+    def available(name: str) -> bool:
+        try:
+            __import__("torch.utils.tensorboard" if name == "tensorboard" else name)
+        except ImportError:
+            return False
+        return True
+
+    if report_to == "none":
+        return []
+    wanted = {"auto": ["wandb", "tensorboard"], "all": ["wandb", "tensorboard"]}.get(report_to, [report_to])
+    if report_to == "auto":
+        wanted = [name for name in wanted if available(name)][:1]
+    for name in wanted:
+        if not available(name):
+            raise ImportError(f"--report_to {report_to} needs {name}: pip install {name}")
+    if "wandb" in wanted:
+        os.environ.setdefault("WANDB_MODE", "offline")  # nothing leaves the machine unless the user asks
+    return wanted
+
+
+# --- main ----------------------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    config = parse_args(argv)
+    started = time.perf_counter()
+
+    # 1. Accelerator, logging, seed.
+    if config.mixed_precision == "fp16" and not torch.cuda.is_available():
+        raise ValueError("--mixed_precision fp16 without a GPU is a slow path (~200× slower than fp32): use bf16")
+    trackers = resolve_trackers(config.report_to)
+    accelerator = Accelerator(
+        mixed_precision=config.mixed_precision,
+        log_with=trackers or None,
+        project_config=ProjectConfiguration(
+            project_dir=config.output_dir, logging_dir=os.path.join(config.output_dir, "logs")
+        ),
+    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    set_seed(config.seed)
+    Path(config.output_dir).mkdir(parents=True, exist_ok=True)
+
+    # 2. Data: every valid frame of train/ and val/ in memory.
+    train_bank = load_frame_bank(Path(config.data_dir) / "train", config.pose_dir)
+    val_bank = load_frame_bank(Path(config.data_dir) / "val", config.pose_dir)
+    in_channels = 4 if config.pose_dir is not None else 3
+    frame_shape = tuple(train_bank.images.shape[1:])
+    logger.info(f"{len(train_bank)} training and {len(val_bank)} held-out frames of {frame_shape}")
+
+    # 3. Model, EMA, optimizer, schedule.
+    model = build_model(config, in_channels)
+    ema = None
+    if config.use_ema:
+        ema = EMAModel(
+            model.parameters(),
+            decay=config.ema_max_decay,
+            use_ema_warmup=True,
+            power=3 / 4,
+            model_cls=TekkenAutoencoderDC,
+            model_config=model.config,
+        )
+    optimizer = torch.optim.AdamW(
+        model.parameters(),
+        lr=config.learning_rate,
+        betas=(config.adam_beta1, config.adam_beta2),
+        weight_decay=config.adam_weight_decay,
+    )
+    # An accelerate-prepared scheduler steps once per process per optimizer step.
+    lr_scheduler = get_scheduler(
+        config.lr_scheduler,
+        optimizer=optimizer,
+        num_warmup_steps=config.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=config.max_train_steps * accelerator.num_processes,
+    )
+
+    # 4. Checkpoints are diffusers folders: the hooks save/load the model and the EMA with save_pretrained.
+    def save_model_hook(models: list[torch.nn.Module], weights: list[dict], output_dir: str) -> None:
+        if accelerator.is_main_process:
+            if ema is not None:
+                save_ema(ema, Path(output_dir))
+            for saved in models:
+                accelerator.unwrap_model(saved).save_pretrained(os.path.join(output_dir, "vae"))
+        for _ in range(len(weights)):
+            weights.pop()  # keep accelerate from pickling the model too
+
+    def load_model_hook(models: list[torch.nn.Module], input_dir: str) -> None:
+        if ema is not None:
+            load_ema(ema, Path(input_dir))
+        for _ in range(len(models)):
+            target = models.pop()
+            loaded = TekkenAutoencoderDC.from_pretrained(input_dir, subfolder="vae")
+            accelerator.unwrap_model(target).load_state_dict(loaded.state_dict())
+
+    accelerator.register_save_state_pre_hook(save_model_hook)
+    accelerator.register_load_state_pre_hook(load_model_hook)
+    model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
+    if ema is not None:
+        ema.to(accelerator.device)
+
+    # 5. Resume.
+    global_step = 0
+    resume_path = resolve_resume(config)
+    if resume_path is not None:
+        accelerator.load_state(str(resume_path))
+        global_step = int(CHECKPOINT_PATTERN.match(resume_path.name).group(1))
+        logger.info(f"resumed from {resume_path} at step {global_step}")
+
+    if accelerator.is_main_process and trackers:
+        tracker_config = {key: str(value) if isinstance(value, list | None) else value
+                          for key, value in dataclasses.asdict(config).items()}  # fmt: skip
+        accelerator.init_trackers(config.tracker_project_name, config=tracker_config)
+
+    validation_indices = evenly_spaced(len(val_bank), config.num_validation_frames)
+    image_indices = evenly_spaced(len(val_bank), config.num_image_frames)
+
+    def validate(step: int) -> dict[str, float]:
+        unwrapped = accelerator.unwrap_model(model)
+        if ema is not None:
+            ema.store(unwrapped.parameters())
+            ema.copy_to(unwrapped.parameters())
+        unwrapped.eval()
+        scores = evaluate_reconstruction(unwrapped, val_bank, validation_indices, config.eval_batch_size)
+        grid = reconstruction_grid(unwrapped, val_bank, image_indices)
+        unwrapped.train()
+        if ema is not None:
+            ema.restore(unwrapped.parameters())
+        accelerator.log({"val/psnr": scores["psnr"], "val/ssim": scores["ssim"]}, step=step)
+        log_images(accelerator, grid, step)
+        logger.info(f"step {step}: held-out PSNR {scores['psnr']:.2f} dB, SSIM {scores['ssim']:.4f}")
+        return scores
+
+    # 6. Training loop.
+    model.train()
+    progress = tqdm(
+        total=config.max_train_steps,
+        initial=global_step,
+        desc="train_vae",
+        disable=not (config.show_progress and accelerator.is_local_main_process),
+    )
+    while global_step < config.max_train_steps:
+        logs = training_step(model, train_bank, optimizer, lr_scheduler, accelerator, config, global_step)
+        if ema is not None:
+            ema.step(model.parameters())
+        global_step += 1
+        progress.update(1)
+        progress.set_postfix(loss=f"{logs['loss']:.5f}")
+        accelerator.log({f"train/{name}": value for name, value in logs.items()}, step=global_step)
+        if global_step % config.checkpointing_steps == 0 or global_step == config.max_train_steps:
+            save_checkpoint(accelerator, config, global_step)
+        if accelerator.is_main_process and global_step % config.validation_steps == 0:
+            validate(global_step)
+    progress.close()
+
+    # 7. Final model: EMA weights, latent statistics in the config, held-out score, reconstruction image.
+    accelerator.wait_for_everyone()
+    results: dict[str, float] = {}
+    if accelerator.is_main_process:
+        final = accelerator.unwrap_model(model)
+        if ema is not None:
+            ema.copy_to(final.parameters())
+        final.eval()
+        mean, std = measure_latent_statistics(
+            final, train_bank, evenly_spaced(len(train_bank), config.stats_max_frames), config.eval_batch_size
+        )
+        # With per-channel statistics the normalisation is (z - mean) / std · scaling_factor: keep the factor at 1.
+        final.register_to_config(latents_mean=mean, latents_std=std, scaling_factor=1.0, shift_factor=None)
+        save_final_model(final, Path(config.output_dir) / "vae")
+        scores = evaluate_reconstruction(
+            final, val_bank, evenly_spaced(len(val_bank), config.eval_max_frames), config.eval_batch_size
+        )
+        Image.fromarray(reconstruction_grid(final, val_bank, image_indices)).save(
+            Path(config.output_dir) / "reconstructions.png"
+        )
+        results = {
+            "heldout_psnr_db": scores["psnr"],
+            "heldout_ssim": scores["ssim"],
+            "heldout_frames": scores["frames"],
+            "train_frames": len(train_bank),
+            "steps": global_step,
+            "wall_seconds_this_run": time.perf_counter() - started,
+            "parameters": sum(p.numel() for p in final.parameters()),
+        }
+        with open(Path(config.output_dir) / "final_metrics.json", "w", encoding="utf-8") as handle:
+            json.dump(results, handle, indent=2)
+        logger.info(
+            f"final model in {Path(config.output_dir) / 'vae'}: held-out PSNR {scores['psnr']:.2f} dB, "
+            f"SSIM {scores['ssim']:.4f} over {scores['frames']} frames; latent std "
+            f"{min(std):.3f}..{max(std):.3f}"
+        )
+        if not math.isfinite(scores["psnr"]):
+            logger.warning("held-out PSNR is not finite: the model diverged")
+    accelerator.end_training()
+    return results
+
+
+if __name__ == "__main__":
+    main()
