@@ -29,8 +29,6 @@ import json
 import logging
 import math
 import os
-import re
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -53,10 +51,16 @@ from tekken_diffusers.data.pose import load_pose_channel
 from tekken_diffusers.data.rounds import list_rounds, load_round
 from tekken_diffusers.evaluation.metrics import psnr, ssim
 from tekken_diffusers.models.autoencoders import TekkenAutoencoderDC
+from tekken_diffusers.training_utils import (
+    CHECKPOINT_PATTERN,
+    resolve_resume,
+    resolve_trackers,
+    save_checkpoint,
+    save_pretrained_atomically,
+)
 
 logger = get_logger(__name__)
 
-CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 EMA_STATE_FILE = "ema_state.json"
 REPORT_TO_CHOICES = ("auto", "tensorboard", "wandb", "all", "none")
 
@@ -385,56 +389,6 @@ def log_images(accelerator: Accelerator, grid: np.ndarray, step: int) -> None:
 # --- checkpoints ---------------------------------------------------------------------------------------------------
 
 
-def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
-    """Complete `checkpoint-N` folders, oldest first (temporary `.checkpoint-N.tmp` folders are ignored)."""
-    folder = Path(output_dir)
-    if not folder.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := CHECKPOINT_PATTERN.match(p.name))]
-    return [path for _, path in sorted(found)]
-
-
-def save_checkpoint(accelerator: Accelerator, config: TrainVAEConfig, global_step: int) -> Path:
-    """`accelerator.save_state` into a temporary folder, renamed to `checkpoint-N` when complete; prunes old ones."""
-    final = Path(config.output_dir) / f"checkpoint-{global_step}"
-    temporary = Path(config.output_dir) / f".checkpoint-{global_step}.tmp"
-    if accelerator.is_main_process:
-        shutil.rmtree(temporary, ignore_errors=True)
-        if config.checkpoints_total_limit is not None:
-            # keep at most limit - 1 old ones so that the new one makes `limit`
-            existing = [p for p in list_checkpoints(config.output_dir) if p != final]
-            for old in existing[: max(0, len(existing) - config.checkpoints_total_limit + 1)]:
-                logger.info(f"removing old checkpoint {old}")
-                shutil.rmtree(old)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(temporary))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(temporary, final)
-        logger.info(f"saved {final}")
-    accelerator.wait_for_everyone()
-    return final
-
-
-def resolve_resume(config: TrainVAEConfig) -> Path | None:
-    """The checkpoint to resume from: None (fresh), the newest for 'latest', else the given folder (must exist)."""
-    if config.resume_from_checkpoint is None:
-        return None
-    if config.resume_from_checkpoint == "latest":
-        checkpoints = list_checkpoints(config.output_dir)
-        if not checkpoints:
-            logger.info(f"no checkpoint-N in {config.output_dir}; starting a new run")
-            return None
-        return checkpoints[-1]
-    path = Path(config.resume_from_checkpoint)
-    if not path.is_dir() and (Path(config.output_dir) / path).is_dir():
-        path = Path(config.output_dir) / path
-    if not path.is_dir() or not CHECKPOINT_PATTERN.match(path.name):
-        raise FileNotFoundError(f"--resume_from_checkpoint {config.resume_from_checkpoint}: no checkpoint-N folder")
-    return path
-
-
 def save_ema(ema: EMAModel, checkpoint: Path) -> None:
     """The EMA weights as a diffusers folder `vae_ema/` (a usable VAE) and its counters in `ema_state.json`."""
     state = ema.state_dict()
@@ -451,38 +405,6 @@ def load_ema(ema: EMAModel, checkpoint: Path) -> None:
     model = TekkenAutoencoderDC.from_pretrained(checkpoint / "vae_ema")
     state["shadow_params"] = [parameter.detach().clone() for parameter in model.parameters()]
     ema.load_state_dict(state)
-
-
-def save_final_model(model: TekkenAutoencoderDC, folder: Path) -> None:
-    """`save_pretrained` into a temporary folder, then swap it in place of `folder`."""
-    temporary = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(temporary, ignore_errors=True)
-    model.save_pretrained(temporary)
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(temporary, folder)
-
-
-def resolve_trackers(report_to: str) -> list[str]:
-    """Tracker names for `Accelerator(log_with=...)`; 'auto' is wandb if importable, else tensorboard, else none."""
-
-    def available(name: str) -> bool:
-        try:
-            __import__("torch.utils.tensorboard" if name == "tensorboard" else name)
-        except ImportError:
-            return False
-        return True
-
-    if report_to == "none":
-        return []
-    wanted = {"auto": ["wandb", "tensorboard"], "all": ["wandb", "tensorboard"]}.get(report_to, [report_to])
-    if report_to == "auto":
-        wanted = [name for name in wanted if available(name)][:1]
-    for name in wanted:
-        if not available(name):
-            raise ImportError(f"--report_to {report_to} needs {name}: pip install {name}")
-    if "wandb" in wanted:
-        os.environ.setdefault("WANDB_MODE", "offline")  # nothing leaves the machine unless the user asks
-    return wanted
 
 
 # --- main ----------------------------------------------------------------------------------------------------------
@@ -566,7 +488,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     # 5. Resume.
     global_step = 0
-    resume_path = resolve_resume(config)
+    resume_path = resolve_resume(config.resume_from_checkpoint, config.output_dir)
     if resume_path is not None:
         accelerator.load_state(str(resume_path))
         global_step = int(CHECKPOINT_PATTERN.match(resume_path.name).group(1))
@@ -613,7 +535,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         progress.set_postfix(loss=f"{logs['loss']:.5f}")
         accelerator.log({f"train/{name}": value for name, value in logs.items()}, step=global_step)
         if global_step % config.checkpointing_steps == 0 or global_step == config.max_train_steps:
-            save_checkpoint(accelerator, config, global_step)
+            save_checkpoint(accelerator, config.output_dir, global_step, config.checkpoints_total_limit)
         if accelerator.is_main_process and global_step % config.validation_steps == 0:
             validate(global_step)
     progress.close()
@@ -631,7 +553,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         )
         # With per-channel statistics the normalisation is (z - mean) / std · scaling_factor: keep the factor at 1.
         final.register_to_config(latents_mean=mean, latents_std=std, scaling_factor=1.0, shift_factor=None)
-        save_final_model(final, Path(config.output_dir) / "vae")
+        save_pretrained_atomically(final, Path(config.output_dir) / "vae")
         scores = evaluate_reconstruction(
             final, val_bank, evenly_spaced(len(val_bank), config.eval_max_frames), config.eval_batch_size
         )
