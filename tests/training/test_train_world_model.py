@@ -145,7 +145,17 @@ def test_two_processes_keep_identical_weights(latent_dataset, tmp_path):
     assert first[0] != pytest.approx(sum(float(p.detach().double().sum()) for p in initial.parameters()), abs=1e-9)
 
 
-def test_config_errors(tmp_path):
+def _script_module():
+    sys.path.insert(0, str(ROOT / "training"))
+    try:
+        import train_world_model
+    finally:
+        sys.path.pop(0)
+    return train_world_model
+
+
+def test_config_errors(tmp_path, capsys):
+    parse_args = _script_module().parse_args
     bad = tmp_path / "bad.yaml"
     bad.write_text("preset: tiny\nlearning_rat: 0.1\n")
     for args, message in (
@@ -157,16 +167,16 @@ def test_config_errors(tmp_path):
          "mixed_precision must be 'no' or 'bf16'"),
         (["--config", str(DEBUG)], "--dataset (or `dataset:` in the config) is required"),
     ):  # fmt: skip
-        result = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, cwd=ROOT)
-        assert result.returncode == 2 and message in result.stderr, result.stderr[-1500:]
+        with pytest.raises(SystemExit) as exit_info:
+            parse_args(args)
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
+    config = parse_args(["--config", str(DEBUG), "--dataset", "x", "--learning_rate", "0.5"])
+    assert config.learning_rate == 0.5 and config.preset == "tiny" and config.window_length == 8
 
 
 def test_shipped_configs_parse():
-    sys.path.insert(0, str(ROOT / "training"))
-    try:
-        import train_world_model
-    finally:
-        sys.path.pop(0)
+    train_world_model = _script_module()
     from tekken_diffusers.training_utils import load_config
 
     for path in sorted((ROOT / "training" / "configs").glob("*.yaml")):
