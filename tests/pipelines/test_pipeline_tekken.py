@@ -10,6 +10,7 @@ from tekken_diffusers.actions import LP, RIGHT, ids_to_bits
 from tekken_diffusers.pipelines import build_random_pipeline
 
 STEPS = 2
+PAIR = object()  # stands in (in parametrize) for a batch of two copies of the context fixture
 
 
 @pytest.fixture(scope="module")
@@ -217,15 +218,31 @@ def test_guidance_changes_the_output(pipe, context):
         (dict(context=torch.full((3, 3, 8, 8), 2.0)), r"must lie in \[0, 1\]"),
         (dict(context=np.zeros((3, 8, 8, 5), dtype=np.uint8)), "expected uint8"),
         (dict(context=[PIL.Image.new("RGB", (8, 8)), np.zeros((8, 8, 3), np.uint8)]), "must hold PIL images"),
+        (dict(context=torch.zeros(3, 3, 8, 8, dtype=torch.uint8)), "tensor frames must be float in"),
+        (dict(context=torch.zeros(3, 4, 8, 8)), r"expected a float \(T, 3, H, W\) tensor"),
+        (dict(context="frames.png"), r"context: expected PIL images, .* or a list of those \(a batch\); got str"),
+        (dict(context=[np.zeros((3, 3, 8, 8), np.uint8), np.zeros((2, 3, 8, 8), np.uint8)]), "the same shape"),
+        (dict(context=None, context_latents=torch.zeros(1, 2, 4, 8, 8)), r"shape \(batch, frames, 4, 4, 4\)"),
+        (dict(context=None, context_latents=torch.zeros(1, 0, 4, 4, 4)), "at least one frame"),
+        (dict(actions=torch.zeros(4, 3)), r"bit vectors must have shape \(N, 8\), got \(4, 3\)"),
+        (dict(context=PAIR, actions=[[1, 2], [3]]), r"one input per generated frame \(2\), got \[2, 1\]"),
+        (dict(actions=3.5), r"actions: expected Tekken notation, .*; got float"),
     ],
 )
 def test_check_inputs_errors(pipe, context, kwargs, message):
+    kwargs = {key: [context] * 2 if value is PAIR else value for key, value in kwargs.items()}
     call = dict(context=context, actions="f,f,1,n", num_inference_steps=1, output_type="np")
     if "context_latents" in kwargs:
         call["context"] = context
     call.update(kwargs)
     with pytest.raises(ValueError, match=message):
         pipe(**call)
+
+
+def test_context_frames_need_a_vae(pipe, context):
+    latent_pipe = TekkenWorldModelPipeline(transformer=pipe.transformer, scheduler=pipe.scheduler, vae=None)
+    with pytest.raises(ValueError, match="`context` frames need a VAE to encode them"):
+        latent_pipe(context=context, actions="f", output_type="latent")
 
 
 def test_session_errors(pipe, context):

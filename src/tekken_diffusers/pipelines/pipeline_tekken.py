@@ -246,14 +246,14 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
         raise ValueError(f"{name}: expected PIL images, a uint8 numpy array or a float tensor, got {type(context)}")
 
     @staticmethod
-    def _split_batch(value: Any, is_single: Callable[[Any], bool], name: str) -> list[Any]:
+    def _split_batch(value: Any, is_single: Callable[[Any], bool], name: str, expected: str) -> list[Any]:
         if is_single(value):
             return [value]
         if isinstance(value, (list, tuple)) and value and all(is_single(v) for v in value):
             return list(value)
         if isinstance(value, (np.ndarray, torch.Tensor)):
             return list(value)
-        raise ValueError(f"{name}: could not read {type(value).__name__} as one clip or a batch of clips")
+        raise ValueError(f"{name}: expected {expected}, or a list of those (a batch); got {type(value).__name__}")
 
     @classmethod
     def _frames_batch(cls, context: Any) -> list[torch.Tensor]:
@@ -266,7 +266,8 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
                 return bool(value) and isinstance(value[0], PIL.Image.Image)
             return isinstance(value, (np.ndarray, torch.Tensor)) and value.ndim in (3, 4)
 
-        clips = cls._split_batch(context, single, "context")
+        expected = "PIL images, a uint8 (T, H, W, 3) or (T, 3, H, W) array, or a float (T, 3, H, W) tensor in [0, 1]"
+        clips = cls._split_batch(context, single, "context", expected)
         return [cls._frames_to_tensor(clip, f"context[{index}]") for index, clip in enumerate(clips)]
 
     @staticmethod
@@ -312,7 +313,8 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
         if isinstance(actions, (list, tuple)) and actions and all(isinstance(a, str) for a in actions):
             clips = list(actions)  # a list of notation strings is a batch: one sequence per clip
         else:
-            clips = cls._split_batch(actions, single, name)
+            expected = "Tekken notation, (N,) integer action ids or (N, 8) bool/float bits"
+            clips = cls._split_batch(actions, single, name, expected)
         return [cls.actions_to_bits(clip, side, f"{name}[{index}]") for index, clip in enumerate(clips)]
 
     @torch.no_grad()
