@@ -10,7 +10,6 @@ from tekken_diffusers.models.transformer_tekken import (
     TekkenWorldModelTransformer,
     build_preset_on_meta,
     frame_attention_mask,
-    main,
 )
 
 CHANNELS, SIZE = 4, 4  # the tiny preset: 4x4x4 latents, patch 2 -> 4 tokens per frame
@@ -336,7 +335,9 @@ def test_invalid_config_raises():
 
 
 def test_list_presets_command(capsys):
-    main(["--list-presets"])
+    from tekken_diffusers.cli.list_presets import main
+
+    assert main([]) == 0
     table = capsys.readouterr().out
     assert all(f"`{name}`" in table for name in TRANSFORMER_PRESETS)
     assert f"{sum(p.numel() for p in make_model().parameters()):,}" in table

@@ -15,8 +15,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="record_atari.py",
         description=(
-            "Play Atari Boxing with human-like policies and write rounds as OUT/train/round_XXXX.npz and "
-            "OUT/val/round_XXXX.npz (uint8 (T,3,H,W) frames, 8-bit inputs, RAM-derived state). Re-running with the "
+            "Play Atari Boxing with human-like policies and write rounds as OUT/train/round_NNNN.npz and "
+            "OUT/val/round_NNNN.npz (uint8 (T,3,H,W) frames, 8-bit inputs, RAM-derived state). Re-running with the "
             "same arguments keeps finished rounds and records only the missing ones."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,

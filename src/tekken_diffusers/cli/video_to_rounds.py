@@ -16,7 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Turn a gameplay video plus a per-frame input log (CSV with a 'frame' column and an 'action', "
             "'notation' or up,down,left,right,lp,rp,lk,rk columns; see docs/data_format.md) into validated rounds "
-            "OUT/SPLIT/round_XXXX.npz."
+            "OUT/SPLIT/round_NNNN.npz."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )

@@ -265,7 +265,7 @@ class RecordConfig:
     """What `record_boxing` records.
 
     Args:
-        out: output folder; rounds go to `out/train/round_XXXX.npz` and `out/val/round_XXXX.npz`.
+        out: output folder; rounds go to `out/train/round_NNNN.npz` and `out/val/round_NNNN.npz`.
         rounds: total number of rounds (train + val).
         max_frames: longest round; episodes are cut into rounds of at most this many frames.
         seed: fixes everything: the same seed gives byte-identical files.

@@ -659,7 +659,7 @@ def _is_save_to_disk_folder(path: Path) -> bool:
 def _load_hub_layout_folder(
     path: Path, split: str | None, streaming: bool
 ) -> datasets.Dataset | datasets.DatasetDict | datasets.IterableDataset | datasets.IterableDatasetDict:
-    """A local folder in the Hub layout (`data/{split}-XXXXX-of-NNNNN.parquet`), e.g. from `export_hub_folder`.
+    """A local folder in the Hub layout (`data/{split}-00000-of-00001.parquet`), e.g. from `export_hub_folder`.
 
     The files are passed to the parquet builder by absolute path: its cache key then covers their paths and
     modification times, whereas `load_dataset(folder)` keys the cache on the folder's name only and would return
@@ -743,7 +743,7 @@ def _num_shards(dataset: datasets.Dataset, max_shard_size: int) -> int:
 def export_hub_folder(
     dataset_dir: str | os.PathLike, out_dir: str | os.PathLike, max_shard_size: str | int = "500MB"
 ) -> Path:
-    """Write a saved latent dataset in the Hub layout: `data/{split}-XXXXX-of-NNNNN.parquet`, `README.md`,
+    """Write a saved latent dataset in the Hub layout: `data/{split}-00000-of-00001.parquet`, `README.md`,
     `tekken_latents.json`. `load_dataset(out_dir)` (and so `load_latent_dataset`) reads it, like the Hub repo.
 
     Args:

@@ -19,7 +19,6 @@ The module only maps tensors to tensors: no noise sampling, no loss, no device m
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -855,18 +854,3 @@ def format_preset_table() -> str:
             f"{config.global_window} ({config.global_every}) | {num_parameters:,} |"
         )
     return "\n".join(lines)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Command line: `python -m tekken_diffusers.models.transformer_tekken --list-presets`."""
-    parser = argparse.ArgumentParser(description="TekkenWorldModelTransformer size presets")
-    parser.add_argument("--list-presets", action="store_true", help="print each preset's layout and parameter count")
-    args = parser.parse_args(argv)
-    if not args.list_presets:
-        parser.print_help()
-        return
-    print(format_preset_table())  # the command's output, not logging
-
-
-if __name__ == "__main__":
-    main()
