@@ -312,13 +312,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=7860, help="port")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed of each new session")
     parser.add_argument("--max-users", type=int, default=8, help="requests queued at once, beyond which users wait")
+    parser.add_argument(
+        "--dtype", choices=["float32", "bfloat16"], default="float32", help="transformer weights (bf16: faster on CPU)"
+    )
     args = parser.parse_args(argv)
     setup_logging()
     if args.steps < 1 or args.max_frames < 1 or args.context_frames < 1:
         parser.error("--steps, --max-frames and --context-frames must be >= 1")
     from .pipelines import TekkenWorldModelPipeline
 
-    pipe = TekkenWorldModelPipeline.from_pretrained(args.pipeline)
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
+    pipe = TekkenWorldModelPipeline.from_pretrained(
+        args.pipeline, dtype={"transformer": dtype, "default": torch.float32}
+    )
     pipe.set_progress_bar_config(disable=True)
     contexts = ContextLibrary.from_folder(args.rounds, args.context_frames)
     demo = build_demo(pipe, contexts, num_inference_steps=args.steps, max_frames=args.max_frames, seed=args.seed)
