@@ -89,11 +89,15 @@ def training_rows(preset: str, batch: int, frames: int, repeats: int, in_channel
     config = model.config
     tokens_per_frame = (config.sample_size[0] // config.patch_size) * (config.sample_size[1] // config.patch_size)
     tokens = batch * frames * tokens_per_frame
-    params = sum(p.numel() for p in model.transformer_blocks.parameters())
+    blocks = dict(model.transformer_blocks.named_parameters())
+    per_frame = sum(p.numel() for name, p in blocks.items() if "adaLN_modulation" in name)  # once per frame
+    per_token = sum(p.numel() for p in blocks.values()) - per_frame
     width = config.num_attention_heads * config.attention_head_dim
-    # 6 FLOPs per parameter per token (forward 2, backward 4) plus the attention matmuls over the causal context.
-    attention = 6 * 2 * config.num_layers * width * tokens * min(frames, config.global_window) * tokens_per_frame / 2
-    flops = 6 * params * tokens + attention
+    # 6 FLOPs per parameter and token (forward 2, backward 4); the adaLN modulation runs once per frame, not per
+    # token; attention scores and values over the causal context (on average half the window).
+    context = min(frames, config.local_window) * tokens_per_frame / 2
+    attention = 6 * 2 * config.num_layers * width * tokens * context
+    flops = 6 * per_token * tokens + 6 * per_frame * batch * frames + attention
     latents = torch.randn(batch, frames, config.in_channels, *config.sample_size)
     actions = torch.randint(0, 2, (batch, frames, 8)).float()
     rows = []
@@ -193,7 +197,8 @@ frames/s: the last column is the time per frame divided by the 66.7 ms a frame l
     }
 
 **Training** (forward + backward + AdamW, preset `{args.preset}`, no gradient checkpointing). Model FLOPs = 6 ×
-block parameters × tokens + causal attention; utilisation against the measured bf16 matmul ceiling of 400 GFLOP/s.
+(per-token block parameters × tokens + adaLN parameters × frames) + causal attention within the local window (a
+lower bound: global layers see more); utilisation against the measured bf16 matmul ceiling of 400 GFLOP/s.
 
 {
         table(
