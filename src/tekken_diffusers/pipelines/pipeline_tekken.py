@@ -726,7 +726,7 @@ from tekken_diffusers import TekkenWorldModelPipeline
 pipe = TekkenWorldModelPipeline.from_pretrained("PATH_OR_REPO")
 frames = pipe(context=context_frames, actions="f*8, 1, n*7", num_inference_steps=4).frames[0]
 
-session = pipe.start_session(context=context_frames)   # interactive play
+session = pipe.start_session(context=context_frames)  # interactive play
 next_frame = session.step("d/f+1")
 ```
 
