@@ -14,6 +14,43 @@ from tekken_diffusers.data.rounds import Round, save_round
 torch.set_num_threads(1)
 
 
+def tiny_dcae(in_channels: int = 3, seed: int = 0, **overrides):
+    """A 16×16 → 4×8×8 `TekkenAutoencoderDC` with random weights (the random pipeline's tiny VAE, narrower)."""
+    from tekken_diffusers.models.autoencoders import TekkenAutoencoderDC
+    from tekken_diffusers.pipelines.random_pipeline import TINY_VAE_CONFIG
+
+    torch.manual_seed(seed)
+    config = {**TINY_VAE_CONFIG, "in_channels": in_channels, "encoder_block_out_channels": (8, 8)}
+    config["decoder_block_out_channels"] = (8, 8)
+    return TekkenAutoencoderDC(**{**config, **overrides}).eval()
+
+
+def tiny_ltx(seed: int = 2):
+    """An `LTXVideoVAE` with temporal compression 4 (the real LTX-Video has 8) and spatial 4, random weights."""
+    from tekken_diffusers.models.autoencoders import LTXVideoVAE
+
+    torch.manual_seed(seed)
+    return LTXVideoVAE(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=8,
+        block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8),
+        layers_per_block=(1, 1, 1, 1, 1),
+        decoder_layers_per_block=(1, 1, 1, 1, 1),
+        spatio_temporal_scaling=(True, True, False, False),
+        decoder_spatio_temporal_scaling=(True, True, False, False),
+        decoder_inject_noise=(False,) * 5,
+        upsample_residual=(False,) * 4,
+        upsample_factor=(1,) * 4,
+        timestep_conditioning=False,
+        patch_size=1,
+        patch_size_t=1,
+        encoder_causal=True,
+        decoder_causal=False,
+    ).eval()
+
+
 def make_round(num_frames: int = 12, size: tuple[int, int] = (16, 16), seed: int = 0, **overrides) -> Round:
     """A small synthetic round with random frames and inputs."""
     rng = np.random.default_rng(seed)

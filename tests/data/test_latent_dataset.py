@@ -46,7 +46,7 @@ from tekken_diffusers.models.autoencoders import (
     normalize_latents,
     pool_actions,
 )
-from tests.conftest import make_round
+from tests.conftest import make_round, tiny_dcae, tiny_ltx
 from tests.fake_hub import FakeHub
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,22 +55,7 @@ MEAN, STD = [0.1, -0.2, 0.3, 0.05], [0.5, 2.0, 1.5, 0.25]
 
 def tiny_vae(**overrides) -> TekkenAutoencoderDC:
     """A 16×16 → 4×8×8 DC-AE with random weights and per-channel statistics."""
-    torch.manual_seed(0)
-    config = dict(
-        in_channels=3,
-        latent_channels=4,
-        encoder_block_out_channels=(8, 8),
-        decoder_block_out_channels=(8, 8),
-        encoder_layers_per_block=(1, 1),
-        decoder_layers_per_block=(1, 1),
-        encoder_qkv_multiscales=((), ()),
-        decoder_qkv_multiscales=((), ()),
-        latents_mean=MEAN,
-        latents_std=STD,
-        scaling_factor=0.7,
-    )
-    config.update(overrides)
-    return TekkenAutoencoderDC(**config).eval()
+    return tiny_dcae(**{"latents_mean": MEAN, "latents_std": STD, "scaling_factor": 0.7, **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -468,26 +453,8 @@ def test_temporal_compression_pools_actions_per_latent_frame():
 
 
 def test_encoding_with_a_video_vae_groups_frames():
-    from tekken_diffusers.models.autoencoders import LTXVideoVAE
 
-    torch.manual_seed(0)
-    vae = LTXVideoVAE(
-        in_channels=3,
-        out_channels=3,
-        latent_channels=8,
-        block_out_channels=(8, 8, 8, 8),
-        decoder_block_out_channels=(8, 8, 8, 8),
-        layers_per_block=(1, 1, 1, 1, 1),
-        decoder_layers_per_block=(1, 1, 1, 1, 1),
-        spatio_temporal_scaling=(True, True, False, False),
-        decoder_spatio_temporal_scaling=(True, True, False, False),
-        decoder_inject_noise=(False,) * 5,
-        upsample_residual=(False,) * 4,
-        upsample_factor=(1,) * 4,
-        timestep_conditioning=False,
-        patch_size=1,
-        patch_size_t=1,
-    ).eval()
+    vae = tiny_ltx(seed=0)
     round_ = make_round(11, seed=12)  # 11 frames → 9 = 1 + 2·4 are encoded
     row = encode_round(round_, vae, "r", "train")
     assert row["temporal_compression_ratio"] == 4 and row["num_frames"] == 9 and row["latents_shape"] == [3, 8, 4, 4]

@@ -29,23 +29,7 @@ from tekken_diffusers.models.autoencoders import (
     num_latent_frames,
     pool_actions,
 )
-
-
-def tiny_dcae(in_channels: int = 3, **overrides) -> TekkenAutoencoderDC:
-    """16×16 → 4×8×8, random weights."""
-    torch.manual_seed(0)
-    config = dict(
-        in_channels=in_channels,
-        latent_channels=4,
-        encoder_block_out_channels=(8, 8),
-        decoder_block_out_channels=(8, 8),
-        encoder_layers_per_block=(1, 1),
-        decoder_layers_per_block=(1, 1),
-        encoder_qkv_multiscales=((), ()),
-        decoder_qkv_multiscales=((), ()),
-    )
-    config.update(overrides)
-    return TekkenAutoencoderDC(**config).eval()
+from tests.conftest import tiny_dcae, tiny_ltx
 
 
 def tiny_autoencoder_dc() -> AutoencoderDC:
@@ -66,30 +50,6 @@ def tiny_autoencoder_dc() -> AutoencoderDC:
         downsample_block_type="conv",
         upsample_block_type="interpolate",
         scaling_factor=0.41407,
-    ).eval()
-
-
-def tiny_ltx() -> LTXVideoVAE:
-    """Temporal compression 4 (the real LTX-Video has 8), spatial 4."""
-    torch.manual_seed(2)
-    return LTXVideoVAE(
-        in_channels=3,
-        out_channels=3,
-        latent_channels=8,
-        block_out_channels=(8, 8, 8, 8),
-        decoder_block_out_channels=(8, 8, 8, 8),
-        layers_per_block=(1, 1, 1, 1, 1),
-        decoder_layers_per_block=(1, 1, 1, 1, 1),
-        spatio_temporal_scaling=(True, True, False, False),
-        decoder_spatio_temporal_scaling=(True, True, False, False),
-        decoder_inject_noise=(False,) * 5,
-        upsample_residual=(False,) * 4,
-        upsample_factor=(1,) * 4,
-        timestep_conditioning=False,
-        patch_size=1,
-        patch_size_t=1,
-        encoder_causal=True,
-        decoder_causal=False,
     ).eval()
 
 
