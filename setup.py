@@ -46,6 +46,7 @@ setup(
             "tekken-preview-rounds=tekken_diffusers.cli.preview_rounds:main",
             "tekken-encode-latents=tekken_diffusers.cli.encode_latents:main",
             "tekken-generate=tekken_diffusers.cli.generate:main",
+            "tekken-evaluate=tekken_diffusers.cli.evaluate_world_model:main",
             "tekken-play=tekken_diffusers.demo:main",
         ]
     },

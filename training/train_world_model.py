@@ -34,7 +34,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
 from diffusers.optimization import get_scheduler
@@ -45,6 +44,7 @@ from tekken_diffusers import TekkenAutoencoderDC, TekkenFlowMatchScheduler, Tekk
 from tekken_diffusers.data import LatentWindowDataset, WindowBatch, load_latent_dataset, load_latent_info
 from tekken_diffusers.evaluation.world_model import rollout_latents, score_frames, teacher_forced_next_frames
 from tekken_diffusers.models import TRANSFORMER_PRESETS, TekkenWorldModelTransformer
+from tekken_diffusers.models.transformer_tekken import prev_frame_prior
 from tekken_diffusers.training_utils import (
     CHECKPOINT_PATTERN,
     ConfigError,
@@ -86,6 +86,20 @@ class TrainWorldModelConfig:
     action_dropout: float = field(default=0.1, metadata={"help": "probability a sample trains without inputs (CFG)"})
     context_prefix_prob: float = field(
         default=0.0, metadata={"help": "probability a sample's first frames sit at context_noise, as when sampling"}
+    )
+    teacher_forcing_prob: float = field(
+        default=0.0,
+        metadata={
+            "help": "probability a step trains teacher-forced: every frame is a target seen against a low-noise copy "
+            "of the frames before it, as when sampling (else the diffusion-forcing draw)"
+        },
+    )
+    teacher_forcing_context_noise: float = field(
+        default=0.2, metadata={"help": "teacher-forced context frames draw their noise level from U[0, this]"}
+    )
+    target_sigma_shift: float = field(
+        default=3.0,
+        metadata={"help": "teacher-forced targets draw sigma = shift*u/(1+(shift-1)*u), u ~ U[0, 1], up to 1"},
     )
     shift: float = field(default=3.0, metadata={"help": "sampling schedule shift saved in the scheduler"})
     context_noise: float = field(default=0.2, metadata={"help": "noise level of cached frames when sampling"})
@@ -138,8 +152,15 @@ class TrainWorldModelConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.window_length < 2:
             raise ValueError(f"window_length must be >= 2, got {self.window_length}")
-        if not 0 <= self.action_dropout <= 1 or not 0 <= self.context_prefix_prob <= 1:
-            raise ValueError("action_dropout and context_prefix_prob must lie in [0, 1]")
+        for name in ("action_dropout", "context_prefix_prob", "teacher_forcing_prob"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
+        if not 0 <= self.teacher_forcing_context_noise < 1:
+            raise ValueError(
+                f"teacher_forcing_context_noise must lie in [0, 1), got {self.teacher_forcing_context_noise}"
+            )
+        if self.target_sigma_shift <= 0:
+            raise ValueError(f"target_sigma_shift must be > 0, got {self.target_sigma_shift}")
         if not 1 <= self.validation_context_frames < self.window_length:
             raise ValueError(
                 f"validation_context_frames must lie in [1, window_length - 1 = {self.window_length - 1}], "
@@ -209,35 +230,74 @@ def training_step(
     config: TrainWorldModelConfig,
     generator: torch.Generator,
     device: torch.device,
+    teacher_forcing: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Diffusion-forcing flow-matching loss of one batch.
+    """Flow-matching loss of one batch, diffusion-forced or teacher-forced.
+
+    - Diffusion forcing: every frame of the window gets its own logit-normal noise level (optionally a context prefix
+      at `context_noise`), and the model sees the noisy window causally.
+    - Teacher forcing (`teacher_forcing`, default: drawn with `teacher_forcing_prob`): every frame is a target at a
+      noise level drawn over all of [0, 1] (shifted uniform, as the sampling schedule spends its steps), predicted from
+      a copy of the frames before it at a low noise level, U[0, teacher_forcing_context_noise]: what the model sees
+      when it denoises the next frame against its KV cache.
+
+    The loss: for `prediction_type="flow"` the MSE of the velocity `noise - latents`; for `"prev_frame_residual"` the
+    MSE of the network's own output against its unit-variance target, i.e. the x0 error divided by `c_out(sigma)`
+    (EDM's weighting), so every noise level weighs alike and none dominates through the target's scale.
 
     Returns:
-        `(loss, per_frame_loss (B, T), sigmas (B, T))`; `loss` is the mean squared velocity error over valid frames.
+        `(loss, per_frame_loss (B, T), sigmas (B, T))`; `loss` is the mean over valid frames.
     """
     latents = batch.latents.to(device, torch.float32)  # (B, T, C, h, w)
     batch_size, num_frames = latents.shape[:2]
-    # 1. A noise level per frame (logit-normal), optionally a clean-ish context prefix as at sampling time
-    sigmas = scheduler.sample_training_sigmas(batch_size, num_frames, generator=generator).to(device)  # (B, T)
-    if config.context_prefix_prob > 0:
-        use_prefix = torch.rand(batch_size, generator=generator) < config.context_prefix_prob
-        prefix = torch.randint(1, num_frames, (batch_size,), generator=generator)
-        in_prefix = (torch.arange(num_frames)[None] < prefix[:, None]) & use_prefix[:, None]
-        sigmas = torch.where(in_prefix.to(device), torch.full_like(sigmas, config.context_noise), sigmas)
-    # 2. Noise the latents; the target is the velocity noise - latents
+    if teacher_forcing is None:
+        teacher_forcing = bool(torch.rand(1, generator=generator) < config.teacher_forcing_prob)
+    model_kwargs = {}
+    # 1. Noise levels per frame
+    if teacher_forcing:
+        uniform = torch.rand(batch_size, num_frames, generator=generator)
+        shift = config.target_sigma_shift
+        sigmas = (shift * uniform / (1 + (shift - 1) * uniform)).to(device)  # (B, T) over [0, 1]
+        context_sigmas = torch.rand(batch_size, num_frames, generator=generator) * config.teacher_forcing_context_noise
+        context_noise = torch.randn(latents.shape, generator=generator).to(device)
+        context_sigmas = context_sigmas.to(device)
+        model_kwargs["context_latents"] = scheduler.scale_noise(latents, context_sigmas, context_noise)
+        model_kwargs["context_sigmas"] = context_sigmas
+    else:
+        sigmas = scheduler.sample_training_sigmas(batch_size, num_frames, generator=generator).to(device)  # (B, T)
+        if config.context_prefix_prob > 0:
+            use_prefix = torch.rand(batch_size, generator=generator) < config.context_prefix_prob
+            prefix = torch.randint(1, num_frames, (batch_size,), generator=generator)
+            in_prefix = (torch.arange(num_frames)[None] < prefix[:, None]) & use_prefix[:, None]
+            sigmas = torch.where(in_prefix.to(device), torch.full_like(sigmas, config.context_noise), sigmas)
+    # 2. Noise the latents
     noise = torch.randn(latents.shape, generator=generator).to(device)
     noisy = scheduler.scale_noise(latents, sigmas, noise)
-    target = scheduler.get_velocity_target(latents, noise)
     # 3. Classifier-free guidance: whole samples lose their inputs
     keep_actions = (torch.rand(batch_size, generator=generator) >= config.action_dropout).to(device)
-    prediction = model(
-        noisy, sigmas, actions=batch.action_bits.to(device), action_mask=keep_actions, return_dict=False
-    )[0]
-    # 4. MSE over the valid frames
-    per_frame = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(2, 3, 4))  # (B, T)
+    outputs = model(
+        noisy,
+        sigmas,
+        actions=batch.action_bits.to(device),
+        action_mask=keep_actions,
+        return_dict=False,
+        **model_kwargs,
+    )
+    # 4. Per-frame MSE in the parameterisation's own units, averaged over the valid frames
+    if len(outputs) > 1:  # prev_frame_residual: x0 error / c_out
+        _, c_out = prev_frame_prior(sigmas, model_config(model).prev_frame_variance)
+        error = (outputs[1].float() - latents) / c_out.clamp_min(1e-4)[:, :, None, None, None]
+    else:
+        error = outputs[0].float() - scheduler.get_velocity_target(latents, noise).float()
+    per_frame = error.square().mean(dim=(2, 3, 4))  # (B, T)
     valid = batch.valid.to(device).float()
     loss = (per_frame * valid).sum() / valid.sum().clamp_min(1.0)
     return loss, per_frame.detach(), sigmas.detach()
+
+
+def model_config(model: torch.nn.Module):
+    """The transformer's config, through a DDP/compile wrapper if there is one."""
+    return getattr(model, "module", model).config
 
 
 def sigma_bucket_losses(per_frame: torch.Tensor, sigmas: torch.Tensor) -> dict[str, float]:
@@ -270,9 +330,10 @@ def validate(
     batch = load_batch(val_windows, indices)
     metrics: dict[str, float] = {}
     # 1. Held-out loss at fixed noise
+    fixed = dataclasses.replace(config, action_dropout=0.0, context_prefix_prob=0.0)
     loss, per_frame, sigmas = training_step(
-        transformer, pipe.scheduler, batch, dataclasses.replace(config, action_dropout=0.0, context_prefix_prob=0.0),
-        torch.Generator().manual_seed(1234), pipe._execution_device,
+        transformer, pipe.scheduler, batch, fixed, torch.Generator().manual_seed(1234), pipe._execution_device,
+        teacher_forcing=config.teacher_forcing_prob >= 0.5,
     )  # fmt: skip
     metrics["val_loss"] = float(loss)
     metrics.update({f"val_{k}": v for k, v in sigma_bucket_losses(per_frame, sigmas).items()})

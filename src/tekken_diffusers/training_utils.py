@@ -70,6 +70,11 @@ def _coerce(value: Any, annotation: Any, name: str, source: str) -> Any:
         items = [_coerce(item, item_type, name, source) for item in value]
         return tuple(items) if origin is tuple else items
     if origin is dict or annotation is dict:
+        if isinstance(value, str):  # from the command line: '{"prev_frame_conditioning": true}' (YAML or JSON)
+            try:
+                value = yaml.safe_load(value)
+            except yaml.YAMLError:
+                pass
         if not isinstance(value, dict):
             raise ConfigError(f"{source}: {name}: expected a mapping, got {value!r}")
         return dict(value)

@@ -316,9 +316,11 @@ def test_attention_processors_follow_diffusers():
 
 
 def test_presets():
-    with pytest.raises(ValueError, match="known presets: tiny, small, tekken-large"):
+    with pytest.raises(ValueError, match="known presets: tiny, small, compact, tekken-large"):
         TekkenWorldModelTransformer.from_preset("huge")
-    assert set(TRANSFORMER_PRESETS) == {"tiny", "small", "tekken-large"}
+    assert set(TRANSFORMER_PRESETS) == {"tiny", "small", "compact", "tekken-large"}
+    compact = build_preset_on_meta("compact")
+    assert 4e6 < sum(p.numel() for p in compact.parameters()) < 8e6
     assert make_model(in_channels=8).config.in_channels == 8  # overrides win
     large = build_preset_on_meta("tekken-large")
     assert 1.15e9 < sum(p.numel() for p in large.parameters()) < 1.3e9  # the original: 1.24 B (spec §3.8)
@@ -341,3 +343,131 @@ def test_list_presets_command(capsys):
     table = capsys.readouterr().out
     assert all(f"`{name}`" in table for name in TRANSFORMER_PRESETS)
     assert f"{sum(p.numel() for p in make_model().parameters()):,}" in table
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The copy path, the prev_frame_residual parameterisation and teacher forcing
+# ---------------------------------------------------------------------------------------------------------------------
+COPY = {"prev_frame_conditioning": True, "prediction_type": "prev_frame_residual"}
+
+
+@torch.no_grad()
+def test_copy_path_feeds_each_frame_the_previous_one():
+    model = randomize(make_model(prev_frame_conditioning=True))
+    latents, sigmas, actions = make_inputs(frames=4)
+    base = model(latents, sigmas, actions).sample
+    # Attention alone cannot explain this: with global_every=0 and local_window=1 a frame sees only itself, so any
+    # dependence of frame 2 on frame 1 comes through the copy path.
+    isolated = randomize(make_model(prev_frame_conditioning=True, local_window=1, global_every=0))
+    plain = randomize(make_model(local_window=1, global_every=0))
+    changed = latents.clone()
+    changed[:, 1] += 1.0
+    assert (
+        isolated(changed, sigmas, actions).sample[:, 2] - isolated(latents, sigmas, actions).sample[:, 2]
+    ).abs().amax() > 1e-3
+    torch.testing.assert_close(
+        plain(changed, sigmas, actions).sample[:, 2], plain(latents, sigmas, actions).sample[:, 2]
+    )
+    # frames 0 and 3 do not depend on frame 1's copy path beyond causality
+    assert (model(changed, sigmas, actions).sample[:, 0] - base[:, 0]).abs().amax() == 0
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("overrides", [{"prev_frame_conditioning": True}, COPY])
+def test_copy_path_cached_rollout_equals_full_forward(overrides):
+    model = randomize(make_model(**overrides), std=0.1)
+    latents, sigmas, actions = make_inputs(frames=10)
+    sigmas = sigmas.clamp_min(0.05)  # the residual velocity divides by sigma
+    full = model(latents, sigmas, actions).sample
+    cache = model.make_kv_cache()
+    outputs = [model(latents[:, :3], sigmas[:, :3], actions[:, :3], kv_cache=cache, update_kv_cache=True).sample]
+    for t in range(3, 10):
+        frame = (latents[:, t : t + 1], sigmas[:, t : t + 1], actions[:, t : t + 1])
+        denoise = model(*frame, kv_cache=cache).sample  # reads the previous frame from the cache, keeps it
+        outputs.append(model(*frame, kv_cache=cache, update_kv_cache=True).sample)
+        torch.testing.assert_close(denoise, outputs[-1], rtol=0, atol=1e-5)
+    torch.testing.assert_close(torch.cat(outputs, dim=1), full, rtol=1e-4, atol=1e-4)
+    cache.reset()
+    assert cache.prev_latents is None
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("overrides", [{}, COPY])
+def test_teacher_forcing_equals_denoising_against_a_cache_of_the_context(overrides):
+    model = randomize(make_model(**overrides), std=0.1)  # windows: global 6, local 3
+    latents, sigmas, actions = make_inputs(frames=9)
+    sigmas = sigmas.clamp_min(0.05)
+    context, _, _ = make_inputs(frames=9, seed=7)
+    context_sigmas = torch.rand(2, 9, generator=torch.Generator().manual_seed(3)) * 0.2
+    mask = torch.tensor([True, False])
+    output = model(latents, sigmas, actions, action_mask=mask, context_latents=context, context_sigmas=context_sigmas)
+    for t in range(9):
+        cache = model.make_kv_cache()
+        if t:
+            model(context[:, :t], context_sigmas[:, :t], actions[:, :t], action_mask=mask, kv_cache=cache,
+                  update_kv_cache=True)  # fmt: skip
+        step = model(latents[:, t : t + 1], sigmas[:, t : t + 1], actions[:, t : t + 1], action_mask=mask,
+                     kv_cache=cache)  # fmt: skip
+        torch.testing.assert_close(step.sample, output.sample[:, t : t + 1], rtol=1e-4, atol=1e-4)
+        if overrides:
+            torch.testing.assert_close(
+                step.pred_original_sample, output.pred_original_sample[:, t : t + 1], rtol=1e-4, atol=1e-4
+            )
+
+
+@torch.no_grad()
+def test_fresh_residual_model_predicts_the_previous_frame_from_pure_noise():
+    model = make_model(**COPY)
+    latents, _, actions = make_inputs(frames=5)
+    noise = torch.randn_like(latents)
+    output = model(noise, torch.ones(2, 5), actions, context_latents=latents, context_sigmas=torch.zeros(2, 5))
+    torch.testing.assert_close(output.pred_original_sample[:, 1:], latents[:, :-1], rtol=0, atol=0)
+    # the Euler step from sigma = 1 to 0 lands on that prediction
+    torch.testing.assert_close(noise - output.sample, output.pred_original_sample, rtol=0, atol=1e-5)
+    # at sigma = 0 the input is returned unchanged, whatever the network says
+    trained = randomize(make_model(**COPY))
+    clean = trained(latents, torch.zeros(2, 5), actions).pred_original_sample
+    torch.testing.assert_close(clean, latents, rtol=0, atol=1e-5)
+
+
+def test_prev_frame_prior_coefficients():
+    from tekken_diffusers.models.transformer_tekken import prev_frame_prior
+
+    gain, c_out = prev_frame_prior(torch.tensor([0.0, 0.5, 1.0]), variance=0.25)
+    torch.testing.assert_close(gain, torch.tensor([1.0, 0.25 / (0.0625 + 0.25) * 0.5, 0.0]))
+    torch.testing.assert_close(c_out, torch.tensor([0.0, 0.5 * (0.25 / 0.3125) ** 0.5, 0.5]))
+
+
+def test_models_without_the_new_fields_load_unchanged(tmp_path):
+    model = randomize(make_model())
+    model.save_pretrained(tmp_path)
+    import json
+
+    config = json.loads((tmp_path / "config.json").read_text())
+    for key in ("prev_frame_conditioning", "prediction_type", "prev_frame_variance"):
+        config.pop(key)  # a checkpoint written before these fields existed
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    loaded = TekkenWorldModelTransformer.from_pretrained(tmp_path).eval()
+    assert loaded.config.prediction_type == "flow" and not loaded.config.prev_frame_conditioning
+    latents, sigmas, actions = make_inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(latents, sigmas, actions).sample, model(latents, sigmas, actions).sample)
+
+
+def test_copy_path_and_teacher_forcing_errors():
+    with pytest.raises(ValueError, match="needs prev_frame_conditioning"):
+        make_model(prediction_type="prev_frame_residual")
+    with pytest.raises(ValueError, match="prediction_type must be one of flow, prev_frame_residual"):
+        make_model(prediction_type="epsilon")
+    with pytest.raises(ValueError, match="prev_frame_variance"):
+        make_model(**COPY, prev_frame_variance=0.0)
+    model = make_model(**COPY)
+    latents, sigmas, actions = make_inputs(frames=3)
+    with pytest.raises(ValueError, match="cannot be combined with a kv_cache"):
+        model(latents, sigmas, actions, context_latents=latents, context_sigmas=0.1, kv_cache=model.make_kv_cache())
+    with pytest.raises(ValueError, match="needs context_sigmas"):
+        model(latents, sigmas, actions, context_latents=latents)
+    with pytest.raises(ValueError, match="context_sigmas was given without context_latents"):
+        model(latents, sigmas, actions, context_sigmas=0.1)
+    with pytest.raises(ValueError, match="context_latents must have the shape"):
+        model(latents, sigmas, actions, context_latents=latents[:, :2], context_sigmas=0.1)

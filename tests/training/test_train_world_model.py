@@ -183,7 +183,7 @@ def test_shipped_configs_parse():
         if path.name.startswith("vae"):
             continue
         config = load_config(train_world_model.TrainWorldModelConfig, path, {"dataset": "x"})
-        assert config.preset in ("tiny", "small", "tekken-large"), path
+        assert config.preset in ("tiny", "small", "compact", "tekken-large"), path
 
 
 @pytest.mark.slow
@@ -193,3 +193,79 @@ def test_time_budget_stops_and_saves_the_pipeline(latent_dataset, tmp_path):
     summary = json.loads((out / "train_summary.json").read_text())
     assert 1 <= summary["steps"] < 1000000
     assert (out / "model_index.json").is_file() and (out / f"checkpoint-{summary['steps']}").is_dir()
+
+
+@pytest.mark.slow
+def test_teacher_forced_copy_path_run_saves_a_pipeline_that_loads_with_its_config(latent_dataset, tmp_path):
+    from tekken_diffusers import TekkenWorldModelPipeline
+
+    out = tmp_path / "tf"
+    train(out, latent_dataset, "--max_train_steps", "3", "--teacher_forcing_prob", "1.0", "--model_overrides",
+          '{"prev_frame_conditioning": true, "prediction_type": "prev_frame_residual"}')  # fmt: skip
+    pipe = TekkenWorldModelPipeline.from_pretrained(out)
+    assert pipe.transformer.config.prediction_type == "prev_frame_residual"
+    assert pipe.transformer.config.prev_frame_conditioning
+    assert sorted(losses(out)) == [1, 2, 3]
+
+
+def test_training_step_losses_in_each_parameterisation():
+    """The residual loss of a fresh model at sigma = 1 is the copy-last error in units of the prior's deviation;
+    teacher forcing draws context noise below its bound and targets over the whole range."""
+    train_world_model = _script_module()
+    from tekken_diffusers import TekkenFlowMatchScheduler
+    from tekken_diffusers.data import WindowBatch
+    from tekken_diffusers.models import TekkenWorldModelTransformer
+
+    latents = torch.randn(2, 6, 4, 4, 4)
+    batch = WindowBatch(
+        latents=latents,
+        actions=torch.zeros(2, 6, dtype=torch.uint8),
+        action_bits=torch.zeros(2, 6, 8),
+        valid=torch.ones(2, 6, dtype=torch.bool),
+        round_ids=["a", "b"],
+        starts=torch.zeros(2, dtype=torch.long),
+    )
+    config = train_world_model.TrainWorldModelConfig(dataset="x", preset="tiny", target_sigma_shift=1e6)
+    model = TekkenWorldModelTransformer.from_preset(
+        "tiny", prev_frame_conditioning=True, prediction_type="prev_frame_residual", prev_frame_variance=0.5
+    )
+    seen = {}
+
+    class Spy(torch.nn.Module):  # wraps the model as DDP does (`.module`) and records what training passes it
+        def __init__(self):
+            super().__init__()
+            self.module = model
+
+        def forward(self, *args, **kwargs):
+            seen.update(kwargs)
+            return self.module(*args, **kwargs)
+
+    spy = Spy()
+
+    loss, per_frame, sigmas = train_world_model.training_step(
+        spy,
+        TekkenFlowMatchScheduler(),
+        batch,
+        config,
+        torch.Generator().manual_seed(0),
+        torch.device("cpu"),
+        teacher_forcing=True,
+    )
+    assert torch.all(sigmas > 0.999)  # a huge shift puts every target at pure noise
+    assert 0 <= seen["context_sigmas"].min() and seen["context_sigmas"].max() <= config.teacher_forcing_context_noise
+    # at sigma ~ 1 a fresh model predicts the previous context frame; the loss is that error / c_out(1)^2 = / 0.5
+    previous = seen["context_latents"][:, :-1]
+    expected = (previous - latents[:, 1:]).square().mean(dim=(2, 3, 4)) / 0.5
+    torch.testing.assert_close(per_frame[:, 1:], expected, rtol=2e-3, atol=2e-3)
+    # diffusion forcing, velocity parameterisation: a fresh flow model outputs 0, so the loss is E[(noise - x0)^2]
+    flow = TekkenWorldModelTransformer.from_preset("tiny")
+    loss, _, _ = train_world_model.training_step(
+        flow,
+        TekkenFlowMatchScheduler(),
+        batch,
+        config,
+        torch.Generator().manual_seed(0),
+        torch.device("cpu"),
+        teacher_forcing=False,
+    )
+    assert 1.5 < float(loss.detach()) < 2.5  # var(noise) + var(x0) = 2

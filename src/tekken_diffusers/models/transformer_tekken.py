@@ -42,6 +42,8 @@ TIMESTEP_SCALE = 1000.0
 # frame and width are the levers): 8x8 latents with patch size 2 give 16 tokens per frame, a quarter of patch size 1.
 # `tekken-large` reproduces the original's layout (spec §3.8: 16 layers, d_model 2048, 16 heads, 128x14x23 latents,
 # patch size 1 = 322 tokens/frame, local window 16, global window 128, layers 0, 4, 8, 12 global).
+PREDICTION_TYPES = ("flow", "prev_frame_residual")
+
 TRANSFORMER_PRESETS: dict[str, dict] = {
     "tiny": {
         "in_channels": 4,
@@ -66,6 +68,19 @@ TRANSFORMER_PRESETS: dict[str, dict] = {
         "global_window": 32,
         "global_every": 4,
     },
+    # ~7 M parameters (4.7 M outside the per-frame adaLN, which costs per frame, not per token): a third of `small`'s
+    # cost per token, so it sees three times the frames in the same CPU time and generates in real time on a laptop.
+    "compact": {
+        "in_channels": 16,
+        "sample_size": (8, 8),
+        "patch_size": 2,
+        "num_layers": 6,
+        "num_attention_heads": 4,
+        "attention_head_dim": 64,
+        "local_window": 8,
+        "global_window": 32,
+        "global_every": 3,
+    },
     "tekken-large": {
         "in_channels": 128,
         "sample_size": (14, 23),
@@ -88,9 +103,13 @@ class TekkenTransformerOutput(BaseOutput):
     Args:
         sample (`torch.Tensor` of shape `(batch_size, num_frames, out_channels, height, width)`):
             The predicted velocity `noise - latents` for every input frame.
+        pred_original_sample (`torch.Tensor`, same shape, *optional*):
+            The predicted clean latents `x0` (set for `prediction_type="prev_frame_residual"`, whose network predicts
+            `x0`; the velocity is derived from it).
     """
 
     sample: torch.Tensor
+    pred_original_sample: torch.Tensor | None = None
 
 
 class TekkenKVCache:
@@ -126,6 +145,9 @@ class TekkenKVCache:
         """Drop every cached frame; the next append starts again at `start_frame`."""
         self._keys: list[torch.Tensor | None] = [None] * self.num_layers
         self._values: list[torch.Tensor | None] = [None] * self.num_layers
+        # The newest cached frame's input latents (B, 1, C, H, W), as they entered the model: the copy path of a
+        # model with `prev_frame_conditioning` gives them to the next frame.
+        self.prev_latents: torch.Tensor | None = None
         # Absolute index one past each layer's newest cached frame. All layers agree between forward passes.
         self._end_frames = [self._start_frame] * self.num_layers
 
@@ -164,7 +186,7 @@ class TekkenKVCache:
 
     def memory_bytes(self) -> int:
         """Bytes of the cached keys and values (what the cache holds, not counting transient copies)."""
-        tensors = [t for t in self._keys + self._values if t is not None]
+        tensors = [t for t in self._keys + self._values + [self.prev_latents] if t is not None]
         return sum(t.numel() * t.element_size() for t in tensors)
 
     def get(self, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -309,6 +331,64 @@ def frame_attention_mask(
     allowed = allowed.repeat_interleave(tokens_per_frame, 0).repeat_interleave(tokens_per_frame, 1)  # (Lq, Lk)
     # 4D so the native backend never mistakes a square (Lq == batch) mask for a (batch, Lk) padding mask.
     return allowed[None, None]
+
+
+def teacher_forcing_attention_mask(
+    num_frames: int, window: int, tokens_per_frame: int, device: torch.device
+) -> torch.Tensor:
+    """
+    Boolean attention mask of a teacher-forced window: `num_frames` context frames followed by the same number of
+    noisy target frames, where target frame `t` sees context frames `t - window + 1 .. t - 1` and itself, exactly what
+    it sees when it is denoised against a KV cache that holds the context. Context frames see context frames as in
+    [`frame_attention_mask`].
+
+    Returns:
+        A bool tensor `(1, 1, 2 * num_frames * tokens_per_frame, 2 * num_frames * tokens_per_frame)`.
+    """
+    query = torch.arange(num_frames, device=device)[:, None]
+    key = torch.arange(num_frames, device=device)[None, :]
+    in_window = query - key < window
+    context_to_context = (key <= query) & in_window  # (T, T)
+    target_to_context = (key < query) & in_window
+    target_to_target = torch.eye(num_frames, dtype=torch.bool, device=device)
+    allowed = torch.cat(
+        [
+            torch.cat([context_to_context, torch.zeros_like(context_to_context)], dim=1),
+            torch.cat([target_to_context, target_to_target], dim=1),
+        ],
+        dim=0,
+    )  # (2T, 2T)
+    allowed = allowed.repeat_interleave(tokens_per_frame, 0).repeat_interleave(tokens_per_frame, 1)
+    return allowed[None, None]
+
+
+def prev_frame_prior(sigmas: torch.Tensor, variance: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """
+    Coefficients of the `prev_frame_residual` parameterisation at noise levels `sigmas`.
+
+    With the prior "the next frame is the previous one plus a change of variance `variance` per element" and the noisy
+    input `x = (1 - sigma) * x0 + sigma * noise`, the best linear estimate of `x0` is
+    `prev + gain * (x - (1 - sigma) * prev)` (a Wiener filter) and its error has standard deviation `c_out`:
+
+        gain = (1 - sigma) * variance / ((1 - sigma)^2 * variance + sigma^2)
+        c_out = sigma * sqrt(variance / ((1 - sigma)^2 * variance + sigma^2))
+
+    At sigma = 1 the estimate is the previous frame, at sigma = 0 the input itself. The network adds `c_out * F`, so an
+    untrained network (F = 0) predicts exactly that estimate, and a unit-variance F covers the remaining error at every
+    noise level (the preconditioning idea of EDM, Karras et al. 2022, with the previous frame as the prior's mean).
+
+    Args:
+        sigmas (`torch.Tensor`): Noise levels in [0, 1], any shape.
+        variance (`float`): The prior's variance of the frame-to-frame change (in normalised latent units).
+
+    Returns:
+        `(gain, c_out)`, float32, shaped like `sigmas`.
+    """
+    sigmas = sigmas.float()
+    denominator = (1 - sigmas) ** 2 * variance + sigmas**2
+    gain = (1 - sigmas) * variance / denominator
+    c_out = sigmas * torch.sqrt(variance / denominator)
+    return gain, c_out
 
 
 class TekkenAttnProcessor:
@@ -510,6 +590,18 @@ class TekkenWorldModelTransformer(ModelMixin, ConfigMixin, AttentionMixin):
         timestep_freq_dim (`int`, defaults to `256`): Channels of the sinusoidal timestep features.
         norm_eps (`float`, defaults to `1e-6`): Epsilon of all RMSNorms.
         qkv_bias (`bool`, defaults to `True`): Whether the q/k/v projections have a bias.
+        prev_frame_conditioning (`bool`, defaults to `False`):
+            The copy path: each frame's tokens also receive the previous frame's input latents (concatenated to the
+            frame's channels before patchify), as the previous frame sits in the KV cache; the first frame of a
+            sequence gets a learned null latent instead. Copying the last frame becomes an easy function to learn.
+        prediction_type (`str`, defaults to `"flow"`):
+            `"flow"`: the network outputs the velocity `noise - x0` directly. `"prev_frame_residual"` (needs
+            `prev_frame_conditioning`): the network predicts `x0` as the Wiener estimate from the noisy input and the
+            previous frame plus `c_out(sigma)` times its output ([`prev_frame_prior`]), and the velocity is derived
+            from it, `(x - x0) / sigma`. A fresh model then predicts the previous frame from pure noise.
+        prev_frame_variance (`float`, defaults to `0.15`):
+            The prior variance of the frame-to-frame change used by `"prev_frame_residual"` (normalised latents; the
+            Boxing latents change by a mean square of ~0.12 per frame).
     """
 
     _supports_gradient_checkpointing = True
@@ -538,6 +630,9 @@ class TekkenWorldModelTransformer(ModelMixin, ConfigMixin, AttentionMixin):
         timestep_freq_dim: int = 256,
         norm_eps: float = 1e-6,
         qkv_bias: bool = True,
+        prev_frame_conditioning: bool = False,
+        prediction_type: str = "flow",
+        prev_frame_variance: float = 0.15,
     ):
         super().__init__()
         # 1. Validate the configuration (one message per problem, naming the value)
@@ -555,6 +650,12 @@ class TekkenWorldModelTransformer(ModelMixin, ConfigMixin, AttentionMixin):
                 raise ValueError(f"{name} must be >= 1, got {value}")
         if global_every < 0:
             raise ValueError(f"global_every must be >= 0 (0 = no global layers), got {global_every}")
+        if prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"prediction_type must be one of {', '.join(PREDICTION_TYPES)}, got {prediction_type!r}")
+        if prediction_type == "prev_frame_residual" and not prev_frame_conditioning:
+            raise ValueError("prediction_type='prev_frame_residual' needs prev_frame_conditioning=True")
+        if prev_frame_variance <= 0:
+            raise ValueError(f"prev_frame_variance must be > 0, got {prev_frame_variance}")
         if any(size % patch_size for size in sample_size):
             raise ValueError(f"sample_size {tuple(sample_size)} is not divisible by patch_size {patch_size}")
         if rope_axes_dim is None:
@@ -580,7 +681,10 @@ class TekkenWorldModelTransformer(ModelMixin, ConfigMixin, AttentionMixin):
         self.null_action_embedding = nn.Parameter(torch.zeros(inner_dim))
 
         # 3. Tokens and blocks
-        self.proj_in = nn.Linear(in_channels * patch_size * patch_size, inner_dim)
+        copies = 2 if prev_frame_conditioning else 1  # the frame's own latents, then the previous frame's
+        self.proj_in = nn.Linear(copies * in_channels * patch_size * patch_size, inner_dim)
+        # What the first frame of a sequence sees on the copy path (no previous frame): one learned value per channel.
+        self.null_prev_latents = nn.Parameter(torch.zeros(in_channels)) if prev_frame_conditioning else None
         self.transformer_blocks = nn.ModuleList(
             [
                 TekkenTransformerBlock(
@@ -675,8 +779,10 @@ class TekkenWorldModelTransformer(ModelMixin, ConfigMixin, AttentionMixin):
         frame_offset: int | None = None,
         kv_cache: TekkenKVCache | None = None,
         update_kv_cache: bool = False,
+        context_latents: torch.Tensor | None = None,
+        context_sigmas: torch.Tensor | float | None = None,
         return_dict: bool = True,
-    ) -> TekkenTransformerOutput | tuple[torch.Tensor]:
+    ) -> TekkenTransformerOutput | tuple[torch.Tensor, ...]:
         """
         Predict the velocity `noise - latents` of every input frame.
 
@@ -701,11 +807,17 @@ class TekkenWorldModelTransformer(ModelMixin, ConfigMixin, AttentionMixin):
             update_kv_cache (`bool`, defaults to `False`):
                 Append the input frames' keys and values to `kv_cache` (then evict beyond each layer's window). Use
                 `False` while denoising a frame and `True` to prefill the context or append a finished frame.
+            context_latents (`torch.Tensor`, same shape as `hidden_states`, *optional*):
+                Teacher forcing (training): the same frames at a low noise level. Frame `t` of `hidden_states` is then
+                predicted from context frames `< t` and itself, exactly as when it is denoised against a KV cache
+                that holds those context frames; one pass trains every frame as the next frame. Not with `kv_cache`.
+            context_sigmas (`torch.Tensor` or float, *optional*): Noise levels of `context_latents`, as `sigmas`.
             return_dict (`bool`, defaults to `True`): Return a [`TekkenTransformerOutput`] instead of a tuple.
 
         Returns:
-            [`TekkenTransformerOutput`] or `(sample,)`: the velocity, `(batch_size, num_frames, out_channels, height,
-            width)`, in the model's compute dtype.
+            [`TekkenTransformerOutput`] or `(sample,)` (`(sample, pred_original_sample)` for
+            `prediction_type="prev_frame_residual"`): the velocity, `(batch_size, num_frames, out_channels, height,
+            width)`, in the model's compute dtype (fp32 for `"prev_frame_residual"`).
         """
         # 1. Check inputs
         if hidden_states.ndim != 5:
@@ -721,6 +833,21 @@ class TekkenWorldModelTransformer(ModelMixin, ConfigMixin, AttentionMixin):
         grid_height, grid_width = height // patch, width // patch
         tokens_per_frame = grid_height * grid_width
         sigmas = self._per_frame(sigmas, batch_size, num_frames, "sigmas").to(hidden_states.device)
+        teacher_forcing = context_latents is not None
+        if teacher_forcing:
+            if kv_cache is not None:
+                raise ValueError("context_latents (teacher forcing) cannot be combined with a kv_cache")
+            if context_latents.shape != hidden_states.shape:
+                raise ValueError(
+                    f"context_latents must have the shape of hidden_states {tuple(hidden_states.shape)}, got "
+                    f"{tuple(context_latents.shape)}"
+                )
+            if context_sigmas is None:
+                raise ValueError("context_latents needs context_sigmas (their noise levels)")
+            context_sigmas = self._per_frame(context_sigmas, batch_size, num_frames, "context_sigmas")
+            context_sigmas = context_sigmas.to(hidden_states.device)
+        elif context_sigmas is not None:
+            raise ValueError("context_sigmas was given without context_latents")
         if update_kv_cache and kv_cache is None:
             raise ValueError("update_kv_cache=True needs a kv_cache")
         if kv_cache is not None:
@@ -746,38 +873,68 @@ class TekkenWorldModelTransformer(ModelMixin, ConfigMixin, AttentionMixin):
             raise ValueError(f"frame_offset must be >= 0, got {frame_offset}")
         compute_dtype = self.proj_in.weight.dtype
 
-        # 2. Per-frame condition c = time embedding + action embedding, (B, T, D)
+        # 2. The copy path: each frame's previous frame as it entered the model (from the cache for the first one)
+        prev_latents = None
+        if self.config.prev_frame_conditioning:
+            history = context_latents if teacher_forcing else hidden_states
+            first = kv_cache.prev_latents if kv_cache is not None else None
+            if first is None:
+                first = self.null_prev_latents.to(history.dtype)[None, None, :, None, None]
+                first = first.expand(batch_size, 1, channels, height, width)
+            prev_latents = torch.cat([first.to(history.dtype), history[:, :-1]], dim=1)  # (B, T, C, H, W)
+            if kv_cache is not None and update_kv_cache:
+                kv_cache.prev_latents = hidden_states[:, -1:].detach()
+        targets = hidden_states  # the frames whose prediction is returned
+        if teacher_forcing:
+            # Context frames first, then the targets, at the same positions: (B, 2T, ...).
+            hidden_states = torch.cat([context_latents, hidden_states], dim=1)
+            sigmas_all = torch.cat([context_sigmas, sigmas], dim=1)
+            if prev_latents is not None:
+                prev_latents = torch.cat([prev_latents, prev_latents], dim=1)
+            if actions is not None:
+                actions = torch.cat([actions, actions], dim=1) if actions.ndim == 3 else actions
+            if action_mask is not None:
+                action_mask = self._per_frame(action_mask, batch_size, num_frames, "action_mask")
+                action_mask = torch.cat([action_mask, action_mask], dim=1)
+        else:
+            sigmas_all = sigmas
+        num_input_frames = hidden_states.shape[1]
+
+        # 3. Per-frame condition c = time embedding + action embedding, (B, T, D)
         with torch.autocast(device_type=hidden_states.device.type, enabled=False):
-            # fp32 even under bf16 autocast: sin/cos of sigma * 1000 in bf16 is noise at high frequencies (spec Q5).
-            time_features = self.time_proj(sigmas.reshape(-1).float() * TIMESTEP_SCALE)  # (B*T, F)
+            # fp32 even under bf16 autocast: sin/cos of sigma * 1000 in bf16 is noise at high frequencies.
+            time_features = self.time_proj(sigmas_all.reshape(-1).float() * TIMESTEP_SCALE)  # (B*T, F)
             temb = self.time_embed(time_features.to(self.time_embed.linear_1.weight.dtype))  # (B*T, D)
-        temb = temb.float().view(batch_size, num_frames, -1)
-        null_action = self.null_action_embedding.float().expand(batch_size, num_frames, -1)
+        temb = temb.float().view(batch_size, num_input_frames, -1)
+        null_action = self.null_action_embedding.float().expand(batch_size, num_input_frames, -1)
         if actions is None:
             if action_mask is not None:
                 raise ValueError("action_mask was given without actions")
             action_emb = null_action
         else:
-            if actions.shape != (batch_size, num_frames, self.config.num_actions):
+            if actions.shape != (batch_size, num_input_frames, self.config.num_actions):
                 raise ValueError(
                     f"actions must be ({batch_size}, {num_frames}, {self.config.num_actions}) button bits, got "
                     f"{tuple(actions.shape)}; convert uint8 action ids with tekken_diffusers.actions.ids_to_bits"
                 )
             action_emb = self.action_embed(actions.to(self.action_embed.weight.dtype)).float()
             if action_mask is not None:
-                action_mask = self._per_frame(action_mask, batch_size, num_frames, "action_mask").to(torch.bool)
+                action_mask = self._per_frame(action_mask, batch_size, num_input_frames, "action_mask")
+                action_mask = action_mask.to(torch.bool)
                 action_emb = torch.where(action_mask[..., None], action_emb, null_action)
         # SiLU once here rather than in every block's adaLN (DiT applies SiLU before each modulation linear).
         cond = F.silu(temb + action_emb).to(compute_dtype)  # (B, T, D)
 
-        # 3. Patchify: (B, T, C, H, W) -> (B, T, N, C*p*p), tokens row-major over the patch grid
-        hidden_states = hidden_states.to(compute_dtype).reshape(
-            batch_size, num_frames, channels, grid_height, patch, grid_width, patch
+        # 4. Patchify: (B, T, C', H, W) -> (B, T, N, C'*p*p), tokens row-major over the patch grid
+        model_input = hidden_states if prev_latents is None else torch.cat([hidden_states, prev_latents], dim=2)
+        input_channels = model_input.shape[2]
+        model_input = model_input.to(compute_dtype).reshape(
+            batch_size, num_input_frames, input_channels, grid_height, patch, grid_width, patch
         )
-        hidden_states = hidden_states.permute(0, 1, 3, 5, 2, 4, 6).reshape(
-            batch_size, num_frames, tokens_per_frame, channels * patch * patch
+        model_input = model_input.permute(0, 1, 3, 5, 2, 4, 6).reshape(
+            batch_size, num_input_frames, tokens_per_frame, input_channels * patch * patch
         )
-        hidden_states = self.proj_in(hidden_states)  # (B, T, N, D)
+        hidden_states = self.proj_in(model_input)  # (B, T, N, D)
         rotary_emb = get_3d_rotary_angles(
             frame_offset,
             num_frames,
@@ -787,15 +944,22 @@ class TekkenWorldModelTransformer(ModelMixin, ConfigMixin, AttentionMixin):
             self.config.rope_theta,
             hidden_states.device,
         )
+        if teacher_forcing:
+            rotary_emb = tuple(torch.cat([angles, angles]) for angles in rotary_emb)  # context and target share t
 
-        # 4. Blocks; one mask per distinct (cached frames, window), None where nothing is masked
+        # 5. Blocks; one mask per distinct (cached frames, window), None where nothing is masked
         masks: dict[tuple[int, int], torch.Tensor | None] = {}
         for layer_idx, (block, window) in enumerate(zip(self.transformer_blocks, self.layer_windows)):
             num_cached = kv_cache.num_frames(layer_idx) if kv_cache is not None else 0
             if (num_cached, window) not in masks:
-                masks[num_cached, window] = frame_attention_mask(
-                    num_frames, num_cached, window, tokens_per_frame, hidden_states.device
-                )
+                if teacher_forcing:
+                    masks[num_cached, window] = teacher_forcing_attention_mask(
+                        num_frames, window, tokens_per_frame, hidden_states.device
+                    )
+                else:
+                    masks[num_cached, window] = frame_attention_mask(
+                        num_frames, num_cached, window, tokens_per_frame, hidden_states.device
+                    )
             mask = masks[num_cached, window]
             # Never checkpoint with a cache: recomputation in backward would append the frames a second time.
             if torch.is_grad_enabled() and self.gradient_checkpointing and kv_cache is None:
@@ -810,8 +974,10 @@ class TekkenWorldModelTransformer(ModelMixin, ConfigMixin, AttentionMixin):
                     layer_idx=layer_idx,
                     update_kv_cache=update_kv_cache,
                 )
+        if teacher_forcing:
+            hidden_states, cond = hidden_states[:, num_frames:], cond[:, num_frames:]  # the targets only
 
-        # 5. Output: adaLN-modulated norm, projection, unpatchify (B, T, N, C*p*p) -> (B, T, C, H, W)
+        # 6. Output: adaLN-modulated norm, projection, unpatchify (B, T, N, C_out*p*p) -> (B, T, C_out, H, W)
         shift, scale = self.norm_out_modulation(cond).unsqueeze(2).chunk(2, dim=-1)  # (B, T, 1, D) each
         hidden_states = self.norm_out(hidden_states) * (1 + scale) + shift
         hidden_states = self.proj_out(hidden_states)  # (B, T, N, C_out*p*p)
@@ -823,9 +989,20 @@ class TekkenWorldModelTransformer(ModelMixin, ConfigMixin, AttentionMixin):
             batch_size, num_frames, out_channels, height, width
         )
 
+        # 7. Parameterisation: the velocity directly, or x0 from the previous frame's prior and the velocity from it
+        pred_original_sample = None
+        if self.config.prediction_type == "prev_frame_residual":
+            sample = targets.float()
+            anchor = prev_latents[:, -num_frames:].float()  # the targets' previous frames
+            per_frame_sigmas = sigmas.float()[:, :, None, None, None]  # (B, T, 1, 1, 1)
+            gain, c_out = prev_frame_prior(per_frame_sigmas, self.config.prev_frame_variance)
+            pred_original_sample = anchor + gain * (sample - (1 - per_frame_sigmas) * anchor) + c_out * output.float()
+            # x = (1 - s) x0 + s n  =>  v = n - x0 = (x - x0) / s; an Euler step to s = 0 lands on x0 for any s > 0.
+            output = (sample - pred_original_sample) / per_frame_sigmas.clamp_min(1e-6)
+
         if not return_dict:
-            return (output,)
-        return TekkenTransformerOutput(sample=output)
+            return (output,) if pred_original_sample is None else (output, pred_original_sample)
+        return TekkenTransformerOutput(sample=output, pred_original_sample=pred_original_sample)
 
 
 def build_preset_on_meta(name: str) -> TekkenWorldModelTransformer:
