@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from tekken_diffusers.demo import ContextLibrary, PlaySession
+from tekken_diffusers.demo import ContextLibrary, PlaySession, build_demo, parse_action_field
 from tekken_diffusers.pipelines import build_random_pipeline
 from tests.conftest import make_round
 
@@ -75,6 +75,34 @@ def test_context_library(contexts):
     assert contexts.max_start(contexts.names[0]) == 8
     with pytest.raises(ValueError, match="unknown context 'nope'"):
         contexts.context("nope")
+
+
+def test_a_tampered_action_field_is_no_input():
+    """Issue 12.9: "inf" raised an OverflowError whose text reached the page."""
+    assert [parse_action_field(text) for text in ("16", " 255 ", "0", None, "")] == [16, 255, 0, 0, 0]
+    for text in ("inf", "-inf", "nan", "1e999", "-3", "256", "9" * 5000, "٣", "1.5"):
+        assert parse_action_field(text) == 0, text
+
+
+def test_downloads_reuse_one_file_per_session(pipe, contexts, monkeypatch, tmp_path):
+    """Issue 12.9: every "Download clip" left a temporary folder behind."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    demo = build_demo(pipe, contexts, num_inference_steps=1)
+    fns = {f.name: f.fn for f in demo.fns.values()}
+    first, second = new_play(pipe, contexts), new_play(pipe, contexts)
+    first.step(16)
+    second.step(8)
+    paths = [Path(fns["download"](play)) for play in (first, first, second, first)]
+    assert paths[0] == paths[1] == paths[3] != paths[2] and paths[0].parent == paths[2].parent
+    assert all(p.stat().st_size > 0 for p in paths)
+    ours = [p for p in (tmp_path / "tmp").iterdir() if p.name.startswith("tekken-")]
+    assert len(ours) == 1  # one folder for the app, whatever the downloads
+    tick = fns["tick"]
+    frame, stats, _ = tick(first, "inf")
+    assert frame.shape[-1] == 3 and "input n" in stats
 
 
 def _free_port() -> int:

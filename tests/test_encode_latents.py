@@ -27,6 +27,7 @@ from tekken_diffusers.data.latent_dataset import (
 )
 from tekken_diffusers.data.rounds import list_rounds, load_round
 from tekken_diffusers.models.autoencoders import TekkenAutoencoderDC, normalize_latents
+from tests.conftest import make_round
 from tests.data.test_latent_dataset import tiny_vae
 from tests.fake_hub import FakeHub
 
@@ -119,6 +120,60 @@ def test_an_interrupted_encode_resumes_to_the_same_dataset(synthetic_rounds, vae
     assert found.keys() == expected.keys() and all(found[s].equals(expected[s]) for s in expected)
     assert info_without_time(out) == info_without_time(reference)
     assert not (tmp_path / "resumed.partial").exists()
+
+
+def test_a_round_replaced_between_runs_is_encoded_again(synthetic_rounds, vae_dir, tmp_path, monkeypatch):
+    """Resuming must not keep the latents of a round whose file changed since its shard was written (issue 12.1)."""
+    from tekken_diffusers.data.rounds import save_round
+
+    # 1. Interrupt after two rounds (train/round_0000 and train/round_0001).
+    out = tmp_path / "resumed"
+    write = latent_dataset.write_row_shard
+    written = []
+
+    def interrupted(path, row):
+        if len(written) == 2:
+            raise KeyboardInterrupt
+        written.append(path)
+        return write(path, row)
+
+    monkeypatch.setattr(latent_dataset, "write_row_shard", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        encode("--rounds", synthetic_rounds, "--vae", vae_dir, "--out", out)
+    monkeypatch.setattr(latent_dataset, "write_row_shard", write)
+
+    # 2. Replace an encoded round with another recording of the same length, under the same name.
+    save_round(synthetic_rounds / "train" / "round_0000.npz", make_round(12, seed=99))
+    assert encode("--rounds", synthetic_rounds, "--vae", vae_dir, "--out", out) == 0
+
+    # 3. The dataset is the one a fresh encode of the folder as it is now gives.
+    reference = tmp_path / "reference"
+    encode("--rounds", synthetic_rounds, "--vae", vae_dir, "--out", reference)
+    expected, found = tables(reference), tables(out)
+    assert all(found[s].equals(expected[s]) for s in expected)
+
+
+def test_a_failed_encode_says_how_to_resume(synthetic_rounds, vae_dir, tmp_path):
+    (synthetic_rounds / "train" / "round_0002.npz").write_bytes(b"garbage")
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as error:
+        encode("--rounds", synthetic_rounds, "--vae", vae_dir, "--out", out)
+    message = str(error.value)
+    assert "round_0002.npz: not a readable .npz file" in message
+    assert f"kept in {tmp_path / 'out.partial'}: fix the input and re-run the same command to resume" in message
+
+
+def test_a_mistyped_local_vae_path_fails_at_once(synthetic_rounds, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    def no_hub(*args, **kwargs):
+        raise AssertionError("a local-looking path must not reach the Hub")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_hub)
+    for vae in (tmp_path / "no_such_vae", "./checkpoints/vae", f"{synthetic_rounds.name}/vae"):
+        monkeypatch.chdir(synthetic_rounds.parent)
+        with pytest.raises(SystemExit, match=r"no such folder \(nor a Hub repo id"):
+            encode("--rounds", synthetic_rounds, "--vae", vae, "--out", tmp_path / "out")
 
 
 def test_bfloat16_storage_and_raw_latents(synthetic_rounds, vae_dir, tmp_path):

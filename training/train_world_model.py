@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
 import logging
 import os
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -36,7 +38,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
-from diffusers.optimization import get_scheduler
+from diffusers.optimization import SchedulerType, get_scheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
@@ -55,7 +57,9 @@ from tekken_diffusers.training_utils import (
     resolve_resume,
     resolve_trackers,
     save_checkpoint,
+    trim_loss_history,
 )
+from tekken_diffusers.utils import looks_like_local_path
 from tekken_diffusers.visualization import compose_frames, write_contact_sheet, write_video
 
 logger = logging.getLogger("train_world_model")
@@ -80,6 +84,13 @@ class TrainWorldModelConfig:
         default=None,
         metadata={"help": "VAE folder for validation frames and the final pipeline (default: the dataset's)"},
     )
+    allow_vae_mismatch: bool = field(
+        default=False,
+        metadata={
+            "help": "pair the transformer with a VAE whose weights differ from the one that encoded the dataset "
+            "(same config); without it such a VAE is refused"
+        },
+    )
     # Objective
     logit_mean: float = 0.0
     logit_std: float = 1.0
@@ -100,6 +111,19 @@ class TrainWorldModelConfig:
     target_sigma_shift: float = field(
         default=3.0,
         metadata={"help": "teacher-forced targets draw sigma = shift*u/(1+(shift-1)*u), u ~ U[0, 1], up to 1"},
+    )
+    context_frame_prob: float = field(
+        default=0.0,
+        metadata={
+            "help": "diffusion-forcing steps: each frame is independently a context frame at a low noise level, "
+            "U[0, teacher_forcing_context_noise], with this probability (a cheap middle ground to teacher forcing)"
+        },
+    )
+    diffusion_forcing_sigmas: str = field(
+        default="logit_normal",
+        metadata={
+            "help": "diffusion-forcing noise levels: logit_normal (the original's) or shifted_uniform (as targets)"
+        },
     )
     shift: float = field(default=3.0, metadata={"help": "sampling schedule shift saved in the scheduler"})
     context_noise: float = field(default=0.2, metadata={"help": "noise level of cached frames when sampling"})
@@ -152,7 +176,12 @@ class TrainWorldModelConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.window_length < 2:
             raise ValueError(f"window_length must be >= 2, got {self.window_length}")
-        for name in ("action_dropout", "context_prefix_prob", "teacher_forcing_prob"):
+        if self.diffusion_forcing_sigmas not in ("logit_normal", "shifted_uniform"):
+            raise ValueError(
+                "diffusion_forcing_sigmas must be 'logit_normal' or 'shifted_uniform', got "
+                f"{self.diffusion_forcing_sigmas!r}"
+            )
+        for name in ("action_dropout", "context_prefix_prob", "teacher_forcing_prob", "context_frame_prob"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
         if not 0 <= self.teacher_forcing_context_noise < 1:
@@ -168,15 +197,54 @@ class TrainWorldModelConfig:
             )
         if self.checkpoints_total_limit is not None and self.checkpoints_total_limit < 1:
             raise ValueError(f"checkpoints_total_limit must be >= 1 or null, got {self.checkpoints_total_limit}")
+        for name in ("checkpointing_steps", "logging_steps", "num_validation_windows", "validation_inference_steps",
+                     "validation_video_frames"):  # fmt: skip
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("validation_steps", "lr_warmup_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("learning_rate", "adam_epsilon", "max_grad_norm", "shift", "logit_std"):
+            value = getattr(self, name)
+            if not (np.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {value}")
+        if not (np.isfinite(self.adam_weight_decay) and self.adam_weight_decay >= 0):
+            raise ValueError(f"adam_weight_decay must be a finite number >= 0, got {self.adam_weight_decay}")
+        for name in ("adam_beta1", "adam_beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must lie in [0, 1), got {getattr(self, name)}")
+        if not 0 <= self.ema_decay <= 1:
+            raise ValueError(f"ema_decay must lie in [0, 1], got {self.ema_decay}")
+        if not 0 <= self.context_noise < 1:
+            raise ValueError(f"context_noise must lie in [0, 1), got {self.context_noise}")
+        if self.max_train_minutes is not None and not self.max_train_minutes > 0:
+            raise ValueError(f"max_train_minutes must be > 0 or null, got {self.max_train_minutes}")
+        if self.report_to not in ("tensorboard", "wandb", "all", "auto", "none"):
+            raise ValueError(f"report_to must be one of tensorboard, wandb, all, auto, none; got {self.report_to!r}")
+        schedulers = [kind.value for kind in SchedulerType]
+        if self.lr_scheduler not in schedulers:
+            raise ValueError(f"lr_scheduler {self.lr_scheduler!r} is unknown; known: {', '.join(schedulers)}")
+        known = set(inspect.signature(TekkenWorldModelTransformer.__init__).parameters) - {"self"}
+        unknown = sorted(set(self.model_overrides) - known)
+        if unknown:
+            raise ValueError(
+                f"model_overrides: unknown transformer settings {unknown}; known: {', '.join(sorted(known))}"
+            )
 
 
-def parse_args(argv: list[str] | None = None) -> TrainWorldModelConfig:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
+        prog="train_world_model.py",
         description=__doc__.split("\n\n")[0] + " Settings come from --config and then from the options below.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", default=None, help="YAML file of settings (training/configs/*.yaml)")
     add_config_arguments(parser, TrainWorldModelConfig)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> TrainWorldModelConfig:
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         config = load_config(TrainWorldModelConfig, args.config, config_overrides(args, TrainWorldModelConfig))
@@ -184,7 +252,24 @@ def parse_args(argv: list[str] | None = None) -> TrainWorldModelConfig:
         parser.error(str(error))
     if config.dataset is None:
         parser.error("--dataset (or `dataset:` in the config) is required")
+    if not Path(config.dataset).exists() and looks_like_local_path(config.dataset):
+        parser.error(f"--dataset {config.dataset}: no such folder (nor a Hub dataset id of the form owner/name)")
+    if config.vae is not None and not Path(config.vae).exists():
+        parser.error(f"--vae {config.vae}: no such folder")
+    if config.pretrained_transformer is not None and not Path(config.pretrained_transformer).exists():
+        if looks_like_local_path(config.pretrained_transformer):
+            parser.error(f"--pretrained_transformer {config.pretrained_transformer}: no such folder")
+    output_dir = Path(config.output_dir)
+    if any(parent.exists() and not parent.is_dir() for parent in (output_dir, *output_dir.parents)):
+        parser.error(f"--output_dir {output_dir}: a file is in the way (expected a folder or nothing)")
     return config
+
+
+def usage_error(message: str) -> SystemExit:
+    """A user mistake found after parsing: one line on stderr and exit code 2, as argparse does."""
+    build_parser().print_usage(sys.stderr)
+    sys.stderr.write(f"train_world_model.py: error: {message}\n")
+    return SystemExit(2)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -255,16 +340,21 @@ def training_step(
     model_kwargs = {}
     # 1. Noise levels per frame
     if teacher_forcing:
-        uniform = torch.rand(batch_size, num_frames, generator=generator)
-        shift = config.target_sigma_shift
-        sigmas = (shift * uniform / (1 + (shift - 1) * uniform)).to(device)  # (B, T) over [0, 1]
+        sigmas = target_sigmas(batch_size, num_frames, config.target_sigma_shift, generator).to(device)
         context_sigmas = torch.rand(batch_size, num_frames, generator=generator) * config.teacher_forcing_context_noise
         context_noise = torch.randn(latents.shape, generator=generator).to(device)
         context_sigmas = context_sigmas.to(device)
         model_kwargs["context_latents"] = scheduler.scale_noise(latents, context_sigmas, context_noise)
         model_kwargs["context_sigmas"] = context_sigmas
     else:
-        sigmas = scheduler.sample_training_sigmas(batch_size, num_frames, generator=generator).to(device)  # (B, T)
+        if config.diffusion_forcing_sigmas == "shifted_uniform":
+            sigmas = target_sigmas(batch_size, num_frames, config.target_sigma_shift, generator).to(device)
+        else:
+            sigmas = scheduler.sample_training_sigmas(batch_size, num_frames, generator=generator).to(device)
+        if config.context_frame_prob > 0:
+            is_context = torch.rand(batch_size, num_frames, generator=generator) < config.context_frame_prob
+            low = torch.rand(batch_size, num_frames, generator=generator) * config.teacher_forcing_context_noise
+            sigmas = torch.where(is_context.to(device), low.to(device), sigmas)
         if config.context_prefix_prob > 0:
             use_prefix = torch.rand(batch_size, generator=generator) < config.context_prefix_prob
             prefix = torch.randint(1, num_frames, (batch_size,), generator=generator)
@@ -293,6 +383,13 @@ def training_step(
     valid = batch.valid.to(device).float()
     loss = (per_frame * valid).sum() / valid.sum().clamp_min(1.0)
     return loss, per_frame.detach(), sigmas.detach()
+
+
+def target_sigmas(batch_size: int, num_frames: int, shift: float, generator: torch.Generator) -> torch.Tensor:
+    """Noise levels of frames to predict, `(B, T)`: `shift * u / (1 + (shift - 1) * u)`, `u ~ U[0, 1]`, the density of
+    the sampling schedule with the same shift (with shift 3, a quarter of the draws lie above 0.9)."""
+    uniform = torch.rand(batch_size, num_frames, generator=generator)
+    return shift * uniform / (1 + (shift - 1) * uniform)
 
 
 def model_config(model: torch.nn.Module):
@@ -403,15 +500,49 @@ def build_transformer(
 
 
 def resolve_vae(config: TrainWorldModelConfig, info) -> TekkenAutoencoderDC | None:
+    """The VAE saved with the pipeline: `config.vae`, else the one the dataset records if it is still there.
+
+    Raises:
+        ValueError: when it is not the VAE that encoded the dataset (config, normalisation, or weights unless
+            `allow_vae_mismatch`), or `config.vae` is not a loadable VAE folder.
+    """
     source = config.vae or (info.vae.source if info.vae is not None else None)
-    if source is None or not Path(source).exists():
+    if source is None or (config.vae is None and not Path(source).exists()):
         logger.warning(
             "no VAE found (vae=%s): validation reports losses only and the pipeline works on latents", source
         )
         return None
-    vae = TekkenAutoencoderDC.from_pretrained(source)
-    info.check_vae(vae)  # the latents must come from this VAE with this normalisation
+    from tekken_diffusers.cli.encode_latents import load_vae
+
+    try:
+        vae = load_vae(source)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"--vae {source}: not a loadable VAE ({error})") from None
+    try:
+        info.check_vae(vae, check_weights=True)  # the latents must come from this VAE with this normalisation
+    except ValueError as error:
+        weights_only = info.vae is not None and "weights_hash" in str(error)
+        weights_only = weights_only and str(error).count("\n") == 1
+        if not (weights_only and config.allow_vae_mismatch):
+            hint = " (pass --allow_vae_mismatch to pair them anyway)" if weights_only else ""
+            raise ValueError(f"--vae {source}: {error}{hint}".replace("\n  ", " ")) from None
+        logger.warning("%s; kept because of allow_vae_mismatch", str(error).replace("\n  ", " "))
     return vae.eval()
+
+
+def checkpoint_mismatch(checkpoint: Path, model: TekkenWorldModelTransformer) -> str | None:
+    """Why `checkpoint` cannot resume this run (another architecture, or not a checkpoint), or None."""
+    path = checkpoint / "transformer" / "config.json"
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        return f"{path} is missing or unreadable ({error}): not a checkpoint of this script"
+    current = json.loads(model.to_json_string())
+    differing = sorted(k for k in current if not k.startswith("_") and k in saved and saved[k] != current[k])
+    if differing:
+        details = "; ".join(f"{k}: checkpoint {saved[k]!r}, this run {current[k]!r}" for k in differing)
+        return f"it holds another transformer ({details}); resume with the settings it was trained with"
+    return None
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -420,9 +551,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO, datefmt="%H:%M:%S"
     )
     output_dir = Path(config.output_dir)
+    try:
+        resume_path = resolve_resume(config.resume_from_checkpoint, output_dir)
+        trackers = resolve_trackers(config.report_to)
+    except (FileNotFoundError, ValueError, ImportError) as error:
+        raise usage_error(str(error)) from None
 
     # 1. Accelerator, trackers
-    trackers = resolve_trackers(config.report_to)
     accelerator = Accelerator(
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         mixed_precision=config.mixed_precision,
@@ -441,11 +576,25 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "train_config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
 
-    # 2. Data
-    info = load_latent_info(config.dataset)
-    train_windows = LatentWindowDataset(
-        load_latent_dataset(config.dataset, split=config.train_split), config.window_length, seed=config.seed
-    )
+    # 2. Data, and the VAE that encoded it
+    try:
+        info = load_latent_info(config.dataset)
+        train_windows = LatentWindowDataset(
+            load_latent_dataset(config.dataset, split=config.train_split), config.window_length, seed=config.seed
+        )
+    except (FileNotFoundError, ValueError) as error:
+        raise usage_error(f"--dataset {config.dataset}: {error}") from None
+    needed = config.train_batch_size * accelerator.num_processes
+    if len(train_windows) < needed:
+        raise usage_error(
+            f"--train_batch_size {config.train_batch_size}: the {config.train_split} split has {len(train_windows)} "
+            f"windows of {config.window_length} frames, fewer than one batch ({needed} over "
+            f"{accelerator.num_processes} processes); lower train_batch_size or window_length, or add rounds"
+        )
+    try:
+        vae = resolve_vae(config, info) if accelerator.is_main_process else None
+    except ValueError as error:
+        raise usage_error(str(error)) from None
     val_windows = video_windows = None
     try:
         val_split = load_latent_dataset(config.dataset, split=config.val_split)
@@ -460,7 +609,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             video_windows = val_windows  # rounds shorter than the video: use the validation window itself
 
     # 3. Model, EMA, optimizer, LR schedule, scheduler
-    model = build_transformer(config, info.latent_shape)
+    try:
+        model = build_transformer(config, info.latent_shape)
+    except (OSError, TypeError, ValueError) as error:
+        raise usage_error(
+            f"the transformer (preset {config.preset}, model_overrides {config.model_overrides}): {error}"
+        ) from None
     if config.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     model.train()
@@ -515,11 +669,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     # 5. Resume: weights, EMA, optimizer and LR schedule from the checkpoint; the data position from its step
     global_step = 0
-    resume_path = resolve_resume(config.resume_from_checkpoint, output_dir)
     if resume_path is not None:
+        problem = checkpoint_mismatch(resume_path, accelerator.unwrap_model(model))
+        if problem:
+            raise usage_error(f"--resume_from_checkpoint {resume_path}: {problem}")
         accelerator.load_state(str(resume_path))
         global_step = int(CHECKPOINT_PATTERN.match(resume_path.name).group(1))
         logger.info("resumed from %s at step %d", resume_path, global_step)
+        if accelerator.is_main_process:
+            trim_loss_history(output_dir / "loss_history.jsonl", global_step)  # the steps after it are run again
     if trackers:
         tracker_config = {k: v if isinstance(v, (int, float, str, bool)) else str(v)
                           for k, v in dataclasses.asdict(config).items()}  # fmt: skip
@@ -561,8 +719,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             log_video(accelerator, video, step)
         logger.info("step %d validation: %s", step, ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
         return metrics
-
-    vae = resolve_vae(config, info) if accelerator.is_main_process else None
 
     # 6. Train
     stop = StopSignal()

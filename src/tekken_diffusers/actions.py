@@ -23,6 +23,7 @@ import torch
 __all__ = [
     "BUTTON_NAMES",
     "NUM_BUTTONS",
+    "MAX_ACTION_SEQUENCE",
     "UP",
     "DOWN",
     "LEFT",
@@ -230,10 +231,20 @@ def id_to_notation(action_id: int, side: str = "left") -> str:
     return "+".join(parts) if parts else "n"
 
 
-def parse_action_sequence(text: str | Iterable[str], side: str = "left") -> np.ndarray:
-    """A comma- or whitespace-separated list of notation (`"f,f,1+2,n"`; `"f*8"` repeats 8 times) → uint8 ids."""
+MAX_ACTION_SEQUENCE = 1_000_000  # inputs one sequence may expand to (a day of play at 15 Hz): "f*10**9" is a typo
+
+
+def parse_action_sequence(
+    text: str | Iterable[str], side: str = "left", max_inputs: int = MAX_ACTION_SEQUENCE
+) -> np.ndarray:
+    """A comma- or whitespace-separated list of notation (`"f,f,1+2,n"`; `"f*8"` repeats 8 times) → uint8 ids.
+
+    Raises:
+        ValueError: for bad notation, no inputs, or more than `max_inputs` inputs (checked before expanding).
+    """
     tokens = text.replace(",", " ").split() if isinstance(text, str) else list(text)
-    ids: list[int] = []
+    pieces: list[tuple[int, int]] = []
+    total = 0
     for token in tokens:
         notation, star, count = token.partition("*")
         repeat = 1
@@ -241,10 +252,15 @@ def parse_action_sequence(text: str | Iterable[str], side: str = "left") -> np.n
             if not count.isdigit() or int(count) < 1:
                 raise ValueError(f"actions: {token!r} has a bad repeat count; write e.g. 'f*8'")
             repeat = int(count)
-        ids += [notation_to_id(notation, side)] * repeat
-    if not ids:
+        total += repeat
+        if total > max_inputs:
+            raise ValueError(
+                f"actions: more than {max_inputs} inputs (at {token!r}); the limit is there to catch typos"
+            )
+        pieces.append((notation_to_id(notation, side), repeat))
+    if not pieces:
         raise ValueError("actions: no inputs given")
-    return np.array(ids, dtype=np.uint8)
+    return np.repeat(np.array([i for i, _ in pieces], dtype=np.uint8), [r for _, r in pieces])
 
 
 # ---------------------------------------------------------------------------------------------------------------------

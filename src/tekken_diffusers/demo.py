@@ -25,7 +25,7 @@ from .visualization import compose_frames, write_video
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ContextLibrary", "PlaySession", "build_demo", "KEYBOARD_JS"]
+__all__ = ["ContextLibrary", "PlaySession", "ClipFolder", "parse_action_field", "build_demo", "KEYBOARD_JS"]
 
 
 class ContextLibrary:
@@ -136,6 +136,31 @@ class PlaySession:
         return write_video(path, canvas, fps=fps)
 
 
+def parse_action_field(text: str | None) -> int:
+    """The held-keys field the page sends with each frame request → an action id. The page sends an integer in
+    [0, 255]; anything else (a tampered request: "inf", "nan", "1e999", "-3") is no input rather than an error."""
+    text = (text or "").strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= 3):
+        return 0
+    action_id = int(text)
+    return action_id if action_id <= 255 else 0
+
+
+class ClipFolder:
+    """Where "Download clip" writes: one temporary folder per app and one file per session, overwritten by the
+    session's next download, so that downloads never pile up folders. The folder goes when the app exits."""
+
+    def __init__(self):
+        self._folder = tempfile.TemporaryDirectory(prefix="tekken-clips-")
+        self.path = Path(self._folder.name)
+
+    def clip_path(self, play: PlaySession) -> Path:
+        return self.path / f"clip-{id(play):x}.mp4"
+
+    def cleanup(self) -> None:
+        self._folder.cleanup()
+
+
 def upscale(frame: np.ndarray, scale: int = 6) -> np.ndarray:
     """`(3, H, W)` → `(H*scale, W*scale, 3)` by pixel repetition, for display."""
     return frame.transpose(1, 2, 0).repeat(scale, axis=0).repeat(scale, axis=1)
@@ -210,6 +235,7 @@ def build_demo(
     import gradio as gr
 
     fps = 15.0
+    clips = ClipFolder()
 
     def start(name: str, start_frame: float):
         frames, inputs = contexts.context(name, int(start_frame))
@@ -230,11 +256,7 @@ def build_demo(
                 f"stopped at the limit of {play.max_frames} frames: reset to play again",
                 gr.Timer(active=False),
             )
-        try:
-            action_id = int(float(action or 0))
-        except ValueError:
-            action_id = 0
-        frame = play.step(action_id if 0 <= action_id <= 255 else 0)
+        frame = play.step(parse_action_field(action))
         return upscale(frame), play.stats(), gr.skip()
 
     def reset(play: PlaySession | None):
@@ -246,8 +268,7 @@ def build_demo(
     def download(play: PlaySession | None):
         if play is None or not play.frames:
             raise gr.Error("nothing played yet")
-        path = Path(tempfile.mkdtemp(prefix="tekken-clip-")) / "clip.mp4"
-        return str(play.export(path, fps=fps))
+        return str(play.export(clips.clip_path(play), fps=fps))
 
     def pause(play: PlaySession | None):
         return gr.Timer(active=False), (play.stats() + " · paused") if play else "paused"

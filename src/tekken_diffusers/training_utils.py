@@ -28,6 +28,7 @@ __all__ = [
     "save_checkpoint",
     "resolve_resume",
     "save_pretrained_atomically",
+    "trim_loss_history",
     "resolve_trackers",
     "StopSignal",
 ]
@@ -119,7 +120,13 @@ def load_config(cls: type, path: str | os.PathLike | None = None, overrides: dic
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"{path}: no such config file")
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+            raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping of settings, found {type(loaded).__name__}")
         for key, value in loaded.items():
@@ -209,6 +216,28 @@ def resolve_resume(spec: str | None, output_dir: str | os.PathLike) -> Path | No
     if not path.is_dir() or not CHECKPOINT_PATTERN.match(path.name):
         raise FileNotFoundError(f"--resume_from_checkpoint {spec}: no checkpoint-N folder there")
     return path
+
+
+def trim_loss_history(path: str | os.PathLike, step: int) -> None:
+    """Drop the rows after `step` from a `loss_history.jsonl` (atomically): a run resumed from checkpoint `step`
+    computes those steps again, and a history must hold each step once."""
+    import json
+
+    from .utils import atomic_output
+
+    path = Path(path)
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row_step = json.loads(line)["step"]
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut short by a kill
+        if row_step <= step:
+            kept.append(line + "\n")
+    with atomic_output(path) as tmp:
+        tmp.write_text("".join(kept), encoding="utf-8")
 
 
 def save_pretrained_atomically(obj, folder: str | os.PathLike, **kwargs) -> Path:

@@ -114,6 +114,17 @@ def _case(name):
     if name == "bad fps":
         arrays["fps"] = np.float32(-1)
         return arrays, "fps", "positive scalar"
+    if name == "infinite fps":
+        arrays["fps"] = np.float32(np.inf)
+        return arrays, "fps", "positive scalar"
+    if name == "NaN states":  # issue 12.4: passed the loader and poisoned the dataset
+        arrays["states"] = arrays["states"].copy()
+        arrays["states"][4, 1] = np.nan
+        return arrays, "states", r"finite values.*NaN or inf at frame 4 \(column 1\)"
+    if name == "infinite states":
+        arrays["states"] = arrays["states"].copy()
+        arrays["states"][0, 0] = -np.inf
+        return arrays, "states", r"NaN or inf at frame 0 \(column 0\)"
     raise KeyError(name)
 
 
@@ -137,6 +148,9 @@ MALFORMED = [
     "no valid frame",
     "zero frames",
     "bad fps",
+    "infinite fps",
+    "NaN states",
+    "infinite states",
 ]
 
 

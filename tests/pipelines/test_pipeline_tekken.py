@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import numpy as np
 import PIL.Image
@@ -277,3 +278,89 @@ def test_push_to_hub_uploads_the_saved_folder(pipe, tmp_path, monkeypatch):
         "user/boxing",
         ["README.md", "model_index.json", "pipeline.py", "scheduler", "transformer", "vae"],
     )
+
+
+NAN = float("nan")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        # Issue 12.4: NaN/inf inputs gave NaN frames, or silently turned guidance off.
+        (dict(context=None, context_latents=torch.full((1, 2, 4, 4, 4), NAN)), "`context_latents` holds NaN or inf"),
+        (dict(context=None, context_latents=torch.full((1, 2, 4, 4, 4), float("inf"))), "holds NaN or inf"),
+        (dict(latents=torch.full((1, 4, 4, 4, 4), NAN)), r"`latents` \(initial noise\) holds NaN or inf"),
+        (dict(context=torch.full((3, 3, 8, 8), NAN)), "tensor frames hold NaN or inf"),
+        (dict(actions=np.full((4, 8), NAN, np.float32)), r"bit vectors must hold values in \[0, 1\]"),
+        (dict(actions=np.full((4, 8), 5.0, np.float32)), r"bit vectors must hold values in \[0, 1\], found \[5, 5\]"),
+        (dict(guidance_scale=float("inf")), "`guidance_scale` must be >= 1 and finite"),
+        (dict(guidance_scale=NAN), "`guidance_scale` must be >= 1 and finite"),
+        # Issue 12.5: bounded requests.
+        (dict(actions=None, num_frames=10**6), "`num_frames` must be at most pipe.max_frames_per_call = 10000"),
+        (dict(actions="f*1000000000"), r"more than 10000 inputs \(at 'f\*1000000000'\)"),
+        (dict(actions=np.zeros(10_001, np.uint8)), "asks for 10001 frames, more than pipe.max_frames_per_call"),
+        # Issue 12.8: messages that named the wrong thing.
+        (dict(actions=[1.0, 2.0, 3.0, 4.0]), r"actions: action ids must be integers in \[0, 255\], got floats"),
+        (dict(actions=np.ones(4)), r"actions: bit vectors must have shape \(N, 8\), got \(4,\) \(float/bool inputs"),
+        (dict(actions=torch.ones(3, 8, dtype=torch.int64)), r"integer \(3, 8\) array is read as 3 clips of 8 action"),
+        (dict(context=np.zeros((0, 3, 8, 8), np.uint8)), r"expected at least one context frame, got shape \(0, 3,"),
+    ],
+)
+def test_bad_values_are_refused(pipe, context, kwargs, message):
+    test_check_inputs_errors(pipe, context, kwargs, message)
+
+
+def test_session_step_refuses_bad_noise(pipe, context):
+    session = pipe.start_session(context=context, num_inference_steps=1, output_type="latent")
+    with pytest.raises(ValueError, match="`noise`: holds NaN or inf values"):
+        session.step("f", noise=torch.full((1, 1, 4, 4, 4), NAN))
+    with pytest.raises(
+        ValueError, match=r"`noise`: expected a tensor of shape \(1, 1, 4, 4, 4\).*got \(1, 1, 3, 4, 4\)"
+    ):
+        session.step("f", noise=torch.zeros(1, 1, 3, 4, 4))
+    assert torch.isfinite(session.step("f")).all()  # the refused steps left the session as it was
+
+
+def test_a_batch_of_contexts_is_encoded_in_bounded_chunks(pipe, context, monkeypatch):
+    from tekken_diffusers.pipelines import pipeline_tekken
+
+    frames = torch.rand(5, 3, 3, 8, 8) * 2 - 1  # 15 frames
+    whole = pipe.encode_frames(frames)
+    sizes = []
+    encode = pipe.vae.encode
+    monkeypatch.setattr(pipeline_tekken, "VAE_CHUNK_FRAMES", 4)
+    monkeypatch.setattr(pipe.vae, "encode", lambda x: sizes.append(len(x)) or encode(x))
+    torch.testing.assert_close(pipe.encode_frames(frames), whole)
+    assert sizes == [4, 4, 4, 3]
+
+
+def test_damaged_pipeline_folders_are_named(pipe, tmp_path):
+    """Issue 12.8: these failed with an AttributeError, a message about another folder, a warning, or NaN frames."""
+    from pathlib import Path
+
+    with pytest.raises(FileNotFoundError, match="no such pipeline folder"):
+        TekkenWorldModelPipeline.from_pretrained(Path(tmp_path / "missing"))
+    pipe.save_pretrained(tmp_path / "pipe")
+
+    no_vae = tmp_path / "no_vae"
+    shutil.copytree(tmp_path / "pipe", no_vae)
+    shutil.rmtree(no_vae / "vae")
+    with pytest.raises(FileNotFoundError, match=r"no_vae/vae: missing or without its config \(model_index.json lists"):
+        TekkenWorldModelPipeline.from_pretrained(no_vae)
+
+    deeper = tmp_path / "deeper"
+    shutil.copytree(tmp_path / "pipe", deeper)
+    config = json.loads((deeper / "transformer" / "config.json").read_text())
+    config["num_layers"] += 1
+    (deeper / "transformer" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"deeper/transformer: config.json and the weights describe different models"):
+        TekkenWorldModelPipeline.from_pretrained(deeper)
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(tmp_path / "pipe", damaged)
+    weights = damaged / "transformer" / "diffusion_pytorch_model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-64:] = b"\xff" * 64  # NaN bit patterns in the last tensor's data
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"damaged: transformer/.* holds NaN or inf weights"):
+        TekkenWorldModelPipeline.from_pretrained(damaged)

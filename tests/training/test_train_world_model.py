@@ -1,5 +1,6 @@
 """End-to-end runs of training/train_world_model.py on a tiny latent dataset, as a user launches it."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -173,6 +174,123 @@ def test_config_errors(tmp_path, capsys):
         assert message in capsys.readouterr().err
     config = parse_args(["--config", str(DEBUG), "--dataset", "x", "--learning_rate", "0.5"])
     assert config.learning_rate == 0.5 and config.preset == "tiny" and config.window_length == 8
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--checkpointing_steps", "0"], "checkpointing_steps must be >= 1, got 0"),
+        (["--logging_steps", "0"], "logging_steps must be >= 1, got 0"),
+        (["--validation_steps", "-1"], "validation_steps must be >= 0, got -1"),
+        (["--learning_rate", "-1"], "learning_rate must be a finite number > 0, got -1.0"),
+        (["--learning_rate", "nan"], "learning_rate must be a finite number > 0, got nan"),
+        (["--lr_scheduler", "bogus"], "lr_scheduler 'bogus' is unknown; known: linear, cosine"),
+        (["--model_overrides", '{"num_layerz": 2}'], "model_overrides: unknown transformer settings ['num_layerz']"),
+        (["--ema_decay", "2"], "ema_decay must lie in [0, 1], got 2.0"),
+        (["--adam_beta2", "1.5"], "adam_beta2 must lie in [0, 1), got 1.5"),
+        (["--report_to", "tensorbored"], "report_to must be one of tensorboard, wandb, all, auto, none"),
+        (["--dataset", "./no/such/latents"], "--dataset ./no/such/latents: no such folder"),
+        (["--vae", "no_such_vae"], "--vae no_such_vae: no such folder"),
+    ],
+)
+def test_bad_settings_are_one_line_errors(args, message, capsys):
+    """Issue 12.6/12.7: each of these ran (or crashed mid-run) before; now parsing refuses it, naming the setting."""
+    with pytest.raises(SystemExit) as exit_info:
+        _script_module().parse_args(["--config", str(DEBUG), "--dataset", "x", *args])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_yaml_syntax_error_names_the_file_and_line(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("preset: tiny\nlearning_rate: [1e-3\n")
+    with pytest.raises(SystemExit) as exit_info:
+        _script_module().parse_args(["--config", str(bad), "--dataset", "x"])
+    assert exit_info.value.code == 2
+    assert f"{bad}: not valid YAML at line 3" in capsys.readouterr().err
+
+
+def test_an_output_dir_under_a_file_is_refused(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit):
+        _script_module().parse_args(["--config", str(DEBUG), "--dataset", "x", "--output_dir", str(tmp_path / "file")])
+    assert "a file is in the way" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def small_latents(tmp_path_factory) -> tuple[Path, Path]:
+    """Synthetic 16×16 rounds encoded in-process with a tiny DC-AE (4×8×8 latents): (dataset, VAE folder)."""
+    from tekken_diffusers.cli import encode_latents
+    from tekken_diffusers.data.rounds import save_round
+    from tests.conftest import make_round
+    from tests.data.test_latent_dataset import tiny_vae
+
+    root = tmp_path_factory.mktemp("small")
+    for split, count in (("train", 3), ("val", 1)):
+        for index in range(count):
+            save_round(root / "rounds" / split / f"round_{index:04d}.npz", make_round(12 + index, seed=index))
+    tiny_vae().save_pretrained(root / "vae")
+    argv = ["--rounds", root / "rounds", "--vae", root / "vae", "--out", root / "latents", "--no-progress"]
+    assert encode_latents.main([str(a) for a in argv]) == 0
+    return root / "latents", root / "vae"
+
+
+def main_error(capsys, *args: str) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        _script_module().main(["--config", str(DEBUG), *map(str, args)])
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_a_vae_with_other_weights_is_refused_unless_allowed(small_latents, tmp_path, capsys):
+    """Issue 12.2: same config, perturbed weights: the pipeline would pair the transformer with the wrong VAE."""
+    from tekken_diffusers import TekkenAutoencoderDC
+    from tekken_diffusers.data import load_latent_info
+
+    dataset, vae_dir = small_latents
+    other = TekkenAutoencoderDC.from_pretrained(vae_dir)
+    with torch.no_grad():
+        next(other.parameters()).add_(1e-3)
+    other.save_pretrained(tmp_path / "other_vae")
+    err = main_error(capsys, "--dataset", dataset, "--output_dir", tmp_path / "out", "--vae", tmp_path / "other_vae")
+    assert f"--vae {tmp_path / 'other_vae'}: the VAE does not match the latent dataset: weights_hash: dataset" in err
+    assert "pass --allow_vae_mismatch to pair them anyway" in err and "Traceback" not in err
+
+    train_world_model = _script_module()
+    info = load_latent_info(dataset)
+    config = train_world_model.TrainWorldModelConfig(dataset=str(dataset), vae=str(tmp_path / "other_vae"))
+    allowed = train_world_model.resolve_vae(dataclasses.replace(config, allow_vae_mismatch=True), info)
+    assert torch.equal(next(allowed.parameters()), next(other.parameters()))
+    assert train_world_model.resolve_vae(dataclasses.replace(config, vae=None), info) is not None  # the dataset's
+
+
+def test_run_time_mistakes_are_one_line_errors(small_latents, tmp_path, capsys):
+    """Issue 12.6: these used to end in a traceback (or a ZeroDivisionError after the first step)."""
+    dataset, _ = small_latents
+    out = tmp_path / "out"
+    common = ("--dataset", dataset, "--output_dir", out, "--report_to", "none")
+    assert "no round has 1000 valid latent frames" in main_error(capsys, *common, "--window_length", "1000")
+    err = main_error(capsys, *common, "--train_batch_size", "1000")
+    assert "--train_batch_size 1000: the train split has 6 windows of 8 frames, fewer than one batch" in err
+    err = main_error(capsys, *common, "--resume_from_checkpoint", "checkpoint-7")
+    assert "--resume_from_checkpoint checkpoint-7: no checkpoint-N folder there" in err
+
+    # A checkpoint of another architecture is named before anything is loaded.
+    from tekken_diffusers.models import TekkenWorldModelTransformer
+
+    other = TekkenWorldModelTransformer.from_preset("tiny", in_channels=4, sample_size=(8, 8), num_layers=1)
+    other.save_config(out / "checkpoint-2" / "transformer")
+    err = main_error(capsys, *common, "--resume_from_checkpoint", "latest")
+    assert "checkpoint-2: it holds another transformer (num_layers: checkpoint 1, this run 2)" in err
+
+
+def test_a_resumed_run_forgets_the_losses_after_its_checkpoint(tmp_path):
+    from tekken_diffusers.training_utils import trim_loss_history
+
+    history = tmp_path / "loss_history.jsonl"
+    history.write_text("".join(json.dumps({"step": s, "loss": 1.0 / s}) + "\n" for s in range(1, 8)) + '{"step": 8')
+    trim_loss_history(history, 4)
+    assert [json.loads(line)["step"] for line in history.read_text().splitlines()] == [1, 2, 3, 4]
 
 
 def test_shipped_configs_parse():

@@ -5,6 +5,10 @@ per-round shard (written atomically, so an interrupted run resumes where it stop
 `DatasetDict` saved with `save_to_disk` plus its card and `tekken_latents.json` → rename into `OUT` → optionally push
 to the Hub. Under `accelerate launch` the rounds are split between the processes and the main process assembles.
 
+Each shard has a `.source.json` beside it with the size and sha256 of the inputs it was encoded from (the round, its
+pose file, or a seed-cache round's files); a resumed run keeps a shard only while those still match, so a round
+replaced between two runs is encoded again instead of keeping the old latents.
+
 `--from-seed-cache DIR` imports the original system's cache of latents instead of encoding rounds.
 """
 
@@ -21,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..utils import atomic_output, file_fingerprint, looks_like_local_path
 from . import setup_logging
 
 logger = logging.getLogger(__name__)
@@ -103,6 +108,16 @@ def _fail(message: str) -> SystemExit:
     return SystemExit(f"{PROG}: error: {message}")
 
 
+def _resume_hint(work: Path) -> str:
+    """What to do with the work folder a failed run leaves behind."""
+    if not work.is_dir():
+        return ""
+    return (
+        f". The rounds encoded so far are kept in {work}: fix the input and re-run the same command to resume, or "
+        "delete that folder to start over"
+    )
+
+
 def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.rounds is not None and args.vae is None:
         parser.error("--vae is required with --rounds (the VAE that encodes the frames)")
@@ -139,6 +154,8 @@ def load_vae(path: str):
     from ..models import autoencoders
 
     folder, subfolder = Path(path), None
+    if not folder.exists() and looks_like_local_path(path):
+        raise FileNotFoundError(f"--vae {path}: no such folder (nor a Hub repo id of the form owner/name)")
     if folder.exists():
         if (folder / "config.json").is_file():
             pass
@@ -214,6 +231,45 @@ def _prepare_work_folder(work: Path, manifest: dict) -> None:
 
 def _shard_path(work: Path, job: _Job) -> Path:
     return work / "shards" / job.split / f"{job.round_id}.arrow"
+
+
+def _source_path(work: Path, job: _Job) -> Path:
+    """Where the fingerprint of the inputs a shard was encoded from is kept."""
+    return work / "shards" / job.split / f"{job.round_id}.source.json"
+
+
+def _input_fingerprint(job: _Job, args: argparse.Namespace) -> dict:
+    """Size and sha256 of every file a job reads: the round `.npz` (and its pose file), or a seed-cache round."""
+    from ..data.pose import pose_path_for_round
+
+    if job.path.is_dir():
+        files = {str(p.relative_to(job.path)): p for p in sorted(job.path.rglob("*")) if p.is_file()}
+    else:
+        files = {job.path.name: job.path}
+        if args.pose_dir is not None:
+            pose = Path(pose_path_for_round(job.path, args.pose_dir))
+            if pose.is_file():
+                files[f"pose:{pose.name}"] = pose
+    return {name: file_fingerprint(path) for name, path in files.items()}
+
+
+def _is_encoded(work: Path, job: _Job, args: argparse.Namespace) -> bool:
+    """Whether the shard of `job` exists and was encoded from the inputs as they are now."""
+    shard, source = _shard_path(work, job), _source_path(work, job)
+    if not shard.is_file():
+        return False
+    try:
+        recorded = json.loads(source.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        recorded = None  # a shard from before fingerprints, or one whose fingerprint was never written
+    try:
+        current = _input_fingerprint(job, args)
+    except OSError:
+        return False  # the input is gone: encoding it fails and names it
+    if recorded != current:
+        logger.info("%s changed since %s was encoded (or was not recorded): encoding it again", job.path, shard.name)
+        return False
+    return True
 
 
 def _frame_size(round_path: Path) -> tuple[int, int] | None:
@@ -334,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     if accelerator.is_main_process:
         _prepare_work_folder(work, _manifest(args, vae_info, str(accelerator.mixed_precision)))
     accelerator.wait_for_everyone()
-    todo = [job for job in jobs if not _shard_path(work, job).is_file()]
+    todo = [job for job in jobs if not _is_encoded(work, job, args)]
     if accelerator.is_main_process and len(todo) < len(jobs):
         logger.info("%d of %d rounds already encoded in %s", len(jobs) - len(todo), len(jobs), work)
     accelerator.wait_for_everyone()
@@ -346,12 +402,19 @@ def main(argv: list[str] | None = None) -> int:
             mine, unit="round", desc="encoding", disable=args.no_progress or not accelerator.is_local_main_process
         )
         for job in bar:
+            # The fingerprint is read before the round, and the old one removed before the shard is replaced: an
+            # input that changes during this run is at worst encoded once more, never kept stale.
+            _source_path(work, job).unlink(missing_ok=True)
             try:
+                fingerprint = _input_fingerprint(job, args)
                 with torch.no_grad(), accelerator.autocast():
                     row = _encode_job(job, args, vae)
             except (RoundFormatError, FileNotFoundError, ValueError) as error:
-                raise _fail(f"{job.path}: {error}" if str(job.path) not in str(error) else str(error)) from None
+                message = f"{job.path}: {error}" if str(job.path) not in str(error) else str(error)
+                raise _fail(message + _resume_hint(work)) from None
             write_row_shard(_shard_path(work, job), row)
+            with atomic_output(_source_path(work, job)) as tmp:
+                tmp.write_text(json.dumps(fingerprint, indent=1, sort_keys=True) + "\n", encoding="utf-8")
             frames += row["num_frames"]
             bar.set_postfix(frames_per_s=f"{frames / max(time.perf_counter() - start, 1e-9):.0f}")
     elapsed = time.perf_counter() - start
@@ -370,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             _assemble(args, jobs, work, vae, vae_info)
         except (FileExistsError, ValueError) as error:
-            raise _fail(str(error)) from None
+            raise _fail(str(error) + _resume_hint(work)) from None
         if args.push_to_hub:
             private = True if args.private else None
             try:

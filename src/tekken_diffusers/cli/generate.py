@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -51,11 +52,51 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--scale", type=int, default=4, help="integer upscaling in the video")
     parser.add_argument("--no-ground-truth", action="store_true", help="do not show the recorded frames beside")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="transformer dtype")
+    parser.add_argument(
+        "--max-frames",
+        type=int,
+        default=10_000,
+        help="most frames one run may generate (a guard against typos such as --frames 10000000; raise it for longer "
+        "videos: every frame stays in memory until the video is written)",
+    )
     return parser
 
 
+def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """One clear error per bad value, before anything is loaded."""
+    if args.steps < 1:
+        parser.error(f"--steps must be >= 1, got {args.steps}")
+    if not (math.isfinite(args.guidance_scale) and args.guidance_scale >= 1):
+        parser.error(f"--guidance-scale must be a finite number >= 1 (1 = off), got {args.guidance_scale}")
+    if args.context_noise is not None and not 0 <= args.context_noise < 1:
+        parser.error(f"--context-noise must lie in [0, 1), got {args.context_noise}")
+    if args.max_frames < 1:
+        parser.error(f"--max-frames must be >= 1, got {args.max_frames}")
+    if args.frames is not None and not 1 <= args.frames <= args.max_frames:
+        parser.error(f"--frames must lie in [1, --max-frames = {args.max_frames}], got {args.frames}")
+    if args.scale < 1:
+        parser.error(f"--scale must be >= 1, got {args.scale}")
+    if args.context_frames < 1:
+        parser.error(f"--context-frames must be >= 1, got {args.context_frames}")
+    if args.start < 0:
+        parser.error(f"--start must be >= 0, got {args.start}")
+    if args.actions is not None and not args.actions.strip(" ,\n"):
+        parser.error("--actions is empty: give at least one input (e.g. 'n'), or leave it out to replay the round")
+    out = Path(args.out)
+    if out.is_dir():
+        parser.error(f"--out {out}: is a folder (expected a video file name)")
+    blocking = next((parent for parent in out.parents if parent.exists() and not parent.is_dir()), None)
+    if blocking is not None:
+        parser.error(f"--out {out}: {blocking} is a file (expected a folder)")
+    pipeline = Path(args.pipeline)
+    if not pipeline.exists() and (args.pipeline.startswith((".", "/", "~")) or args.pipeline.count("/") > 1):
+        parser.error(f"--pipeline {args.pipeline}: no such folder (nor a Hub repo id of the form owner/name)")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _check_args(parser, args)
     setup_logging()
     import torch
 
@@ -64,24 +105,21 @@ def main(argv: list[str] | None = None) -> int:
     from ..pipelines import TekkenWorldModelPipeline
     from ..visualization import compose_frames, write_video
 
-    def fail(message: str) -> SystemExit:
-        return SystemExit(f"generate.py: error: {message}")
-
     # 1. The context and the inputs
     try:
         round_ = load_round(args.context).trimmed()
     except (FileNotFoundError, ValueError) as error:
-        raise fail(str(error)) from None
+        parser.error(f"--context: {error}")
     end = args.start + args.context_frames
     if args.context_frames < 1 or args.start < 0 or end > round_.num_frames:
-        raise fail(
+        parser.error(
             f"--start {args.start} --context-frames {args.context_frames}: {args.context} has {round_.num_frames} "
             "valid frames"
         )
     try:
-        if args.actions or args.actions_file:
-            text = args.actions or Path(args.actions_file).read_text()
-            actions = parse_action_sequence(text.replace("\n", " "), args.side)
+        if args.actions is not None or args.actions_file is not None:
+            text = args.actions if args.actions is not None else Path(args.actions_file).read_text()
+            actions = parse_action_sequence(text.replace("\n", " "), args.side, max_inputs=args.max_frames)
             if args.frames is not None:
                 if args.frames < len(actions):
                     actions = actions[: args.frames]
@@ -90,16 +128,22 @@ def main(argv: list[str] | None = None) -> int:
         else:
             available = round_.num_frames - end
             if available < 1:
-                raise fail(f"{args.context} has no frames after the context to replay; pass --actions")
+                parser.error(f"{args.context} has no frames after the context to replay; pass --actions")
             actions = round_.actions_p1[end : end + (args.frames or available)]
     except (ValueError, OSError) as error:
-        raise fail(f"--actions: {error}") from None
+        parser.error(f"--actions: {error}")
 
     # 2. Generate
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
-    pipe = TekkenWorldModelPipeline.from_pretrained(
-        args.pipeline, dtype={"transformer": dtype, "default": torch.float32}
-    )
+    try:
+        pipe = TekkenWorldModelPipeline.from_pretrained(
+            args.pipeline, dtype={"transformer": dtype, "default": torch.float32}
+        )
+    except Exception as error:  # diffusers, safetensors and the Hub client raise many kinds; all mean "cannot load"
+        parser.error(f"--pipeline {args.pipeline}: cannot load it ({type(error).__name__}: {error})")
+    if pipe.vae is None:
+        parser.error(f"--pipeline {args.pipeline}: has no VAE (vae/), which generate.py needs to decode frames")
+    pipe.max_frames_per_call = max(pipe.max_frames_per_call, args.max_frames)
     started = time.perf_counter()
     frames = pipe(
         context=round_.images[args.start : end],

@@ -38,9 +38,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     setup_logging()
     from ..data.atari import RecordConfig, record_boxing
+
+    # Errors name the option, as argparse does: the dataclass speaks of `min_frames`, the user typed --min-frames.
+    def option_error(error: Exception) -> None:
+        message = str(error)
+        for name in ("rounds", "max_frames", "min_frames", "size", "frame_skip", "val_fraction", "out"):
+            if message.startswith(f"{name} "):
+                message = f"--{name.replace('_', '-')}{message[len(name) :]}"
+                break
+        parser.error(message)
 
     try:
         config = RecordConfig(
@@ -56,9 +66,12 @@ def main(argv: list[str] | None = None) -> int:
             min_frames=args.min_frames,
         )
     except ValueError as error:
-        raise SystemExit(f"record_atari.py: error: {error}") from None
+        option_error(error)
     start = time.perf_counter()
-    written = record_boxing(config, progress=not args.no_progress)
+    try:
+        written = record_boxing(config, progress=not args.no_progress)
+    except (ValueError, ImportError) as error:
+        option_error(error)
     logger.info(
         "%d train and %d val rounds in %s (%.1f s)",
         len(written["train"]),

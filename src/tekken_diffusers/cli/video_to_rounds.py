@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
 from . import setup_logging
 
@@ -23,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--video", required=True, help="gameplay video (any format ffmpeg reads)")
     parser.add_argument("--inputs", required=True, help="input log CSV")
     parser.add_argument("--out", required=True, help="dataset folder; rounds go to OUT/SPLIT/")
-    parser.add_argument("--split", default="train", help="sub-folder to write into (train or val)")
+    parser.add_argument("--split", default="train", choices=["train", "val"], help="sub-folder to write into")
     parser.add_argument("--size", type=int, nargs=2, default=(64, 64), metavar=("H", "W"), help="output frame size")
     parser.add_argument("--keep-size", action="store_true", help="keep the video's frame size (ignores --size)")
     parser.add_argument("--frame-skip", type=int, default=1, help="keep every N-th frame (60 fps with 4 = 15 fps)")
@@ -36,7 +37,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.start_index < 0:
+        parser.error(f"--start-index must be >= 0, got {args.start_index}")
+    if not args.keep_size and min(args.size) < 1:
+        parser.error(f"--size must be two positive numbers H W, got {args.size[0]} {args.size[1]}")
+    if not args.prefix or Path(args.prefix).name != args.prefix or args.prefix in (".", ".."):
+        parser.error(f"--prefix must be a plain file name prefix (no folders), got {args.prefix!r}")
+    out = Path(args.out)
+    if any(parent.exists() and not parent.is_dir() for parent in (out, *out.parents)):
+        parser.error(f"--out {out}: a file is in the way (expected a folder, or nothing)")
     setup_logging()
     from ..data.importers import VideoImportConfig, video_to_rounds
 
@@ -51,13 +62,13 @@ def main(argv: list[str] | None = None) -> int:
         paths = video_to_rounds(
             args.video,
             args.inputs,
-            f"{args.out}/{args.split}",
+            out / args.split,
             config,
             prefix=args.prefix,
             start_index=args.start_index,
         )
     except (ValueError, FileNotFoundError) as error:
-        raise SystemExit(f"video_to_rounds.py: error: {error}") from None
+        parser.error(str(error))
     logger.info("wrote %d rounds", len(paths))
     return 0
 

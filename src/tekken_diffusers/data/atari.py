@@ -14,6 +14,7 @@ Conventions of the recorded rounds (see docs/data_format.md):
 from __future__ import annotations
 
 import abc
+import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from ..actions import ATARI_ACTION_NAMES, DOWN, LEFT, LP, RIGHT, UP, atari_to_id, id_to_atari
+from ..utils import atomic_output
 from .rounds import Round, load_round, save_round
 
 logger = logging.getLogger(__name__)
@@ -275,7 +277,10 @@ class RecordConfig:
         val_fraction: share of rounds for validation. Validation rounds come from their own episodes, never from an
             episode that also feeds training. At least one validation round whenever `val_fraction > 0`.
         two_player: record both players' inputs (player 2 played by a second policy instead of the console AI).
-        min_frames: the tail of an episode shorter than this is not kept as a round.
+        min_frames: the tail of an episode shorter than this is not kept as a round (at most `max_frames`).
+
+    The settings that decide what a round holds (`CONTENT_SETTINGS`) are written to `out/recording.json`; recording
+    into a folder made with other ones is refused, so a folder never mixes two recordings.
     """
 
     out: Path
@@ -295,11 +300,30 @@ class RecordConfig:
             raise ValueError(f"rounds must be >= 1, got {self.rounds}")
         if self.max_frames < 2:
             raise ValueError(f"max_frames must be >= 2, got {self.max_frames}")
+        if self.min_frames < 1:
+            raise ValueError(f"min_frames must be >= 1, got {self.min_frames}")
+        if len(self.size) != 2 or min(self.size) < 8:
+            raise ValueError(f"size must be (height, width) with both >= 8, got {tuple(self.size)}")
+        self.size = (int(self.size[0]), int(self.size[1]))
+        if self.frame_skip < 1:
+            raise ValueError(f"frame_skip must be >= 1, got {self.frame_skip}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must lie in [0, 1), got {self.val_fraction}")
         if self.policy not in POLICIES:
             raise ValueError(f"unknown policy {self.policy!r}; known policies: {', '.join(POLICIES)}")
         self.min_frames = min(self.min_frames, self.max_frames)
+
+    def content_settings(self) -> dict[str, object]:
+        """The settings that decide what each round holds (the number of rounds and the split only decide which)."""
+        return {
+            "seed": self.seed,
+            "size": list(self.size),
+            "frame_skip": self.frame_skip,
+            "policy": self.policy,
+            "two_player": self.two_player,
+            "max_frames": self.max_frames,
+            "min_frames": self.min_frames,
+        }
 
     def split_sizes(self) -> dict[str, int]:
         num_val = 0 if self.val_fraction == 0 or self.rounds < 2 else max(1, round(self.rounds * self.val_fraction))
@@ -346,14 +370,52 @@ def _round_path(config: RecordConfig, split: str, index: int) -> Path:
     return config.out / split / f"round_{index:04d}.npz"
 
 
-def _is_finished(path: Path) -> bool:
+RECORDING_FILE = "recording.json"
+
+
+def _check_folder(config: RecordConfig) -> bool:
+    """Refuse an `out` that is a file, or that holds a recording made with other settings. Returns whether
+    `recording.json` is already there."""
+    for parent in (config.out, *config.out.parents):
+        if parent.exists() and not parent.is_dir():
+            raise ValueError(f"out {config.out}: {parent} is a file (expected a folder, or nothing)")
+    path = config.out / RECORDING_FILE
+    wanted = config.content_settings()
+    if path.is_file():
+        try:
+            found = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as error:
+            raise ValueError(
+                f"{path}: not valid JSON ({error}); delete it only if every round there is ours"
+            ) from None
+        differing = [key for key in wanted if found.get(key) != wanted[key]]
+        if differing:
+            details = ", ".join(f"{key} {found.get(key)!r} there, {wanted[key]!r} asked" for key in differing)
+            raise ValueError(
+                f"out {config.out} holds rounds recorded with other settings ({details}): record into another "
+                "folder, or re-run with the settings it was made with"
+            )
+        return True
+    return False
+
+
+def _is_finished(path: Path, config: RecordConfig, fps: float) -> bool:
+    """Whether `path` holds a valid round of this recording. A valid round made with other settings (a folder from
+    before `recording.json`) is an error, not something to overwrite or mix in."""
     if not path.exists():
         return False
     try:
-        load_round(path)
+        round_ = load_round(path)
     except ValueError:
         logger.warning("%s is damaged and will be recorded again", path)
         return False
+    found = {"size": round_.frame_size, "fps": round_.fps, "two_player": round_.actions_p2 is not None}
+    # fps is stored as float32: compare it as such (frame_skip 7 gives 8.571428…, not exact in float32)
+    wanted = {"size": config.size, "fps": float(np.float32(fps)), "two_player": config.two_player}
+    differing = [key for key in wanted if found[key] != wanted[key]]
+    if differing:
+        details = ", ".join(f"{key} {found[key]!r} there, {wanted[key]!r} asked" for key in differing)
+        raise ValueError(f"{path} was recorded with other settings ({details}): record into another folder")
     return True
 
 
@@ -369,8 +431,16 @@ def record_boxing(config: RecordConfig, progress: bool = True) -> dict[str, list
     from tqdm.auto import tqdm
 
     env = BoxingEnv(config.size, config.frame_skip, config.two_player)
-    written: dict[str, list[Path]] = {}
     sizes = config.split_sizes()
+    noted = _check_folder(config)
+    finished = {
+        split: [_is_finished(_round_path(config, split, index), config, env.fps) for index in range(count)]
+        for split, count in sizes.items()
+    }
+    if not noted:
+        with atomic_output(config.out / RECORDING_FILE) as tmp:
+            tmp.write_text(json.dumps(config.content_settings(), indent=2) + "\n", encoding="utf-8")
+    written: dict[str, list[Path]] = {}
     with tqdm(total=config.rounds, desc="recording Boxing rounds", unit="round", disable=not progress) as bar:
         for split, count in sizes.items():
             paths = [_round_path(config, split, index) for index in range(count)]
@@ -378,11 +448,10 @@ def record_boxing(config: RecordConfig, progress: bool = True) -> dict[str, list
             if count == 0:
                 continue
             index, episode = 0, 0
-            finished = [_is_finished(path) for path in paths]
-            bar.update(sum(finished))
-            while index < count and not all(finished[index:]):
+            bar.update(sum(finished[split]))
+            while index < count and not all(finished[split][index:]):
                 for round_ in _episode_rounds(env, config, split, episode):
-                    if not finished[index]:
+                    if not finished[split][index]:
                         save_round(paths[index], round_)
                         bar.update(1)
                     index += 1

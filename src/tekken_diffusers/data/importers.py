@@ -191,6 +191,8 @@ def video_to_rounds(
     from tqdm.auto import tqdm
 
     config = config or VideoImportConfig()
+    if start_index < 0:
+        raise ValueError(f"start_index must be >= 0, got {start_index}")
     if config.frame_skip < 1:
         raise ValueError(f"frame_skip must be >= 1, got {config.frame_skip}")
     if config.round_frames < 2:

@@ -408,6 +408,9 @@ def load_latent_info(
         ValueError: when the file is not valid dataset info.
     """
     path = Path(path_or_repo_id)
+    source = str(path_or_repo_id)
+    if not path.exists() and (source.count("/") != 1 or source.startswith((".", "/", "~"))):
+        raise FileNotFoundError(f"{source}: no such folder, and not a Hub repo id of the form user/name")
     if path.exists():
         info_path = path / LATENT_INFO_FILE
         if not info_path.is_file():

@@ -194,12 +194,21 @@ def validate_round(arrays: dict[str, np.ndarray], source: str = "<round>") -> Ro
         if states.shape[0] != num_frames:
             raise _fail(source, "states", f"{num_frames} frames like images", f"{states.shape[0]} frames")
         states = states.astype(np.float32, copy=False)
+        finite = np.isfinite(states)
+        if not finite.all():
+            frame, column = (int(i) for i in np.argwhere(~finite)[0])
+            raise _fail(
+                source,
+                "states",
+                "finite values",
+                f"NaN or inf at frame {frame} (column {column}) and {int((~finite).sum()) - 1} more",
+            )
 
     # 4. Scalar metadata.
     fps = None
     if "fps" in arrays:
         fps_array = np.asarray(arrays["fps"])
-        if fps_array.ndim != 0 or not np.issubdtype(fps_array.dtype, np.number) or not float(fps_array) > 0:
+        if fps_array.ndim != 0 or not np.issubdtype(fps_array.dtype, np.number) or not 0 < float(fps_array) < np.inf:
             raise _fail(source, "fps", "a positive scalar", f"{_describe(fps_array)} value {fps_array!r}")
         fps = float(fps_array)
     game = None

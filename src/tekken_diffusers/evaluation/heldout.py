@@ -32,7 +32,8 @@ __all__ = [
 ]
 
 # Boxer colours of ale-py's Boxing at any resize: the white boxer is the only near-white object inside the ring, the
-# black boxer the only near-black one (the score digits above the ring are cut off by the margin).
+# black boxer the only near-black one. A tenth of the frame is cut off on every side: the score digits above the ring
+# and the console's black blanking bar (the 3 leftmost columns at 64x64).
 _RING_MARGIN_FRACTION = 10
 
 
@@ -69,8 +70,11 @@ def boxer_positions(frames: np.ndarray | torch.Tensor) -> np.ndarray:
     height, width = frames.shape[-2:]
     margin = max(1, height // _RING_MARGIN_FRACTION)
     masks = torch.stack([frames.amin(dim=-3) > 0.7, frames.amax(dim=-3) < 0.15], dim=-3)  # (..., 2, H, W)
+    side = max(1, width // _RING_MARGIN_FRACTION)
     masks[..., :margin, :] = False
     masks[..., height - margin :, :] = False
+    masks[..., :, :side] = False
+    masks[..., :, width - side :] = False
     count = masks.sum(dim=(-2, -1)).float()  # (..., 2)
     ys = torch.arange(height, dtype=torch.float32).view(-1, 1)
     xs = torch.arange(width, dtype=torch.float32).view(1, -1)

@@ -9,6 +9,8 @@ appended to the cache, which evicts frames beyond each layer's window, so time a
 from __future__ import annotations
 
 import copy
+import json
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,6 +37,13 @@ __all__ = ["TekkenWorldModelPipeline", "TekkenWorldModelPipelineOutput", "Tekken
 
 ActionsInput = str | Sequence[int] | Sequence[str] | np.ndarray | torch.Tensor
 FramesInput = PIL.Image.Image | Sequence[PIL.Image.Image] | np.ndarray | torch.Tensor
+
+# What one call may ask for, so that a typo (`num_frames=10**6`, "f*1000000000") fails at once instead of running for
+# days or filling the memory. 10,000 frames is 11 minutes of 15 Hz play; raise `pipe.max_frames_per_call` for more,
+# or play longer with a session, whose time and memory per frame are constant.
+MAX_FRAMES_PER_CALL = 10_000
+# Frames per VAE call when encoding a context or decoding the output: a batch of many clips is split into such calls.
+VAE_CHUNK_FRAMES = 64
 
 EXAMPLE_DOC_STRING = """
     Examples:
@@ -64,6 +73,56 @@ class TekkenWorldModelPipelineOutput(BaseOutput):
     """
 
     frames: list[list[PIL.Image.Image]] | np.ndarray | torch.Tensor
+
+
+def _check_pipeline_folder(folder: Path) -> None:
+    """Name what a local pipeline folder lacks before diffusers reports it from somewhere else."""
+    index_path = folder / "model_index.json"
+    if not index_path.is_file():
+        raise FileNotFoundError(f"{folder}: no model_index.json (not a pipeline folder saved with save_pretrained)")
+    try:
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise ValueError(f"{index_path}: not valid JSON ({error})") from None
+    for name, entry in index.items():
+        if name.startswith("_") or not isinstance(entry, list) or None in entry:
+            continue
+        component = folder / name
+        if not any((component / config).is_file() for config in ("config.json", "scheduler_config.json")):
+            raise FileNotFoundError(
+                f"{component}: missing or without its config (model_index.json lists a {entry[-1]} there)"
+            )
+
+
+def _saved_weight_names(component: Path, variant: str | None) -> set[str] | None:
+    """The tensor names of a component's safetensors weights (from the file headers), or None if there are none."""
+    from safetensors import safe_open
+
+    stem = "diffusion_pytorch_model" + (f".{variant}" if variant else "")
+    index = component / f"{stem}.safetensors.index.json"
+    if index.is_file():
+        return set(json.loads(index.read_text(encoding="utf-8"))["weight_map"])
+    single = component / f"{stem}.safetensors"
+    if not single.is_file():
+        return None
+    with safe_open(str(single), framework="pt") as weights:
+        return set(weights.keys())
+
+
+def _check_weights_match(source: Path, name: str, model: torch.nn.Module, variant: str | None) -> None:
+    """Raise when a component's config and its weights describe different models (diffusers only warns)."""
+    saved = _saved_weight_names(source / name, variant)
+    if saved is None:
+        return
+    expected = set(model.state_dict())
+    missing, unexpected = sorted(expected - saved), sorted(saved - expected)
+    if missing or unexpected:
+        details = "; ".join(
+            f"{label} {len(keys)} ({', '.join(keys[:3])}{', …' if len(keys) > 3 else ''})"
+            for label, keys in (("missing", missing), ("unexpected", unexpected))
+            if keys
+        )
+        raise ValueError(f"{source / name}: config.json and the weights describe different models: weights {details}")
 
 
 class _Rollout:
@@ -133,7 +192,19 @@ class _Rollout:
         to (teacher forcing appends the true frame instead)."""
         config = self.pipe.transformer.config
         shape = (self.batch_size, 1, config.in_channels, *self.pipe.latent_size)
-        latents = noise if noise is not None else randn_tensor(shape, generator=generator, device=self.device)
+        if noise is not None:
+            if not isinstance(noise, torch.Tensor) or tuple(noise.shape) != shape:
+                found = tuple(noise.shape) if isinstance(noise, torch.Tensor) else type(noise).__name__
+                raise ValueError(
+                    f"`noise`: expected a tensor of shape {shape} (one frame's initial noise), got {found}"
+                )
+            if not torch.isfinite(noise).all():
+                raise ValueError("`noise`: holds NaN or inf values; the frame and every later one would be NaN")
+        latents = (
+            noise.to(self.device)
+            if noise is not None
+            else randn_tensor(shape, generator=generator, device=self.device)
+        )
         latents = latents.float()
         for step, (sigma, sigma_next) in enumerate(zip(self.sigmas[:-1], self.sigmas[1:])):
             sigmas = sigma.expand(self.batch_size, 1)
@@ -162,6 +233,7 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
     model_cpu_offload_seq = "transformer->vae"
     _optional_components = ["vae"]
     _callback_tensor_inputs = ["latents"]
+    max_frames_per_call = MAX_FRAMES_PER_CALL
 
     def __init__(
         self,
@@ -181,12 +253,27 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
         for unaligned weights, so a loaded model differed from the saved one in the last bits (~1e-7). The copy costs
         one pass over the weights and makes a loaded pipeline reproduce the saved one exactly.
         """
-        pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        source = os.fspath(pretrained_model_name_or_path)  # diffusers reads a missing Path as a repo id, and fails
+        folder = Path(source)
+        if folder.exists():
+            _check_pipeline_folder(folder)
+        elif source.startswith((".", "/", "~")) or source.count("/") > 1 or "\\" in source:
+            raise FileNotFoundError(f"{source}: no such pipeline folder (nor a Hub repo id of the form owner/name)")
+        pipe = super().from_pretrained(source, **kwargs)
+        if folder.exists():
+            for name in ("transformer", "vae"):
+                if getattr(pipe, name, None) is not None:
+                    _check_weights_match(folder, name, getattr(pipe, name), kwargs.get("variant"))
         with torch.no_grad():
-            for component in (pipe.transformer, pipe.vae):
-                if component is not None:
-                    for parameter in component.parameters():
-                        parameter.data = parameter.data.clone()
+            for name, component in (("transformer", pipe.transformer), ("vae", pipe.vae)):
+                if component is None:
+                    continue
+                for parameter_name, parameter in component.named_parameters():
+                    if not torch.isfinite(parameter).all():
+                        raise ValueError(
+                            f"{source}: {name}/{parameter_name} holds NaN or inf weights: the weights file is damaged"
+                        )
+                    parameter.data = parameter.data.clone()
         return pipe
 
     # -----------------------------------------------------------------------------------------------------------------
@@ -221,6 +308,8 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
             if not context or not all(isinstance(f, PIL.Image.Image) for f in context):
                 raise ValueError(f"{name}: a list must hold PIL images (one clip), got {[type(f) for f in context]}")
             context = np.stack([np.asarray(f.convert("RGB")) for f in context])  # (T, H, W, 3)
+        if isinstance(context, (np.ndarray, torch.Tensor)) and context.ndim == 4 and context.shape[0] == 0:
+            raise ValueError(f"{name}: expected at least one context frame, got shape {tuple(context.shape)}")
         if isinstance(context, np.ndarray):
             if context.dtype != np.uint8:
                 raise ValueError(f"{name}: numpy frames must be uint8 (0-255), got {context.dtype}")
@@ -238,6 +327,8 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
                 context = context[None]
             if context.ndim != 4 or context.shape[1] != 3:
                 raise ValueError(f"{name}: expected a float (T, 3, H, W) tensor in [0, 1], got {tuple(context.shape)}")
+            if not torch.isfinite(context).all():
+                raise ValueError(f"{name}: tensor frames hold NaN or inf values")
             if context.min() < 0 or context.max() > 1:
                 raise ValueError(
                     f"{name}: tensor frames must lie in [0, 1], got [{context.min():.3f}, {context.max():.3f}]"
@@ -271,24 +362,39 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
         return [cls._frames_to_tensor(clip, f"context[{index}]") for index, clip in enumerate(clips)]
 
     @staticmethod
-    def actions_to_bits(actions: ActionsInput, side: str = "left", name: str = "actions") -> torch.Tensor:
+    def actions_to_bits(
+        actions: ActionsInput, side: str = "left", name: str = "actions", max_inputs: int = MAX_FRAMES_PER_CALL
+    ) -> torch.Tensor:
         """One clip's inputs → float bits `(N, 8)`.
 
         Accepts Tekken notation (one string `"f*4, d/f+2, n"` or a list of per-frame strings), action ids (ints or an
-        integer array `(N,)`), or bit vectors (a bool/float array `(N, 8)`).
+        integer array `(N,)`), or bit vectors (a bool/float array `(N, 8)`, values in [0, 1]). Notation that expands
+        to more than `max_inputs` inputs is refused before it is expanded.
         """
         if isinstance(actions, str):
-            ids = parse_action_sequence(actions, side)
+            ids = parse_action_sequence(actions, side, max_inputs=max_inputs)
         elif isinstance(actions, (list, tuple)) and actions and all(isinstance(a, str) for a in actions):
-            ids = parse_action_sequence(list(actions), side)
-        elif isinstance(actions, torch.Tensor) and (actions.is_floating_point() or actions.dtype == torch.bool):
-            if actions.ndim != 2 or actions.shape[1] != NUM_BUTTONS:
-                raise ValueError(f"{name}: bit vectors must have shape (N, {NUM_BUTTONS}), got {tuple(actions.shape)}")
-            return actions.float()
-        elif isinstance(actions, np.ndarray) and actions.dtype.kind in "fb":
-            if actions.ndim != 2 or actions.shape[1] != NUM_BUTTONS:
-                raise ValueError(f"{name}: bit vectors must have shape (N, {NUM_BUTTONS}), got {actions.shape}")
-            return torch.from_numpy(actions.astype(np.float32))
+            ids = parse_action_sequence(list(actions), side, max_inputs=max_inputs)
+        elif isinstance(actions, (np.ndarray, torch.Tensor)) and (
+            actions.dtype in (torch.bool, np.bool_)
+            or (actions.is_floating_point() if isinstance(actions, torch.Tensor) else actions.dtype.kind == "f")
+        ):
+            bits = (
+                actions.float() if isinstance(actions, torch.Tensor) else torch.from_numpy(actions.astype(np.float32))
+            )
+            if bits.ndim != 2 or bits.shape[1] != NUM_BUTTONS:
+                hint = " (float/bool inputs are bit vectors; action ids must be integers)" if bits.ndim < 2 else ""
+                raise ValueError(
+                    f"{name}: bit vectors must have shape (N, {NUM_BUTTONS}), got {tuple(bits.shape)}{hint}"
+                )
+            if not torch.isfinite(bits).all() or bits.min() < 0 or bits.max() > 1:
+                raise ValueError(
+                    f"{name}: bit vectors must hold values in [0, 1], found [{bits.min():.3g}, {bits.max():.3g}]"
+                    + (" and NaN" if bits.isnan().any() else "")
+                )
+            return bits
+        elif isinstance(actions, (list, tuple)) and any(isinstance(a, float) for a in actions):
+            raise ValueError(f"{name}: action ids must be integers in [0, 255], got floats {list(actions)[:4]}")
         else:
             ids = actions.cpu().numpy() if isinstance(actions, torch.Tensor) else np.asarray(actions)
             if ids.ndim != 1 or ids.size == 0:
@@ -297,7 +403,9 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
         return torch.from_numpy(ids_to_bits(np.asarray(ids)).astype(np.float32))
 
     @classmethod
-    def _actions_batch(cls, actions: Any, side: str, name: str) -> list[torch.Tensor]:
+    def _actions_batch(
+        cls, actions: Any, side: str, name: str, max_inputs: int = MAX_FRAMES_PER_CALL
+    ) -> list[torch.Tensor]:
         def single(value: Any) -> bool:
             if isinstance(value, str):
                 return True
@@ -312,20 +420,29 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
 
         if isinstance(actions, (list, tuple)) and actions and all(isinstance(a, str) for a in actions):
             clips = list(actions)  # a list of notation strings is a batch: one sequence per clip
+        elif isinstance(actions, (np.ndarray, torch.Tensor)) and actions.ndim < 2:
+            clips = [actions]  # one clip: (N,) ids, or floats that `actions_to_bits` names as such
+        elif isinstance(actions, (list, tuple)) and actions and all(isinstance(a, float) for a in actions):
+            clips = [actions]
         else:
             expected = "Tekken notation, (N,) integer action ids or (N, 8) bool/float bits"
             clips = cls._split_batch(actions, single, name, expected)
-        return [cls.actions_to_bits(clip, side, f"{name}[{index}]") for index, clip in enumerate(clips)]
+        return [
+            cls.actions_to_bits(clip, side, f"{name}[{index}]" if len(clips) > 1 else name, max_inputs)
+            for index, clip in enumerate(clips)
+        ]
 
     @torch.no_grad()
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """Pixel frames `(B, T, 3, H, W)` in [-1, 1] → normalised latents `(B, T, C, h, w)` (the VAE's mode)."""
         self._check_vae()
         batch, num_frames = frames.shape[:2]
-        pixels = frames.flatten(0, 1).to(self._execution_device, self.vae.dtype)  # (B*T, 3, H, W)
-        latents = self.vae.encode(pixels).latent_dist.mode()
-        latents = normalize_latents(latents.float(), self.vae, channel_dim=1)
-        return latents.unflatten(0, (batch, num_frames))
+        pixels = frames.flatten(0, 1)  # (B*T, 3, H, W)
+        latents = []
+        for chunk in pixels.split(VAE_CHUNK_FRAMES):  # bounded memory per VAE call, whatever the batch
+            encoded = self.vae.encode(chunk.to(self._execution_device, self.vae.dtype)).latent_dist.mode()
+            latents.append(normalize_latents(encoded.float(), self.vae, channel_dim=1))
+        return torch.cat(latents).unflatten(0, (batch, num_frames))
 
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
@@ -333,7 +450,12 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
         self._check_vae()
         batch, num_frames = latents.shape[:2]
         raw = denormalize_latents(latents.flatten(0, 1).float(), self.vae, channel_dim=1)
-        frames = self.vae.decode(raw.to(self.vae.dtype)).sample.float().clamp(-1, 1)  # (B*T, 3, H, W)
+        frames = torch.cat(
+            [
+                self.vae.decode(chunk.to(self.vae.dtype)).sample.float().clamp(-1, 1)
+                for chunk in raw.split(VAE_CHUNK_FRAMES)
+            ]
+        )  # (B*T, 3, H, W)
         return frames.unflatten(0, (batch, num_frames)).permute(0, 2, 1, 3, 4)
 
     # -----------------------------------------------------------------------------------------------------------------
@@ -370,14 +492,21 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
                 )
             if context_latents.shape[1] == 0:
                 raise ValueError("`context_latents` must hold at least one frame")
+            if not torch.isfinite(context_latents).all():
+                raise ValueError("`context_latents` holds NaN or inf values")
         if num_frames is None and actions is None:
             raise ValueError("pass `actions` (one input per generated frame) or `num_frames` (neutral inputs)")
         if num_frames is not None and num_frames < 1:
             raise ValueError(f"`num_frames` must be >= 1, got {num_frames}")
+        if num_frames is not None and num_frames > self.max_frames_per_call:
+            raise ValueError(
+                f"`num_frames` must be at most pipe.max_frames_per_call = {self.max_frames_per_call}, got "
+                f"{num_frames} (raise that attribute for longer calls, or play on with a session)"
+            )
         if num_inference_steps < 1:
             raise ValueError(f"`num_inference_steps` must be >= 1, got {num_inference_steps}")
-        if guidance_scale < 1.0:
-            raise ValueError(f"`guidance_scale` must be >= 1 (1 disables guidance), got {guidance_scale}")
+        if not (math.isfinite(guidance_scale) and guidance_scale >= 1.0):
+            raise ValueError(f"`guidance_scale` must be >= 1 and finite (1 disables guidance), got {guidance_scale}")
         if context_noise is not None and not 0.0 <= context_noise < 1.0:
             raise ValueError(f"`context_noise` must lie in [0, 1), got {context_noise}")
         if attention_window is not None and attention_window < 1:
@@ -390,6 +519,8 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
             raise ValueError(
                 f"`latents` (initial noise) must be 5-D (batch, frames, C, h, w), got {tuple(latents.shape)}"
             )
+        if latents is not None and not torch.isfinite(latents).all():
+            raise ValueError("`latents` (initial noise) holds NaN or inf values")
         if callback_on_step_end_tensor_inputs is not None:
             unknown = [k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]
             if unknown:
@@ -440,12 +571,23 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
     def _future_actions(self, actions: Any, num_frames: int | None, batch: int, side: str) -> torch.Tensor:
         if actions is None:
             return torch.zeros(batch, num_frames, NUM_BUTTONS, device=self._execution_device)
-        clips = self._actions_batch(actions, side, "actions")
+        clips = self._actions_batch(actions, side, "actions", self.max_frames_per_call)
         if len(clips) == 1 and batch > 1:
             clips = clips * batch
         if len(clips) != batch:
-            raise ValueError(f"`actions` has {len(clips)} clips but `context` has {batch}")
+            hint = ""
+            if isinstance(actions, (np.ndarray, torch.Tensor)) and actions.ndim == 2:
+                hint = (
+                    f": an integer {tuple(actions.shape)} array is read as {actions.shape[0]} clips of "
+                    f"{actions.shape[1]} action ids; for one clip of bit vectors pass a bool or float array"
+                )
+            raise ValueError(f"`actions` has {len(clips)} clips but `context` has {batch}{hint}")
         lengths = [len(c) for c in clips]
+        if max(lengths) > self.max_frames_per_call:
+            raise ValueError(
+                f"`actions` asks for {max(lengths)} frames, more than pipe.max_frames_per_call = "
+                f"{self.max_frames_per_call}"
+            )
         needed = num_frames or lengths[0]
         if any(length != needed for length in lengths):
             raise ValueError(f"`actions` must give one input per generated frame ({needed}), got {lengths}")
