@@ -23,7 +23,7 @@ import torch
 from tekken_diffusers.cli import setup_logging
 
 logger = logging.getLogger("benchmark_world_model")
-BF16_CEILING = 400e9  # measured bf16 matmul FLOP/s of the 2-core Zen 4 machine (DESIGN §8)
+BF16_CEILING = 400e9  # measured bf16 matmul FLOP/s of the 2-core Zen 4 machine (docs/benchmarks.md)
 SECTION = "World model"
 
 

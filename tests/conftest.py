@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,8 @@ from tekken_diffusers.data.rounds import Round, save_round
 
 # Tests use tiny models, which run ~10x slower with two threads on this shared 2-core machine.
 torch.set_num_threads(1)
+# ...and the CLIs called in-process here choose their threads at start-up (tekken_diffusers.runtime): keep them at one.
+os.environ.setdefault("TEKKEN_NUM_THREADS", "1")
 
 
 def tiny_dcae(in_channels: int = 3, seed: int = 0, **overrides):

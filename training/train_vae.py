@@ -7,7 +7,7 @@
 `--data_dir` holds `train/` and `val/` folders of round `.npz` files (`scripts/record_atari.py` writes them). Every
 valid frame of every training round is held in memory as uint8 and batches are drawn at random. The loss is MSE (plus
 optional L1 and an image-gradient L1 that sharpens edges) on pixels in [-1, 1]; the original's LPIPS needs downloaded
-weights and is left out (owl-wms spec §2.3).
+weights and is left out.
 
 Outputs in `--output_dir`:
 - `checkpoint-N/`: accelerate state with the model as diffusers folders (`vae/`, `vae_ema/`); written under a

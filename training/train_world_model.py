@@ -8,7 +8,7 @@ One CPU or GPU up to multi-node: the hardware is the accelerate config's busines
 experiment is one YAML file that `TrainWorldModelConfig` fully describes (an unknown key is an error); every field
 can be overridden on the command line (`--learning_rate 1e-4`).
 
-Objective (DESIGN §5, spec §4): every frame of a window gets its own logit-normal noise level (diffusion forcing),
+Objective (the original system's): every frame of a window gets its own logit-normal noise level (diffusion forcing),
 the model predicts the flow velocity `noise - latents`, the loss is the MSE over valid frames. Whole samples lose
 their inputs with probability `action_dropout` (classifier-free guidance on the actions).
 
@@ -34,6 +34,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# GNU OpenMP reads its wait policy once, when torch loads it: idle threads sleep rather than spin against a neighbour
+# process (tekken_diffusers.runtime.configure_threads). A value the user set is kept.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import numpy as np
 import torch
 from accelerate import Accelerator
@@ -47,6 +51,7 @@ from tekken_diffusers.data import LatentWindowDataset, WindowBatch, load_latent_
 from tekken_diffusers.evaluation.world_model import rollout_latents, score_frames, teacher_forced_next_frames
 from tekken_diffusers.models import TRANSFORMER_PRESETS, TekkenWorldModelTransformer
 from tekken_diffusers.models.transformer_tekken import prev_frame_prior
+from tekken_diffusers.runtime import configure_threads, resolve_mixed_precision
 from tekken_diffusers.training_utils import (
     CHECKPOINT_PATTERN,
     ConfigError,
@@ -142,7 +147,10 @@ class TrainWorldModelConfig:
     max_train_minutes: float | None = field(
         default=None, metadata={"help": "also stop (and save the pipeline) after this much training time"}
     )
-    mixed_precision: str = field(default="bf16", metadata={"help": "no or bf16 (never fp16 on a CPU)"})
+    mixed_precision: str = field(
+        default="bf16",
+        metadata={"help": "auto (bf16 where the CPU or GPU computes it natively, else no), no or bf16; never fp16"},
+    )
     gradient_checkpointing: bool = False
     use_ema: bool = True
     ema_decay: float = 0.999
@@ -167,9 +175,10 @@ class TrainWorldModelConfig:
     def __post_init__(self) -> None:
         if self.preset not in TRANSFORMER_PRESETS:
             raise ValueError(f"preset {self.preset!r} is unknown; known presets: {', '.join(TRANSFORMER_PRESETS)}")
-        if self.mixed_precision not in ("no", "bf16"):
+        if self.mixed_precision not in ("auto", "no", "bf16"):
             raise ValueError(
-                f"mixed_precision must be 'no' or 'bf16' (fp16 is ~200x slower on CPU), got {self.mixed_precision!r}"
+                "mixed_precision must be 'auto', 'no' or 'bf16' (fp16 is ~200x slower on CPU), got "
+                f"{self.mixed_precision!r}"
             )
         for name in ("window_length", "train_batch_size", "gradient_accumulation_steps", "max_train_steps"):
             if getattr(self, name) < 1:
@@ -557,10 +566,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     except (FileNotFoundError, ValueError, ImportError) as error:
         raise usage_error(str(error)) from None
 
-    # 1. Accelerator, trackers
+    # 1. Threads and precision for this machine (before the first heavy torch op), accelerator, trackers
+    try:
+        configure_threads()
+        mixed_precision = resolve_mixed_precision(config.mixed_precision)
+    except ValueError as error:
+        raise usage_error(str(error)) from None
+    logger.info("mixed_precision %s -> %s", config.mixed_precision, mixed_precision)
     accelerator = Accelerator(
         gradient_accumulation_steps=config.gradient_accumulation_steps,
-        mixed_precision=config.mixed_precision,
+        mixed_precision=mixed_precision,
         log_with=trackers or None,
         project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)],

@@ -1,6 +1,6 @@
 """The action space: one uint8 per frame, an 8-bit field of simultaneously pressed inputs.
 
-Bit layout (MSB first, the original system's overlay and live-input convention, DESIGN §3.2)::
+Bit layout (MSB first, the original system's overlay and live-input convention; also in docs/data_format.md)::
 
     bit 7 (128) Up      bit 3 (8) LP  "1"
     bit 6  (64) Down    bit 2 (4) RP  "2"

@@ -318,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     from .cli import setup_logging
+    from .runtime import MAX_DEFAULT_THREADS, THREADS_ENV, configure_threads, resolve_dtype
 
     parser = argparse.ArgumentParser(
         prog="app.py",
@@ -334,15 +335,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="sampling seed of each new session")
     parser.add_argument("--max-users", type=int, default=8, help="requests queued at once, beyond which users wait")
     parser.add_argument(
-        "--dtype", choices=["float32", "bfloat16"], default="float32", help="transformer weights (bf16: faster on CPU)"
+        "--dtype",
+        default="auto",
+        metavar="{auto,float32,bfloat16}",
+        help="transformer dtype (auto: bfloat16 where the CPU computes it natively, else float32)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help=f"torch CPU threads; when unset: ${THREADS_ENV}, else $OMP_NUM_THREADS, else one per physical core "
+        f"(at most {MAX_DEFAULT_THREADS})",
     )
     args = parser.parse_args(argv)
     setup_logging()
     if args.steps < 1 or args.max_frames < 1 or args.context_frames < 1:
         parser.error("--steps, --max-frames and --context-frames must be >= 1")
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
+    try:
+        dtype = resolve_dtype(args.dtype, "cpu")
+    except ValueError as error:
+        parser.error(f"--dtype {args.dtype}: {error}")
+    try:
+        configure_threads(args.threads)  # before the first heavy torch op starts the thread pool
+    except ValueError as error:
+        parser.error(str(error))
     from .pipelines import TekkenWorldModelPipeline
 
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
     pipe = TekkenWorldModelPipeline.from_pretrained(
         args.pipeline, dtype={"transformer": dtype, "default": torch.float32}
     )

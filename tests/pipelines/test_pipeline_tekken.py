@@ -56,9 +56,17 @@ def test_generic_loading_through_the_bundled_shim(pipe, context, tmp_path):
     loaded = DiffusionPipeline.from_pretrained(folder, custom_pipeline=str(folder), trust_remote_code=True)
     assert type(loaded).__name__ == "TekkenWorldModelPipeline"
     loaded.set_progress_bar_config(disable=True)
-    # This route builds the pipeline without TekkenWorldModelPipeline.from_pretrained, so the memory-mapped weights are
-    # not re-copied into aligned memory: equal up to the last bits of the CPU matmul kernels.
+    # This route builds the pipeline without TekkenWorldModelPipeline.from_pretrained, so the weights stay
+    # memory-mapped (diffusers' default) at unaligned offsets: equal up to the last bits of the CPU matmul kernels.
     np.testing.assert_allclose(run(loaded, context), run(pipe, context), atol=1e-6)
+
+
+def test_memory_mapped_loading_stays_available(pipe, context, tmp_path):
+    """`from_pretrained` reads the weights into memory by default (bit-identical, above); mapping them is opt-in."""
+    pipe.save_pretrained(tmp_path / "pipe")
+    mapped = TekkenWorldModelPipeline.from_pretrained(tmp_path / "pipe", disable_mmap=False)
+    mapped.set_progress_bar_config(disable=True)
+    np.testing.assert_allclose(run(mapped, context), run(pipe, context), atol=1e-6)  # the last bits may differ
 
 
 def test_bf16_loading(pipe, context, tmp_path):
@@ -332,6 +340,28 @@ def test_a_batch_of_contexts_is_encoded_in_bounded_chunks(pipe, context, monkeyp
     monkeypatch.setattr(pipe.vae, "encode", lambda x: sizes.append(len(x)) or encode(x))
     torch.testing.assert_close(pipe.encode_frames(frames), whole)
     assert sizes == [4, 4, 4, 3]
+
+
+def test_diffusers_callback_properties_and_examples(pipe, context):
+    """`num_timesteps` and `guidance_scale` are what diffusers callbacks read; `timestep` is a scheduler timestep."""
+    seen = []
+
+    def callback(pipeline, step, timestep, kwargs):
+        seen.append((step, pipeline.num_timesteps, pipeline.guidance_scale, pipeline.do_classifier_free_guidance))
+        seen_timesteps.append(float(timestep))
+        return {}
+
+    seen_timesteps = []
+    run(pipe, context, guidance_scale=2.0, callback_on_step_end=callback)
+    assert seen == [(step, 4 * STEPS, 2.0, True) for step in range(4 * STEPS)]
+    pipe.scheduler.set_timesteps(STEPS)
+    assert seen_timesteps == pipe.scheduler.timesteps.tolist() * 4
+    run(pipe, context, actions="f")
+    assert pipe.num_timesteps == STEPS and pipe.guidance_scale == 1.0 and not pipe.do_classifier_free_guidance
+
+    doc = TekkenWorldModelPipeline.__call__.__doc__
+    examples = doc[doc.index("Examples:") :]
+    assert "TekkenWorldModelPipeline.from_pretrained" in examples and "start_session" in examples
 
 
 def test_damaged_pipeline_folders_are_named(pipe, tmp_path):

@@ -165,7 +165,7 @@ def test_config_errors(tmp_path, capsys):
         (["--config", str(DEBUG), "--dataset", "x", "--train_batch_size", "two"],
          "train_batch_size: expected an integer"),
         (["--config", str(DEBUG), "--dataset", "x", "--mixed_precision", "fp16"],
-         "mixed_precision must be 'no' or 'bf16'"),
+         "mixed_precision must be 'auto', 'no' or 'bf16'"),
         (["--config", str(DEBUG)], "--dataset (or `dataset:` in the config) is required"),
     ):  # fmt: skip
         with pytest.raises(SystemExit) as exit_info:
@@ -293,6 +293,69 @@ def test_a_resumed_run_forgets_the_losses_after_its_checkpoint(tmp_path):
     assert [json.loads(line)["step"] for line in history.read_text().splitlines()] == [1, 2, 3, 4]
 
 
+# Runs a script until it imports torch, then prints the OpenMP wait policy that torch's GNU OpenMP would read.
+WAIT_POLICY_PROBE = """
+import os, runpy, sys
+
+class Probe:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            print(os.environ.get("OMP_WAIT_POLICY"), flush=True)
+            os._exit(0)
+
+sys.meta_path.insert(0, Probe())
+sys.argv = [sys.argv[1], "--help"]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize(("user", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_the_wait_policy_is_set_before_torch_loads_openmp(user, expected):
+    """Issue 11.3: GNU OpenMP reads OMP_WAIT_POLICY once, when torch loads it; a value the user set is kept."""
+    env = {key: value for key, value in ENV.items() if key != "OMP_WAIT_POLICY"}
+    if user is not None:
+        env["OMP_WAIT_POLICY"] = user
+    result = subprocess.run([sys.executable, "-c", WAIT_POLICY_PROBE, str(SCRIPT)], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.stdout.strip() == expected, result.stderr[-2000:]
+
+
+class AcceleratorCreated(Exception):
+    """Raised by the stand-in Accelerator: main() got as far as choosing the precision."""
+
+
+@pytest.mark.parametrize(
+    ("flags", "requested", "expected"),
+    [
+        ({"avx2"}, "auto", "no"),  # the issue's Zen 3: bf16 would be emulated
+        ({"avx2", "avx512_bf16"}, "auto", "bf16"),  # Zen 4
+        ({"avx2", "amx_bf16"}, "auto", "bf16"),  # Sapphire Rapids
+        ({"avx2", "avx512_bf16"}, "no", "no"),
+        ({"avx2"}, "bf16", "bf16"),
+    ],
+)
+def test_mixed_precision_auto_is_resolved_at_start(flags, requested, expected, monkeypatch, caplog):
+    """Issue 11.2: `mixed_precision: auto` is bf16 only where the CPU computes it natively; "no" and "bf16" stay."""
+    from tekken_diffusers import runtime
+
+    train_world_model = _script_module()
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "1")
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: flags)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    created = {}
+
+    def accelerator(**kwargs):
+        created.update(kwargs)
+        raise AcceleratorCreated
+
+    monkeypatch.setattr(train_world_model, "Accelerator", accelerator)
+    argv = ["--config", str(DEBUG), "--dataset", "x", "--report_to", "none", "--mixed_precision", requested]
+    with caplog.at_level("INFO"), pytest.raises(AcceleratorCreated):
+        train_world_model.main(argv)
+    assert created["mixed_precision"] == expected
+    assert f"mixed_precision {requested} -> {expected}" in caplog.text
+
+
 def test_shipped_configs_parse():
     train_world_model = _script_module()
     from tekken_diffusers.training_utils import load_config
@@ -302,6 +365,8 @@ def test_shipped_configs_parse():
             continue
         config = load_config(train_world_model.TrainWorldModelConfig, path, {"dataset": "x"})
         assert config.preset in ("tiny", "small", "compact", "tekken-large"), path
+        if path.stem in ("boxing_small", "boxing_compact"):  # the CPU configs pick the precision for the machine
+            assert config.mixed_precision == "auto", path
 
 
 @pytest.mark.slow

@@ -86,7 +86,7 @@ def _measure_windows(args: argparse.Namespace, dataset) -> list[tuple[str, float
     windows = LatentWindowDataset(dataset, args.window_length, seed=0)
     order = np.random.default_rng(0).integers(0, len(windows), args.windows)
 
-    # 1. The zero-copy view alone (what diffusers-notes §8 measured), then full single-window reads (random indices:
+    # 1. The zero-copy view alone (the cost of the layout itself), then full single-window reads (random indices:
     #    start, view, one copy into the output dtype, action bits, states), after one pass that opens the row views.
     starts = [windows.window_start(int(index)) for index in order]
     for index in order[:1000]:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..runtime import DTYPE_CHOICES, MAX_DEFAULT_THREADS, THREADS_ENV, configure_threads, resolve_dtype
 from . import setup_logging
 
 logger = logging.getLogger(__name__)
@@ -51,7 +52,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument("--scale", type=int, default=4, help="integer upscaling in the video")
     parser.add_argument("--no-ground-truth", action="store_true", help="do not show the recorded frames beside")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="transformer dtype")
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        metavar="{auto,float32,bfloat16}",
+        help="transformer dtype (auto: bfloat16 where the CPU computes it natively, else float32)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help=f"torch CPU threads; when unset: ${THREADS_ENV}, else $OMP_NUM_THREADS, else one per physical core "
+        f"(at most {MAX_DEFAULT_THREADS})",
+    )
     parser.add_argument(
         "--max-frames",
         type=int,
@@ -72,6 +85,13 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         parser.error(f"--context-noise must lie in [0, 1), got {args.context_noise}")
     if args.max_frames < 1:
         parser.error(f"--max-frames must be >= 1, got {args.max_frames}")
+    if args.dtype not in DTYPE_CHOICES:
+        try:
+            resolve_dtype(args.dtype, "cpu")  # raises, with the reason, for float16 and unknown names
+        except ValueError as error:
+            parser.error(f"--dtype {args.dtype}: {error}")
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
     if args.frames is not None and not 1 <= args.frames <= args.max_frames:
         parser.error(f"--frames must lie in [1, --max-frames = {args.max_frames}], got {args.frames}")
     if args.scale < 1:
@@ -98,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _check_args(parser, args)
     setup_logging()
+    try:
+        configure_threads(args.threads)  # before the first heavy torch op starts the thread pool
+    except ValueError as error:
+        parser.error(str(error))
     import torch
 
     from ..actions import parse_action_sequence
@@ -134,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--actions: {error}")
 
     # 2. Generate
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
+    dtype = resolve_dtype(args.dtype, "cpu")
     try:
         pipe = TekkenWorldModelPipeline.from_pretrained(
             args.pipeline, dtype={"transformer": dtype, "default": torch.float32}

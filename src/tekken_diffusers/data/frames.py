@@ -1,6 +1,6 @@
 """Frames ↔ VAE pixels: uint8 RGB `(…, 3, H, W)` (plus an optional pose channel) ↔ float in [-1, 1].
 
-Every VAE here takes and returns pixels scaled as `x / 255 * 2 - 1` (the original's scaling, owl-wms spec §2.3).
+Every VAE here takes and returns pixels scaled as `x / 255 * 2 - 1` (the original system's scaling).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Latent episodes: the rounds encoded by a VAE, one row per round, as a Hugging Face `datasets.DatasetDict`.
 
-This is DESIGN §3.3. The world model trains on windows of these rows (`tekken_diffusers.data.latent_windows`).
+The world model trains on windows of these rows (`tekken_diffusers.data.latent_windows`).
 
 Schema (`LATENT_FEATURES`), one row per round:
 
@@ -22,7 +22,8 @@ Schema (`LATENT_FEATURES`), one row per round:
 
 Why raw bytes and not `Array4D`: a window is then a zero-copy view of the memory-mapped Arrow buffer (measured
 0.004 ms per 16-frame window against 0.5-5.7 ms through `with_format("numpy"/"torch")`, which also upcast fp16 to
-fp32; diffusers-notes §8). `bfloat16` is no Arrow/numpy type, so its bits are kept as uint16.
+fp32; docs/benchmarks.md has this machine's numbers). `bfloat16` is no Arrow/numpy type, so its bits are kept as
+uint16.
 
 **Stored latents are normalised** (`latent_norm.normalize_latents` with the encoding VAE's statistics) unless the
 dataset info says `normalized: false` (an import of the original system's raw cache without a VAE). The world model

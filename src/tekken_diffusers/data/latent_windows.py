@@ -5,14 +5,14 @@ each round of `n` valid latent frames contributes `ceil(n / T)` windows per epoc
 proportion to their length. With `random_offset=True` each window's start is drawn uniformly from `[0, n - T]` by a
 hash of `(seed, epoch, index)`: the same seed, epoch and index give the same window in any process or worker, and
 `set_epoch` moves every offset. With `random_offset=False` the starts are the fixed tiling `0, T, 2T, …` plus a
-last window ending at `n` (the original loader's windows, owl-wms spec §1.6), for evaluation.
+last window ending at `n` (the original loader's windows), for evaluation.
 
 Windows never cross the end of the valid frames. Rounds shorter than `T` are skipped (with a warning) unless
 `pad_short=True`, which pads them at the end and marks the padding `valid = False`.
 
 A window is read as a view of the memory-mapped Arrow buffer (`np.frombuffer` on the row's bytes): no row is
-decoded, and only the window's frames are copied, once, into the output dtype (diffusers-notes §8: 0.004 ms per
-16-frame window, against 0.5-5.7 ms through `with_format("numpy"/"torch")`).
+decoded, and only the window's frames are copied, once, into the output dtype (measured: 0.004 ms per 16-frame
+window, against 0.5-5.7 ms through `with_format("numpy"/"torch")`; docs/benchmarks.md).
 
 With a VAE that compresses time by `r` (LTX, Wan) a window is `T` latent frames; each latent frame's action is the
 OR of the inputs of the frames it encodes (`models.autoencoders.temporal.pool_actions`) and its state is the state

@@ -1,6 +1,6 @@
 """Pose: the optional 4th VAE input channel, a blurred skeleton heat-map drawn by a pose estimator.
 
-The original system (owl-wms spec §1.3; its `--pose-dir`) stores one file per round,
+The original system (its `--pose-dir`) stores one file per round,
 `{pose_dir}/{round_name}_two_player_poses.npz`, whose key `pose_images` is `(T, 3, H, W)` with values in 0..255 and the
 frames' H×W. It is reduced to one channel by a max over the 3 channels, blurred with a 3×3 gaussian, and appended after
 RGB; the 4 channels are then scaled to [-1, 1] together (`tekken_diffusers.data.frames.frames_to_pixels`). A VAE with

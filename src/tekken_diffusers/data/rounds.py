@@ -1,4 +1,4 @@
-"""Rounds: the `.npz` file that holds one round of gameplay (frames + inputs), DESIGN §3.1.
+"""Rounds: the `.npz` file that holds one round of gameplay (frames + inputs); also in docs/data_format.md.
 
 | key            | dtype, shape              | notes                                                       |
 |----------------|---------------------------|-------------------------------------------------------------|

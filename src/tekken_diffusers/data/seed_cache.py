@@ -1,4 +1,4 @@
-"""Read the original system's cache of DC-AE latents (owl-wms spec §1.5a, `prepare_latents_owl.py`).
+"""Read the original system's cache of DC-AE latents (written by its `prepare_latents_owl.py`).
 
 Layout, one folder per round and split::
 

@@ -1,4 +1,4 @@
-"""Does the world model follow the player's inputs? (DESIGN §7)
+"""Does the world model follow the player's inputs? (The shipped model's results: docs/evaluation.md.)
 
 - Δ-PSNR: open-loop rollouts under the true held-out inputs against rollouts of the same contexts under inputs
   shuffled between windows; a model that uses its inputs scores higher with the true ones.

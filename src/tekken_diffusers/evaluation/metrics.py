@@ -1,4 +1,4 @@
-"""Image metrics in torch: PSNR and SSIM per image (DESIGN §7: VAE reconstruction and next-frame quality).
+"""Image metrics in torch: PSNR and SSIM per image, for VAE reconstruction and next-frame quality.
 
 Both take images `[..., C, H, W]` with values in `[0, data_range]` (e.g. 0..1 floats, or uint8 with `data_range=255`)
 and return one value per image (shape `[...]`); average them yourself (the mean over frames of per-frame PSNR is the

@@ -1,11 +1,12 @@
-"""World-model evaluation on held-out latent windows (DESIGN §7), with the copy-last-frame baseline beside it.
+"""World-model evaluation on held-out latent windows, with the copy-last-frame baseline beside it.
 
 - Teacher-forced next-frame prediction: the cache holds the *true* previous frames (re-noised to the context level as
   in sampling); each frame is generated under its recorded input, then the true frame is appended in its place.
 - Open-loop rollout: after the context, the model's own frames feed back; the inputs are the recorded (held-out) ones.
 
 Pixel metrics compare decoded frames with the VAE's decoding of the true latents, so they measure the world model and
-not the VAE (the VAE's own reconstruction error is reported separately).
+not the VAE (the VAE's own reconstruction error is reported separately). The shipped model's results are in
+docs/evaluation.md.
 """
 
 from __future__ import annotations

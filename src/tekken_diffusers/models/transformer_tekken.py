@@ -1,20 +1,22 @@
 """The world model: a frame-causal diffusion transformer driven by per-frame noise levels and button presses.
 
-A rebuild of the network of the owl-wms Tekken fork (`tekken_rft_v2`, COMBAT; facts in
-`reference/owl-wms-tekken-spec.md` §3 and §5) as a diffusers `ModelMixin`. Same ideas: one token per latent patch,
-per-frame conditioning = timestep embedding + action embedding, QK-norm, 3D RoPE, attention block-causal over frames
-(bidirectional within a frame) with local/global frame windows, a KV cache for autoregressive rollout. Fixed on the
-way (spec §8):
+A rebuild of the network of the owl-wms Tekken fork (`tekken_rft_v2`, COMBAT) as a diffusers `ModelMixin`. Same
+ideas: one token per latent patch, per-frame conditioning = timestep embedding + action embedding, QK-norm, 3D RoPE,
+attention block-causal over frames (bidirectional within a frame) with local/global frame windows, a KV cache for
+autoregressive rollout. Fixed on the way:
 
-* the adaLN modulation is computed once per frame and broadcast to that frame's tokens (Q3: the original expanded the
-  condition to every token, ~33 % of the block FLOPs wasted), and it is adaLN-Zero (Q4);
-* the timestep embedding runs in fp32 (Q5: the original ran sin/cos on bf16-quantised `1000·t`);
-* RoPE uses integer frame positions with no upper bound (Q6/Q10: the original's `linspace(-1, 1, n_frames)` tied the
-  time scale to `n_frames` and crashed past it);
+* the adaLN modulation is computed once per frame and broadcast to that frame's tokens (the original expanded the
+  condition to every token, ~33 % of the block FLOPs wasted), and it is adaLN-Zero (the original initialised the
+  gates and the output projection at random; here they start at zero, so each block starts as the identity);
+* the timestep embedding runs in fp32 (the original ran sin/cos on bf16-quantised `1000·t`);
+* RoPE uses integer frame positions with no upper bound (the original's `linspace(-1, 1, n_frames)` tied the time
+  scale to `n_frames` and crashed past it);
 * the cache evicts per layer to that layer's window, so global layers never see more than `global_window` frames
-  (Q12) and memory and time per frame stay constant however long the rollout (Q11).
+  (the original's decoding let them attend to the whole cache, beyond the frames seen in training, and its eviction
+  removed the wrong end) and memory and time per frame stay constant however long the rollout.
 
-The module only maps tensors to tensors: no noise sampling, no loss, no device moves (DESIGN §4, STYLE 3).
+The module only maps tensors to tensors: no noise sampling, no loss, no device moves (the scheduler owns the noise,
+the training script the loss, the pipeline the sampling loop).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from diffusers import ModelMixin  # the loader probes the module namespace for this name (diffusers-notes G1)
+from diffusers import ModelMixin  # diffusers' loader looks this name up in the module: keep this import
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.attention import AttentionMixin, AttentionModuleMixin, FeedForward
 from diffusers.models.attention_dispatch import dispatch_attention_fn
@@ -38,10 +40,10 @@ logger = logging.get_logger(__name__)
 # (FlowMatchEulerDiscreteScheduler, num_train_timesteps=1000) and of the original's `SinCos(mult=1000)`.
 TIMESTEP_SCALE = 1000.0
 
-# One registry of sizes. `small` is the shipped Atari Boxing model, sized for the 2-core CPU (DESIGN §8: tokens per
-# frame and width are the levers): 8x8 latents with patch size 2 give 16 tokens per frame, a quarter of patch size 1.
-# `tekken-large` reproduces the original's layout (spec §3.8: 16 layers, d_model 2048, 16 heads, 128x14x23 latents,
-# patch size 1 = 322 tokens/frame, local window 16, global window 128, layers 0, 4, 8, 12 global).
+# One registry of sizes (docs/model_presets.md). `small` is the shipped Atari Boxing model, sized for the 2-core CPU
+# (tokens per frame and width set the cost): 8x8 latents with patch size 2 give 16 tokens per frame, a quarter of
+# patch size 1. `tekken-large` reproduces the original's layout (16 layers, d_model 2048, 16 heads, 128x14x23
+# latents, patch size 1 = 322 tokens/frame, local window 16, global window 128, layers 0, 4, 8, 12 global).
 PREDICTION_TYPES = ("flow", "prev_frame_residual")
 
 TRANSFORMER_PRESETS: dict[str, dict] = {
@@ -309,7 +311,7 @@ def frame_attention_mask(
     Boolean attention mask for new frames attending to cached plus new frames, or `None` when nothing is masked.
 
     Query frame `q` may attend key frame `k` iff `k <= q` (causal over frames, bidirectional within a frame) and
-    `q - k < window` (the original's `get_block_mask`, spec §3.5). The cached frames come right before the new ones.
+    `q - k < window` (as the original's `get_block_mask`). The cached frames come right before the new ones.
 
     Args:
         num_query_frames (`int`): New frames (queries).
@@ -675,7 +677,7 @@ class TekkenWorldModelTransformer(ModelMixin, ConfigMixin, AttentionMixin):
         self.time_proj = Timesteps(timestep_freq_dim, flip_sin_to_cos=True, downscale_freq_shift=0)
         self.time_embed = TimestepEmbedding(timestep_freq_dim, inner_dim)
         # A linear map of the bits = the sum of per-button embeddings of the pressed buttons (the original's
-        # mean over 8 of `button_embedding * pressed`, spec §3.3, without the arbitrary 1/8; Q7). Its bias is the
+        # mean over 8 of `button_embedding * pressed`, without the arbitrary 1/8). Its bias is the
         # "nothing pressed" embedding, distinct from the learned null action used where no action is given.
         self.action_embed = nn.Linear(num_actions, inner_dim)
         self.null_action_embedding = nn.Parameter(torch.zeros(inner_dim))

@@ -1,6 +1,6 @@
 """`TekkenWorldModelPipeline`: generate gameplay from a starting context and a stream of player inputs.
 
-Sampling (DESIGN §4): the context frames are encoded, re-noised to a small `context_noise` and written into the
+Sampling: the context frames are encoded, re-noised to a small `context_noise` and written into the
 transformer's KV cache. Each new frame starts from pure noise and is denoised in `num_inference_steps` Euler steps
 against the read-only cache, conditioned on its input; the finished frame is re-noised to `context_noise` and
 appended to the cache, which evicts frames beyond each layer's window, so time and memory per frame stay constant.
@@ -22,7 +22,7 @@ import PIL.Image
 import torch
 from diffusers import DiffusionPipeline
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
-from diffusers.utils import BaseOutput, logging
+from diffusers.utils import BaseOutput, logging, replace_example_docstring
 from diffusers.utils.torch_utils import randn_tensor
 from diffusers.video_processor import VideoProcessor
 
@@ -52,7 +52,7 @@ EXAMPLE_DOC_STRING = """
         >>> from tekken_diffusers.data import load_round
 
         >>> pipe = TekkenWorldModelPipeline.from_pretrained("pipelines/boxing-world-model")
-        >>> round_ = load_round("data/boxing/val/round_0000.npz")
+        >>> round_ = load_round("data/boxing-demo/val/round_0000.npz")
         >>> video = pipe(context=round_.images[:8], actions="f*8, 1, n*7", num_inference_steps=4).frames[0]
         >>> session = pipe.start_session(context=round_.images[:8])
         >>> frame = session.step("d/f+1")  # a PIL image, the next frame
@@ -145,9 +145,11 @@ class _Rollout:
         self.guidance_scale = guidance_scale
         self.device = device
         self.cache: TekkenKVCache = pipe.transformer.make_kv_cache(max_frames=attention_window)
-        # A private copy of the schedule: sessions and calls must not disturb each other through the scheduler.
+        # A private copy of the schedule, stepped with the stateless `step_per_frame`: sessions and calls must not
+        # disturb each other through the scheduler's step index.
         pipe.scheduler.set_timesteps(num_inference_steps, device=device)
         self.sigmas = pipe.scheduler.sigmas.clone().float()
+        self.timesteps = pipe.scheduler.timesteps.clone().float()  # sigmas[:-1] in diffusers' timestep scale
 
     @property
     def do_guidance(self) -> bool:
@@ -189,7 +191,8 @@ class _Rollout:
         append: bool = True,
     ) -> torch.Tensor:
         """Denoise one new frame `(B, 1, C, h, w)` under `bits` `(B, 1, 8)`; append it to the cache unless told not
-        to (teacher forcing appends the true frame instead)."""
+        to (teacher forcing appends the true frame instead). `on_step(step, timestep, latents)` runs after every
+        Euler step, with `timestep` the step's entry of the scheduler's `timesteps`, and may replace the latents."""
         config = self.pipe.transformer.config
         shape = (self.batch_size, 1, config.in_channels, *self.pipe.latent_size)
         if noise is not None:
@@ -209,10 +212,11 @@ class _Rollout:
         for step, (sigma, sigma_next) in enumerate(zip(self.sigmas[:-1], self.sigmas[1:])):
             sigmas = sigma.expand(self.batch_size, 1)
             velocity = self._forward(latents, sigmas, bits, update=False)
-            latents = self.pipe.scheduler.step(velocity, sigmas, latents, sigma_next.expand(self.batch_size, 1))
-            latents = latents.prev_sample
+            latents = self.pipe.scheduler.step_per_frame(
+                velocity, sigmas, latents, sigma_next.expand(self.batch_size, 1)
+            ).prev_sample
             if on_step is not None:
-                latents = on_step(step, sigma, latents)
+                latents = on_step(step, self.timesteps[step], latents)
         if append:
             self.append(latents, bits, generator)
         return latents
@@ -247,11 +251,14 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> TekkenWorldModelPipeline:
-        """`DiffusionPipeline.from_pretrained`, then every parameter copied into freshly allocated memory.
+        """`DiffusionPipeline.from_pretrained` that names a damaged folder, and reads the weights without mmap.
 
-        safetensors weights are memory-mapped at arbitrary offsets, and the CPU matmul kernels take a different path
-        for unaligned weights, so a loaded model differed from the saved one in the last bits (~1e-7). The copy costs
-        one pass over the weights and makes a loaded pipeline reproduce the saved one exactly.
+        Before loading, a local folder's `model_index.json` and component configs are checked; after it, the
+        weight names must match each model's config and every weight must be finite (diffusers only warns, or
+        loads NaN weights silently). `disable_mmap` defaults to `True`: memory-mapped safetensors leave the weights
+        at arbitrary offsets of the file, where the CPU matmul kernels take a different path, so a loaded pipeline
+        differed from the saved one in the last bits (~1e-7); read into memory, it reproduces the saved one exactly.
+        Pass `disable_mmap=False` to map the files instead (less memory while loading).
         """
         source = os.fspath(pretrained_model_name_or_path)  # diffusers reads a missing Path as a repo id, and fails
         folder = Path(source)
@@ -259,6 +266,7 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
             _check_pipeline_folder(folder)
         elif source.startswith((".", "/", "~")) or source.count("/") > 1 or "\\" in source:
             raise FileNotFoundError(f"{source}: no such pipeline folder (nor a Hub repo id of the form owner/name)")
+        kwargs.setdefault("disable_mmap", True)
         pipe = super().from_pretrained(source, **kwargs)
         if folder.exists():
             for name in ("transformer", "vae"):
@@ -273,8 +281,26 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
                         raise ValueError(
                             f"{source}: {name}/{parameter_name} holds NaN or inf weights: the weights file is damaged"
                         )
-                    parameter.data = parameter.data.clone()
         return pipe
+
+    # -----------------------------------------------------------------------------------------------------------------
+    # State of the last call, read by diffusers callbacks
+    # -----------------------------------------------------------------------------------------------------------------
+    @property
+    def guidance_scale(self) -> float:
+        """The `guidance_scale` of the current (or last) `__call__`."""
+        return self._guidance_scale
+
+    @property
+    def do_classifier_free_guidance(self) -> bool:
+        """Whether the current (or last) `__call__` runs the null-action branch (`guidance_scale > 1`)."""
+        return self._guidance_scale > 1.0
+
+    @property
+    def num_timesteps(self) -> int:
+        """Denoising steps of the current (or last) `__call__`: `num_frames * num_inference_steps`, the number of
+        callback calls, whose `step` argument runs from 0 to `num_timesteps - 1`."""
+        return self._num_timesteps
 
     # -----------------------------------------------------------------------------------------------------------------
     # Shapes and conversions
@@ -597,6 +623,7 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
     # Generation
     # -----------------------------------------------------------------------------------------------------------------
     @torch.no_grad()
+    @replace_example_docstring(EXAMPLE_DOC_STRING)
     def __call__(
         self,
         context: FramesInput | list[FramesInput] | None = None,
@@ -646,8 +673,9 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
                 `"latent"` when the pipeline has no VAE.
             return_dict (`bool`, defaults to `True`): Return a [`TekkenWorldModelPipelineOutput`] or a tuple.
             callback_on_step_end (`Callable`, *optional*): Called as `callback(pipe, step, timestep, kwargs)` after
-                every Euler step of every frame (`num_frames * num_inference_steps` calls); `kwargs["latents"]` is the
-                frame being denoised `(B, 1, C, h, w)`, and a returned `"latents"` replaces it.
+                every Euler step of every frame (`pipe.num_timesteps = num_frames * num_inference_steps` calls;
+                `timestep` is the step's entry of `pipe.scheduler.timesteps`); `kwargs["latents"]` is the frame being
+                denoised `(B, 1, C, h, w)`, and a returned `"latents"` replaces it.
             callback_on_step_end_tensor_inputs (`list[str]`, *optional*): Tensors passed to the callback.
 
         Examples:
@@ -686,6 +714,9 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
                 raise ValueError(f"`latents` (initial noise) must have shape {expected}, got {tuple(latents.shape)}")
             latents = latents.to(device, torch.float32)
 
+        self._guidance_scale = guidance_scale
+        self._num_timesteps = num_frames * num_inference_steps
+
         # 3. Prefill the cache with the re-noised context
         context_noise = self.scheduler.config.context_noise if context_noise is None else context_noise
         rollout = _Rollout(self, batch, num_inference_steps, context_noise, guidance_scale, attention_window, device)
@@ -698,7 +729,7 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
                 step_offset = frame_index * num_inference_steps
 
                 def on_step(
-                    step: int, sigma: torch.Tensor, frame_latents: torch.Tensor, step_offset: int = step_offset
+                    step: int, timestep: torch.Tensor, frame_latents: torch.Tensor, step_offset: int = step_offset
                 ) -> torch.Tensor:
                     progress_bar.update()
                     if callback_on_step_end is None:
@@ -706,7 +737,7 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
                     callback_kwargs = {}
                     for name in callback_on_step_end_tensor_inputs:
                         callback_kwargs[name] = frame_latents
-                    outputs = callback_on_step_end(self, step_offset + step, sigma * 1000, callback_kwargs)
+                    outputs = callback_on_step_end(self, step_offset + step, timestep, callback_kwargs)
                     return outputs.pop("latents", frame_latents)
 
                 noise = None if latents is None else latents[:, frame_index : frame_index + 1]

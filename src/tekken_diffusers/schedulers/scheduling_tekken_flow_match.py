@@ -1,12 +1,14 @@
 """Rectified-flow (flow matching) scheduler with a noise level per frame, for diffusion-forcing world models.
 
-Convention (the original's, spec §4.1, and diffusers' `FlowMatchEulerDiscreteScheduler`'s):
+Convention (the original owl-wms model's and diffusers' `FlowMatchEulerDiscreteScheduler`'s):
 `x_t = (1 - sigma) * x0 + sigma * noise`, sigma = 1 is pure noise, the model predicts the velocity
-`v = noise - x0`, and an Euler step is `x_next = x + (sigma_next - sigma) * v`. Every frame may carry its own sigma
-(diffusion forcing): all per-frame arguments are `(batch, frames)` tensors that broadcast over `(channels, H, W)`.
+`v = noise - x0`, and an Euler step is `x_next = x + (sigma_next - sigma) * v`.
 
-Everything here works in sigma in [0, 1]; `timesteps` (sigma * num_train_timesteps) exist only for parity with
-diffusers' schedulers and for `add_noise`, which takes them in DDPM order.
+Two units, as in diffusers: sigma in [0, 1] (what the transformer takes) and `timesteps = sigma * num_train_timesteps`
+(what diffusers pipelines loop over). The diffusers contract works unchanged: `set_timesteps(n)`, then
+`step(model_output, t, sample)` for each `t` in `timesteps`. The extension for diffusion forcing lets every frame carry
+its own noise level: `step_per_frame` and `scale_noise` take sigmas, `step(..., next_timestep=...)` and `add_noise`
+take timesteps, each a scalar, `(batch,)` or `(batch, frames)` (broadcast over `(channels, H, W)`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ from typing import Literal
 import numpy as np
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
-from diffusers.schedulers.scheduling_utils import SchedulerMixin  # probed by name by the loader (diffusers-notes G1)
+
+# diffusers' pipeline loader finds a component's base class by looking this name up in the component's module, so
+# it must be imported here under this name (an external scheduler fails to load otherwise).
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput, logging
 from diffusers.utils.torch_utils import randn_tensor
 
@@ -55,7 +60,7 @@ class TekkenFlowMatchScheduler(SchedulerMixin, ConfigMixin):
             default sigma is `1 / num_train_timesteps` before shifting.
         shift (`float`, defaults to `1.0`):
             Static shift of the sampling schedule, `sigma' = shift * sigma / (1 + (shift - 1) * sigma)`. The original
-            sampled with `shift=3` (SD3's schedule, spec §5.1). Training sigmas are not shifted (spec §4.1).
+            owl-wms model sampled with `shift=3` (SD3's schedule). Training sigmas are not shifted.
         use_dynamic_shifting (`bool`, defaults to `False`): Shift by `mu` passed to `set_timesteps` instead.
         base_shift (`float`, defaults to `0.5`): As in diffusers (for pipelines that compute `mu`).
         max_shift (`float`, defaults to `1.15`): As in diffusers.
@@ -65,11 +70,12 @@ class TekkenFlowMatchScheduler(SchedulerMixin, ConfigMixin):
         time_shift_type (`str`, defaults to `"exponential"`): Dynamic shifting formula, `"exponential"` or `"linear"`.
         logit_mean (`float`, defaults to `0.0`):
             Mean of the logit-normal training sigma distribution, `sigma = sigmoid(N(logit_mean, logit_std^2))` (the
-            original: m = 0, s = 1, drawn independently per frame; spec §4.1). Named as diffusers' training scripts.
+            original owl-wms model: m = 0, s = 1, drawn independently per frame). Named as diffusers' training
+            scripts name them.
         logit_std (`float`, defaults to `1.0`): Standard deviation of that distribution.
         context_noise (`float`, defaults to `0.2`):
-            Sigma at which past frames are re-noised before they enter the model's cache (the original's
-            `noise_prev`, spec §5.3): it matches the noisy history the model sees in diffusion-forcing training.
+            Sigma at which past frames are re-noised before they enter the model's cache (the original owl-wms
+            model's `noise_prev`): it matches the noisy history the model sees in diffusion-forcing training.
     """
 
     _compatibles = ["FlowMatchEulerDiscreteScheduler"]
@@ -115,6 +121,8 @@ class TekkenFlowMatchScheduler(SchedulerMixin, ConfigMixin):
         self.sigma_max = self.sigmas[0].item()
         self.num_inference_steps: int | None = None
         self._shift = shift
+        self._step_index: int | None = None
+        self._begin_index: int | None = None
 
     @property
     def shift(self) -> float:
@@ -154,7 +162,7 @@ class TekkenFlowMatchScheduler(SchedulerMixin, ConfigMixin):
     ) -> None:
         """
         Set the sampling schedule: `self.sigmas` (`num_inference_steps + 1` values, descending, ending in 0) and
-        `self.timesteps` (`sigmas[:-1] * num_train_timesteps`).
+        `self.timesteps` (`sigmas[:-1] * num_train_timesteps`), and restart `step` at the schedule's beginning.
 
         Args:
             num_inference_steps (`int`, *optional*): Number of Euler steps per frame.
@@ -191,6 +199,8 @@ class TekkenFlowMatchScheduler(SchedulerMixin, ConfigMixin):
         sigmas = torch.from_numpy(sigmas).to(dtype=torch.float32, device=device)
         self.timesteps = sigmas * self.config.num_train_timesteps
         self.sigmas = torch.cat([sigmas, torch.zeros(1, device=sigmas.device)])
+        self._step_index = None
+        self._begin_index = None
 
     def scale_model_input(self, sample: torch.Tensor, timestep: float | torch.Tensor | None = None) -> torch.Tensor:
         """
@@ -205,11 +215,13 @@ class TekkenFlowMatchScheduler(SchedulerMixin, ConfigMixin):
     @staticmethod
     def _expand(values: float | torch.Tensor, sample: torch.Tensor, name: str) -> torch.Tensor:
         # A scalar, or a tensor of the sample's leading dims ((B,) or per-frame (B, T)) -> broadcastable fp32 tensor.
+        # A dim of size 1 broadcasts, as in diffusers: a (1,) timestep applies to the whole batch.
         values = torch.as_tensor(values, dtype=torch.float32, device=sample.device)
-        if values.ndim > 0 and values.shape != sample.shape[: values.ndim]:
+        leading = sample.shape[: values.ndim]
+        if values.ndim > sample.ndim or any(v not in (1, s) for v, s in zip(values.shape, leading)):
             raise ValueError(
                 f"{name} of shape {tuple(values.shape)} does not match the leading dims of the sample "
-                f"{tuple(sample.shape)}; pass a scalar, (batch,) or (batch, frames)"
+                f"{tuple(sample.shape)}; pass a scalar, (batch,) or (batch, frames) (size-1 dims broadcast)"
             )
         return values.reshape(values.shape + (1,) * (sample.ndim - values.ndim))
 
@@ -225,9 +237,14 @@ class TekkenFlowMatchScheduler(SchedulerMixin, ConfigMixin):
         """
         Forward process `x_t = (1 - sigma) * x0 + sigma * noise`.
 
+        Unlike [`~diffusers.FlowMatchEulerDiscreteScheduler.scale_noise`], which takes an entry of `timesteps` and
+        looks its sigma up in the schedule, this takes the noise level itself (any value in [0, 1], per frame); a
+        timestep above 1 is refused rather than read as a sigma. [`add_noise`] takes diffusers timesteps.
+        Broadcasting follows diffusers: a scalar or a `(1,)` level applies to every sample of the batch.
+
         Args:
             sample (`torch.Tensor` of shape `(batch, frames, ...)`): Clean latents `x0`.
-            sigma (`float` or `torch.Tensor`): Noise level in [0, 1]: a scalar, `(batch,)` or per frame
+            sigma (`float` or `torch.Tensor`): Noise level in [0, 1]: a scalar, `(1,)`, `(batch,)` or per frame
                 `(batch, frames)`.
             noise (`torch.Tensor`, same shape as `sample`): Gaussian noise.
         """
@@ -246,7 +263,7 @@ class TekkenFlowMatchScheduler(SchedulerMixin, ConfigMixin):
             original_samples (`torch.Tensor`): Clean latents.
             noise (`torch.Tensor`): Gaussian noise, same shape.
             timesteps (`float` or `torch.Tensor`):
-                In `[0, num_train_timesteps]`: a scalar, `(batch,)` or `(batch, frames)`.
+                In `[0, num_train_timesteps]`: a scalar, `(1,)`, `(batch,)` or `(batch, frames)`.
         """
         sigma = torch.as_tensor(timesteps, dtype=torch.float32) / self.config.num_train_timesteps
         return self.scale_noise(original_samples, sigma, noise)
@@ -308,37 +325,148 @@ class TekkenFlowMatchScheduler(SchedulerMixin, ConfigMixin):
         sigmas = torch.full(latents.shape[:2], self.config.context_noise, dtype=torch.float32, device=latents.device)
         return self.scale_noise(latents, sigmas, noise), sigmas
 
+    @property
+    def step_index(self) -> int | None:
+        """The index of the next `step` on the schedule; it grows by 1 after each scheduled step (as in diffusers)."""
+        return self._step_index
+
+    @property
+    def begin_index(self) -> int | None:
+        """The index of the first scheduled step, set by a pipeline with `set_begin_index`."""
+        return self._begin_index
+
+    def set_begin_index(self, begin_index: int = 0) -> None:
+        """
+        Start the scheduled steps at `begin_index` (e.g. after skipping the noisiest steps), as in diffusers.
+
+        Args:
+            begin_index (`int`, defaults to `0`): The index of `timesteps` the first `step` uses.
+        """
+        self._begin_index = begin_index
+
+    def index_for_timestep(
+        self, timestep: float | torch.Tensor, schedule_timesteps: torch.Tensor | None = None
+    ) -> int:
+        """
+        The index of `timestep` in the schedule (diffusers' rule: of repeated values, the second).
+
+        Args:
+            timestep (`float` or `torch.Tensor`): An entry of `timesteps`.
+            schedule_timesteps (`torch.Tensor`, *optional*): The schedule to search; defaults to `self.timesteps`.
+        """
+        if schedule_timesteps is None:
+            schedule_timesteps = self.timesteps
+        timestep = torch.as_tensor(timestep, dtype=schedule_timesteps.dtype, device=schedule_timesteps.device)
+        indices = (schedule_timesteps == timestep.reshape(())).nonzero()
+        if len(indices) == 0:
+            hint = ""
+            if 0 <= timestep.item() <= 1 < schedule_timesteps.max().item():
+                hint = " (a sigma? timesteps are sigma * num_train_timesteps; step_per_frame takes sigmas)"
+            schedule = [round(t, 3) for t in schedule_timesteps.tolist()]
+            raise ValueError(
+                f"timestep={timestep.item():g} is not on the schedule {schedule}{hint}; pass an entry of "
+                "scheduler.timesteps"
+            )
+        # Repeated values occur when a schedule starts in the middle: taking the second one never skips a sigma.
+        return int(indices[1 if len(indices) > 1 else 0].item())
+
+    def _init_step_index(self, timestep: float | torch.Tensor) -> None:
+        self._step_index = self.index_for_timestep(timestep) if self.begin_index is None else self.begin_index
+
     def step(
         self,
         model_output: torch.Tensor,
-        sigma: float | torch.Tensor,
+        timestep: float | torch.Tensor,
         sample: torch.Tensor,
-        sigma_next: float | torch.Tensor | None = None,
         return_dict: bool = True,
+        *,
+        next_timestep: float | torch.Tensor | None = None,
     ) -> TekkenFlowMatchSchedulerOutput | tuple[torch.Tensor, torch.Tensor]:
         """
-        One Euler step `x_next = x + (sigma_next - sigma) * v`, per frame.
+        One Euler step `x_next = x + (sigma_next - sigma) * v` in diffusers' timesteps (`sigma * num_train_timesteps`).
 
         Two ways to call it:
 
-        * per frame: `sigma` and `sigma_next` as `(batch, frames)` tensors (or scalars, or `(batch,)`); each frame
-          moves from its own sigma to its own next sigma (a frame with `sigma_next == sigma` stays put);
-        * on the schedule: `sigma` a scalar from `self.sigmas[:-1]` and `sigma_next=None`; the next sigma is the next
-          value of the schedule set by `set_timesteps` (`for s, s_next in zip(sched.sigmas[:-1], sched.sigmas[1:])`).
+        * on the schedule, as any diffusers pipeline does: `set_timesteps(n)`, then `step(model_output, t, sample)`
+          for each `t` in `timesteps`. The scheduler tracks its position (`step_index`, from the first `t` or from
+          `set_begin_index`) and steps from `sigmas[step_index]` to `sigmas[step_index + 1]`, which gives exactly
+          [`~diffusers.FlowMatchEulerDiscreteScheduler`]'s `prev_sample`;
+        * per frame (the diffusion-forcing extension): `timestep` and `next_timestep` both given, each a scalar,
+          `(batch,)` or `(batch, frames)`: every frame moves from its own level to its own next level. This is
+          [`step_per_frame`] in timestep units; it does not use or move `step_index`.
 
         The update runs in fp32 and is returned in the sample's dtype.
 
         Args:
             model_output (`torch.Tensor`, same shape as `sample`): Predicted velocity `noise - x0`.
-            sigma (`float` or `torch.Tensor`): Current noise level(s), in [0, 1].
+            timestep (`float` or `torch.Tensor`): An entry of `timesteps`, or per-frame levels with `next_timestep`.
             sample (`torch.Tensor` of shape `(batch, frames, ...)`): Current noisy latents.
-            sigma_next (`float` or `torch.Tensor`, *optional*): Target noise level(s), in [0, 1].
+            return_dict (`bool`, defaults to `True`): Return a [`TekkenFlowMatchSchedulerOutput`] or a tuple.
+            next_timestep (`float` or `torch.Tensor`, *optional*):
+                Per-frame target levels in `[0, num_train_timesteps]`, same forms as `timestep`.
+        """
+        if isinstance(timestep, int) or (isinstance(timestep, torch.Tensor) and not timestep.is_floating_point()):
+            raise ValueError(
+                "step() takes an entry of scheduler.timesteps (a float), not an integer index such as one from "
+                "enumerate(timesteps)"
+            )
+        if next_timestep is not None:
+            scale = self.config.num_train_timesteps
+            sigma = torch.as_tensor(timestep, dtype=torch.float32) / scale
+            sigma_next = torch.as_tensor(next_timestep, dtype=torch.float32) / scale
+            return self.step_per_frame(model_output, sigma, sample, sigma_next, return_dict=return_dict)
+        if torch.as_tensor(timestep).numel() != 1:
+            raise ValueError(
+                f"step() on the schedule takes one timestep, got shape {tuple(torch.as_tensor(timestep).shape)}; for "
+                "per-frame levels pass next_timestep= as well (or use step_per_frame with sigmas)"
+            )
+        if self.num_inference_steps is None:
+            raise ValueError("step() on the schedule needs a schedule: call set_timesteps first")
+        if model_output.shape != sample.shape:
+            raise ValueError(f"model_output {tuple(model_output.shape)} and sample {tuple(sample.shape)} differ")
+        if self.step_index is None:
+            self._init_step_index(timestep)
+        if self.step_index >= self.num_inference_steps:
+            raise ValueError(
+                f"the schedule of {self.num_inference_steps} steps is finished: call set_timesteps again to restart"
+            )
+
+        sigma = self.sigmas[self.step_index].to(sample.device)
+        sigma_next = self.sigmas[self.step_index + 1].to(sample.device)
+        velocity = model_output.float()
+        sample_fp32 = sample.float()
+        prev_sample = (sample_fp32 + (sigma_next - sigma) * velocity).to(sample.dtype)
+        pred_original_sample = (sample_fp32 - sigma * velocity).to(sample.dtype)
+        self._step_index += 1
+        if not return_dict:
+            return prev_sample, pred_original_sample
+        return TekkenFlowMatchSchedulerOutput(prev_sample=prev_sample, pred_original_sample=pred_original_sample)
+
+    def step_per_frame(
+        self,
+        model_output: torch.Tensor,
+        sigma: float | torch.Tensor,
+        sample: torch.Tensor,
+        sigma_next: float | torch.Tensor,
+        return_dict: bool = True,
+    ) -> TekkenFlowMatchSchedulerOutput | tuple[torch.Tensor, torch.Tensor]:
+        """
+        One Euler step `x_next = x + (sigma_next - sigma) * v` with a noise level per frame (diffusion forcing).
+
+        Each frame moves from its own `sigma` to its own `sigma_next`; a frame with `sigma_next == sigma` stays put.
+        Stateless: it neither needs `set_timesteps` nor moves `step_index`, so several rollouts can share one
+        scheduler. The update runs in fp32 and is returned in the sample's dtype.
+
+        Args:
+            model_output (`torch.Tensor`, same shape as `sample`): Predicted velocity `noise - x0`.
+            sigma (`float` or `torch.Tensor`): Current noise levels in [0, 1]: a scalar, `(batch,)` or
+                `(batch, frames)`.
+            sample (`torch.Tensor` of shape `(batch, frames, ...)`): Current noisy latents.
+            sigma_next (`float` or `torch.Tensor`): Target noise levels in [0, 1], same forms as `sigma`.
             return_dict (`bool`, defaults to `True`): Return a [`TekkenFlowMatchSchedulerOutput`] or a tuple.
         """
         if model_output.shape != sample.shape:
             raise ValueError(f"model_output {tuple(model_output.shape)} and sample {tuple(sample.shape)} differ")
-        if sigma_next is None:
-            sigma_next = self._next_sigma_on_schedule(sigma)
         sigma = self._expand(sigma, sample, "sigma")
         sigma_next = self._expand(sigma_next, sample, "sigma_next")
         self._check_sigma_range(sigma, "sigma")
@@ -351,24 +479,6 @@ class TekkenFlowMatchScheduler(SchedulerMixin, ConfigMixin):
         if not return_dict:
             return prev_sample, pred_original_sample
         return TekkenFlowMatchSchedulerOutput(prev_sample=prev_sample, pred_original_sample=pred_original_sample)
-
-    def _next_sigma_on_schedule(self, sigma: float | torch.Tensor) -> float:
-        if self.num_inference_steps is None:
-            raise ValueError("step(sigma_next=None) follows the schedule: call set_timesteps first")
-        sigma = torch.as_tensor(sigma, dtype=torch.float32)
-        if sigma.numel() != 1:
-            raise ValueError(
-                f"step(sigma_next=None) takes one scalar sigma from the schedule, got shape {tuple(sigma.shape)}; "
-                "pass sigma_next for per-frame steps"
-            )
-        schedule = self.sigmas[:-1].cpu()
-        index = int(torch.argmin((schedule - sigma.reshape(()).cpu()).abs()))
-        if abs(schedule[index].item() - sigma.item()) > 1e-6:
-            raise ValueError(
-                f"sigma={sigma.item():g} is not on the schedule {[round(s, 4) for s in schedule.tolist()]}; pass "
-                "sigma_next explicitly"
-            )
-        return self.sigmas[index + 1].item()
 
     def __len__(self) -> int:
         return self.config.num_train_timesteps

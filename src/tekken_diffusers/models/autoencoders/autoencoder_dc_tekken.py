@@ -1,7 +1,7 @@
 """`TekkenAutoencoderDC`: a per-frame deep-compression autoencoder with the `AutoencoderKL` interface.
 
 Why per frame: the original system found that a 2D autoencoder with no temporal compression works for a fighting game
-and video VAEs do not (DESIGN §4): the world model needs one latent per frame to answer each input on the exact frame.
+and video VAEs do not: the world model needs one latent per frame to answer each input on the exact frame.
 
 The architecture is diffusers' `AutoencoderDC` (DC-AE, arXiv 2410.10733): residual conv blocks, space-to-channel
 downsampling (`pixel_unshuffle`) whose shortcut averages channel groups, and the mirror image in the decoder

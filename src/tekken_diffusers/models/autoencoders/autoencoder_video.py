@@ -7,7 +7,7 @@ frames that do not fit: 8 frames encode to 2 latent frames and decode to 5); the
 nearest valid counts. Actions are pooled to latent frames over the same groups (`pool_actions`, see
 `tekken_diffusers.models.autoencoders.temporal`).
 
-The original system tried both (owl-wms spec §2.1: LTX "works okay, loses coherence", Wan "garbage"); the default
+The original system tried both (its notes: LTX "works okay, loses coherence", Wan "garbage"); the default
 VAE is the per-frame `TekkenAutoencoderDC`. The wrappers are subclasses of the diffusers classes, so the Hub
 checkpoints the original used load directly: `LTXVideoVAE.from_pretrained()` reads `Lightricks/LTX-Video`
 (subfolder `vae`) and `WanVAE.from_pretrained()` reads `Wan-AI/Wan2.1-T2V-1.3B-Diffusers` (subfolder `vae`).

@@ -1,6 +1,6 @@
 """The one place where latents are normalised for the world model and denormalised for decoding, for every VAE.
 
-Three conventions exist in diffusers and this module reads all of them (diffusers-notes §4.1):
+Three conventions exist in diffusers (diffusers 0.42) and this module reads all of them:
 
 - SD / Flux / `AutoencoderDC`: config `scaling_factor` (and `shift_factor`): `(z - shift) * scaling`;
 - LTX-Video: persistent buffers `latents_mean` / `latents_std` plus config `scaling_factor`:

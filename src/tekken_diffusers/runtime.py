@@ -1,0 +1,238 @@
+"""Precision and threads chosen for the machine at start-up, shared by the CLIs, the app and training.
+
+Precision: bf16 pays only where the hardware computes it natively. On a CPU without `avx512_bf16`/`amx_bf16` torch
+emulates it, and 4-step generation ran 2.4x slower in bf16 than in fp32 on a 2-core Zen 3 (issue 11), while a Zen 4
+with `avx512_bf16` ran 1.3x faster in bf16 (docs/benchmarks.md). So `"auto"` means bf16 only with native support,
+else fp32. fp16 is refused on a CPU (no native fp16 matmul there: ~200x slower).
+
+Threads: a process that takes one thread per logical CPU and lets idle OpenMP threads spin fights any neighbour
+process for the cores; docs/benchmarks.md measured 2 spinning threads at 50-100x slower than 1 on a busy CPU.
+`configure_threads` gives torch one thread per physical core this process may use, and makes idle OpenMP threads
+sleep (`OMP_WAIT_POLICY=PASSIVE`) unless the user chose otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "DTYPE_CHOICES",
+    "MAX_DEFAULT_THREADS",
+    "THREADS_ENV",
+    "configure_threads",
+    "cpu_flags",
+    "default_device",
+    "default_num_threads",
+    "native_bf16",
+    "resolve_dtype",
+    "resolve_mixed_precision",
+]
+
+DTYPE_CHOICES = ("auto", "float32", "bfloat16")
+THREADS_ENV = "TEKKEN_NUM_THREADS"
+# The default thread count is capped: at 16 tokens per frame each matmul is far too small to feed many threads, and
+# every parallel region pays a fork/join. The cap is a guess, not a measurement; --threads or TEKKEN_NUM_THREADS
+# lift it.
+MAX_DEFAULT_THREADS = 8
+NATIVE_BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+
+_DTYPE_NAMES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
+
+
+def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
+    """The CPU feature flags the kernel reports (`flags` on x86, `Features` on Arm); empty where unreadable."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return set()
+    flags: set[str] = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags.update(value.split())
+    return flags
+
+
+def native_bf16(device: str | torch.device = "cpu", flags: Iterable[str] | None = None) -> str | None:
+    """Why `device` computes bf16 natively (e.g. "CPU flag avx512_bf16"), or None where bf16 would be emulated.
+
+    Args:
+        device: "cpu" or a CUDA device.
+        flags: the CPU's feature flags; read from /proc/cpuinfo when None.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            return None
+        major, minor = torch.cuda.get_device_capability(device)
+        # bf16 tensor cores arrived with Ampere (compute capability 8.0); older GPUs emulate it.
+        return f"CUDA compute capability {major}.{minor}" if major >= 8 else None
+    if device.type != "cpu":
+        return None
+    flags = set(cpu_flags() if flags is None else flags)
+    found = [flag for flag in NATIVE_BF16_CPU_FLAGS if flag in flags]
+    if found:
+        return f"CPU flag {found[0]}"
+    # Where /proc/cpuinfo is missing (macOS, Windows) torch's dispatch level is the only hint; "AVX512" alone does not
+    # imply bf16 (Skylake-X has AVX-512 without it), so only a level that names bf16 or AMX counts.
+    capability = torch.backends.cpu.get_cpu_capability()
+    if "BF16" in capability.upper() or "AMX" in capability.upper():
+        return f"torch CPU capability {capability}"
+    return None
+
+
+def default_device() -> str:
+    """The device accelerate will train on: CUDA if present, unless `ACCELERATE_USE_CPU` asks for the CPU."""
+    use_cpu = os.environ.get("ACCELERATE_USE_CPU", "").strip().lower() in ("1", "true", "yes")
+    return "cuda" if torch.cuda.is_available() and not use_cpu else "cpu"
+
+
+def resolve_dtype(dtype: str | torch.dtype = "auto", device: str | torch.device = "cpu") -> torch.dtype:
+    """The compute dtype for `device`: "auto" is bf16 where `native_bf16(device)`, else fp32.
+
+    Explicit "float32"/"bfloat16" are kept (bf16 without native support runs, emulated, with a warning); fp16 on a CPU
+    raises ValueError with the reason.
+    """
+    device = torch.device(device)
+    if isinstance(dtype, str):
+        name = dtype.strip().lower()
+        if name == "auto":
+            reason = native_bf16(device)
+            resolved = torch.bfloat16 if reason else torch.float32
+            logger.info(
+                "dtype auto -> %s (%s)",
+                str(resolved).removeprefix("torch."),
+                reason or f"no native bf16 on this {device.type}: it would be emulated",
+            )
+            return resolved
+        if name not in _DTYPE_NAMES:
+            raise ValueError(f"unknown dtype {dtype!r}; known: {', '.join(DTYPE_CHOICES)}")
+        dtype = _DTYPE_NAMES[name]
+    if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        raise ValueError(f"unsupported dtype {dtype}; known: {', '.join(DTYPE_CHOICES)}")
+    if dtype == torch.float16 and device.type == "cpu":
+        raise ValueError("float16 on a CPU has no native matmul (about 200x slower): use auto, float32 or bfloat16")
+    if dtype == torch.bfloat16 and not native_bf16(device):
+        logger.warning("bfloat16 on this %s is emulated (slower than float32): 'auto' would pick float32", device.type)
+    return dtype
+
+
+def resolve_mixed_precision(mixed_precision: str, device: str | torch.device | None = None) -> str:
+    """accelerate's `mixed_precision` for `device` (default: `default_device()`): "auto" → "bf16" with native bf16,
+    else "no"; "no" and "bf16" are kept; "fp16" on a CPU raises ValueError."""
+    device = torch.device(default_device() if device is None else device)
+    names = {"auto": "auto", "no": "float32", "bf16": "bfloat16", "fp16": "float16"}
+    if mixed_precision not in names:
+        raise ValueError(f"mixed_precision must be one of auto, no, bf16; got {mixed_precision!r}")
+    dtype = resolve_dtype(names[mixed_precision], device)
+    return {torch.float32: "no", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+
+
+def _physical_cores(cpus: Iterable[int], sysfs: Path) -> int | None:
+    """Distinct (package, core) pairs among logical `cpus`: SMT siblings share one core's matmul units."""
+    cores = set()
+    for cpu in cpus:
+        topology = sysfs / f"cpu{cpu}" / "topology"
+        try:
+            cores.add((topology.joinpath("physical_package_id").read_text(), topology.joinpath("core_id").read_text()))
+        except OSError:
+            return None
+    return len(cores) or None
+
+
+def _cgroup_cpu_limit(cpu_max: Path) -> int | None:
+    """The CPUs a cgroup v2 quota allows (`cpu.max` "200000 100000" → 2), or None without a quota."""
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+    except (OSError, ValueError):
+        return None
+    if quota == "max":
+        return None
+    return max(1, math.ceil(int(quota) / int(period)))
+
+
+def default_num_threads(
+    sysfs: str | Path = "/sys/devices/system/cpu", cpu_max: str | Path = "/sys/fs/cgroup/cpu.max"
+) -> int:
+    """One thread per physical core this process may run on (its CPU affinity, a cgroup quota), shared between the
+    processes of a local multi-process launch (`LOCAL_WORLD_SIZE`), at most `MAX_DEFAULT_THREADS`."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # macOS and Windows have no affinity call
+        cpus = list(range(os.cpu_count() or 1))
+    count = _physical_cores(cpus, Path(sysfs)) or len(cpus)
+    quota = _cgroup_cpu_limit(Path(cpu_max))
+    if quota is not None:
+        count = min(count, quota)
+    local_processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    return max(1, min(count // local_processes, MAX_DEFAULT_THREADS))
+
+
+def _threads_from_env(name: str) -> int | None:
+    value = os.environ.get(name, "").strip()
+    if name == "OMP_NUM_THREADS":  # OpenMP's own syntax allows a list per nesting level ("4,2"); torch takes the first
+        value = value.split(",")[0].strip()
+        return int(value) if value.isdigit() and int(value) >= 1 else None
+    if not value:
+        return None
+    if not (value.isdigit() and int(value) >= 1):
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def _gnu_openmp_loaded(maps: str | Path = "/proc/self/maps") -> bool:
+    """Whether libgomp is already loaded in this process (it read the OpenMP environment when it was)."""
+    try:
+        return "libgomp" in Path(maps).read_text()
+    except OSError:
+        return False
+
+
+def configure_threads(threads: int | None = None) -> int:
+    """Choose this process's CPU threads; call once at start-up, before the first heavy torch op.
+
+    Sets `OMP_WAIT_POLICY=PASSIVE` in the environment unless the user set it (idle OpenMP threads sleep instead of
+    spinning against a neighbour process), then torch's intra-op threads to, in order: `threads`,
+    `$TEKKEN_NUM_THREADS`, `$OMP_NUM_THREADS`, `default_num_threads()`. Returns the thread count.
+
+    GNU OpenMP (torch's CPU wheels on Linux) reads `OMP_WAIT_POLICY` once, when `import torch` loads it, so in a
+    process that has already imported torch the policy set here reaches only child processes and Intel OpenMP builds:
+    a launcher sets it before importing torch (as `training/train_world_model.py` does), or the user exports it.
+    """
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    if "OMP_WAIT_POLICY" not in os.environ:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        if _gnu_openmp_loaded():
+            logger.info(
+                "OMP_WAIT_POLICY was unset when torch loaded GNU OpenMP, so idle threads of this process spin between "
+                "ops; on a busy CPU start it with OMP_WAIT_POLICY=PASSIVE"
+            )
+    source = "--threads"
+    if threads is None:
+        for name in (THREADS_ENV, "OMP_NUM_THREADS"):
+            threads, source = _threads_from_env(name), name
+            if threads is not None:
+                break
+    if threads is None:
+        threads, source = default_num_threads(), "physical cores available"
+    torch.set_num_threads(threads)
+    logger.info(
+        "%d torch threads (%s), OMP_WAIT_POLICY=%s", threads, source, os.environ.get("OMP_WAIT_POLICY", "unset")
+    )
+    return threads
