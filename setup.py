@@ -47,6 +47,7 @@ setup(
             "tekken-encode-latents=tekken_diffusers.cli.encode_latents:main",
             "tekken-generate=tekken_diffusers.cli.generate:main",
             "tekken-evaluate=tekken_diffusers.cli.evaluate_world_model:main",
+            "tekken-convert-owl-wms=tekken_diffusers.cli.convert_owl_wms:main",
             "tekken-play=tekken_diffusers.demo:main",
         ]
     },

@@ -79,7 +79,9 @@ def boxer_positions(frames: np.ndarray | torch.Tensor) -> np.ndarray:
     ys = torch.arange(height, dtype=torch.float32).view(-1, 1)
     xs = torch.arange(width, dtype=torch.float32).view(1, -1)
     position = torch.stack([(masks * xs).sum(dim=(-2, -1)) / count, (masks * ys).sum(dim=(-2, -1)) / count], dim=-1)
-    visible = count >= max(4, height * width // 400)
+    # Present: at least a 1/400 of the frame and at most an eighth (a boxer is ~1/50; a frame washed out white or
+    # black is not a boxer).
+    visible = (count >= max(4, height * width // 400)) & (count <= height * width // 8)
     position[~visible] = float("nan")
     return position.numpy()
 

@@ -21,6 +21,7 @@ the training script the loss, the pipeline the sampling loop).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -45,6 +46,12 @@ TIMESTEP_SCALE = 1000.0
 # patch size 1. `tekken-large` reproduces the original's layout (16 layers, d_model 2048, 16 heads, 128x14x23
 # latents, patch size 1 = 322 tokens/frame, local window 16, global window 128, layers 0, 4, 8, 12 global).
 PREDICTION_TYPES = ("flow", "prev_frame_residual")
+# Arithmetic variants for checkpoints converted from the original (`tekken-convert-owl-wms`); the first of each is
+# this model's own and the default. docs/converting.md describes the original's arithmetic they reproduce.
+TIMESTEP_STYLES = ("diffusers", "owl-wms")
+TIMESTEP_FEATURES_DTYPES = ("float32", "bfloat16")
+ROPE_STYLES = ("integer", "owl-wms")
+MLP_ACTIVATIONS = ("gelu-approximate", "linear-silu")
 
 TRANSFORMER_PRESETS: dict[str, dict] = {
     "tiny": {
@@ -271,6 +278,82 @@ def get_3d_rotary_angles(
         angles.append(axis_angles.view(view).expand(num_frames, grid_height, grid_width, dim // 2))
     angles = torch.cat(angles, dim=-1).flatten(1, 2)  # (T, h*w, P)
     return angles.cos().float(), angles.sin().float()
+
+
+def get_owl_wms_rotary_angles(
+    frame_offset: int,
+    num_frames: int,
+    grid_height: int,
+    grid_width: int,
+    axes_dim: Sequence[int],
+    rope_num_frames: int,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """
+    Cos/sin tables of the original's 3D RoPE (`rope_style="owl-wms"`): rotary-embedding-torch's "pixel" frequencies
+    at positions normalised to [-1, 1], computed in fp32 as the original did.
+
+    * frequencies of an axis with `dim` channels: `pi * linspace(1, 128, dim // 2)` (rotary-embedding-torch's
+      `freqs_for="pixel"` with `max_freq=256`);
+    * frame position `linspace(-1, 1, rope_num_frames)[frame]` (continued linearly past `rope_num_frames`, where the
+      original fails); row and column positions `linspace(-1, 1, H + 1)[row]` and `linspace(-1, 1, W + 1)[col]`.
+
+    Args:
+        frame_offset (`int`): Absolute index of the first frame.
+        num_frames (`int`): Number of frames.
+        grid_height (`int`): Patch rows per frame.
+        grid_width (`int`): Patch columns per frame.
+        axes_dim (`Sequence[int]`): Rotated channels per axis (time, height, width), each even.
+        rope_num_frames (`int`): The original's `n_frames`, which sets the time scale.
+        device (`torch.device`): Where to build the tables.
+
+    Returns:
+        `(cos, sin)`, each `(num_frames, grid_height * grid_width, sum(axes_dim) // 2)` float32.
+    """
+    end = frame_offset + num_frames
+    time = torch.linspace(-1.0, 1.0, rope_num_frames, device=device)
+    if end > rope_num_frames:
+        step = 2.0 / max(rope_num_frames - 1, 1)
+        extra = torch.arange(rope_num_frames, end, device=device, dtype=torch.float32) * step - 1.0
+        time = torch.cat([time, extra])
+    positions = (
+        time[frame_offset:end],
+        torch.linspace(-1.0, 1.0, grid_height + 1, device=device)[:grid_height],
+        torch.linspace(-1.0, 1.0, grid_width + 1, device=device)[:grid_width],
+    )
+    angles = []
+    for axis, (pos, dim) in enumerate(zip(positions, axes_dim)):
+        freqs = torch.linspace(1.0, 128.0, dim // 2, device=device) * math.pi  # (dim/2,)
+        axis_angles = pos[:, None] * freqs[None]  # (n_axis, dim/2)
+        view = [1, 1, 1, dim // 2]
+        view[axis] = pos.shape[0]
+        angles.append(axis_angles.view(view).expand(num_frames, grid_height, grid_width, dim // 2))
+    angles = torch.cat(angles, dim=-1).flatten(1, 2)  # (T, h*w, P)
+    return angles.cos(), angles.sin()
+
+
+def owl_wms_timestep_features(sigmas: torch.Tensor, num_features: int, dtype: torch.dtype) -> torch.Tensor:
+    """
+    The original's sinusoidal timestep features (`timestep_style="owl-wms"`, owl-wms `SinCosEmbed(theta=300)`):
+    `[sin(x * f_0), ..., sin(x * f_{n-1}), cos(x * f_0), ..., cos(x * f_{n-1})]` with `x = 1000 * sigma`,
+    `f_k = exp(-k * ln(300) / (n - 1))` and `n = num_features // 2`, sin first.
+
+    The frequencies are computed in fp32, then `x`, the frequencies, their product, sin and cos in `dtype`: the
+    original computed them in the dtype of its input, bf16 in its training and sampling.
+
+    Args:
+        sigmas (`torch.Tensor`): Noise levels in [0, 1], shape `(n,)`.
+        num_features (`int`): Number of features (even).
+        dtype (`torch.dtype`): Precision of the features (`torch.float32` or `torch.bfloat16`).
+
+    Returns:
+        `(n, num_features)` float32.
+    """
+    half = num_features // 2
+    step = torch.log(torch.tensor(300.0)) / (half - 1)
+    freqs = torch.exp(torch.arange(half) * -step).to(device=sigmas.device, dtype=dtype)  # (half,)
+    angles = (sigmas.to(dtype) * TIMESTEP_SCALE)[:, None] * freqs[None]  # (n, half)
+    return torch.cat([angles.sin(), angles.cos()], dim=-1).float()
 
 
 def apply_rotary_emb(hidden_states: torch.Tensor, rotary_emb: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -509,6 +592,7 @@ class TekkenTransformerBlock(nn.Module):
         mlp_ratio (`float`): Hidden width of the MLP as a multiple of `dim`.
         eps (`float`): Epsilon of the RMSNorms.
         qkv_bias (`bool`): Whether the q/k/v projections have a bias.
+        mlp_activation (`str`, defaults to `"gelu-approximate"`): diffusers `FeedForward` activation of the MLP.
     """
 
     def __init__(
@@ -519,12 +603,13 @@ class TekkenTransformerBlock(nn.Module):
         mlp_ratio: float,
         eps: float,
         qkv_bias: bool,
+        mlp_activation: str = "gelu-approximate",
     ):
         super().__init__()
         self.norm1 = nn.RMSNorm(dim, eps=eps, elementwise_affine=False)
         self.attn = TekkenAttention(dim, num_attention_heads, attention_head_dim, bias=qkv_bias, eps=eps)
         self.norm2 = nn.RMSNorm(dim, eps=eps, elementwise_affine=False)
-        self.ff = FeedForward(dim, mult=mlp_ratio, activation_fn="gelu-approximate")
+        self.ff = FeedForward(dim, mult=mlp_ratio, activation_fn=mlp_activation)
         # shift/scale/gate for attention and MLP; zero-initialised by the model so the block starts as the identity.
         self.adaLN_modulation = nn.Linear(dim, 6 * dim)
 
@@ -566,6 +651,10 @@ class TekkenWorldModelTransformer(ModelMixin, ConfigMixin, AttentionMixin):
     frames and bidirectional within a frame; layer `i` sees the last `global_window` frames if `i % global_every == 0`,
     else the last `local_window` frames. A fresh model outputs exactly zero (adaLN-Zero, zero output projection).
 
+    The options from `timestep_style` to `cache_global_window` reproduce the arithmetic of the original owl-wms
+    network, so that its checkpoints convert exactly (`tekken-convert-owl-wms`, docs/converting.md); each defaults to
+    this model's own arithmetic.
+
     Load in bf16 with `from_pretrained(path, dtype=torch.bfloat16)`: the timestep embedding stays fp32
     (`_keep_in_fp32_modules`). Because of that, `low_cpu_mem_usage=False` is refused by diffusers.
 
@@ -604,6 +693,31 @@ class TekkenWorldModelTransformer(ModelMixin, ConfigMixin, AttentionMixin):
         prev_frame_variance (`float`, defaults to `0.15`):
             The prior variance of the frame-to-frame change used by `"prev_frame_residual"` (normalised latents; the
             Boxing latents change by a mean square of ~0.12 per frame).
+        timestep_style (`str`, defaults to `"diffusers"`):
+            `"diffusers"`: diffusers' `Timesteps` features (cos first, max period 10000). `"owl-wms"`: the original's
+            `SinCosEmbed` ([`owl_wms_timestep_features`]: sin first, frequencies `exp(-k ln 300 / (n - 1))`).
+        timestep_features_dtype (`str`, defaults to `"float32"`):
+            Precision of the `"owl-wms"` sin/cos features. `"bfloat16"` reproduces the original as it was trained and
+            sampled (its features were computed in the bf16 of its inputs); the embedding MLP stays fp32 either way.
+        timestep_hidden_dim (`int`, *optional*):
+            Hidden width of the timestep MLP; defaults to the model width (the original: 4x the width).
+        rope_style (`str`, defaults to `"integer"`):
+            `"integer"`: integer frame/row/column positions with `rope_theta` frequencies ([`get_3d_rotary_angles`]).
+            `"owl-wms"`: positions normalised to [-1, 1] with "pixel" frequencies ([`get_owl_wms_rotary_angles`]);
+            needs `rope_num_frames`.
+        rope_num_frames (`int`, *optional*):
+            For `rope_style="owl-wms"`: the original's `n_frames`, which maps frame `f` to time position
+            `-1 + 2 f / (rope_num_frames - 1)`.
+        mlp_activation (`str`, defaults to `"gelu-approximate"`):
+            diffusers `FeedForward` activation of every block's MLP: `"gelu-approximate"` or `"linear-silu"` (the
+            original's `fc2(SiLU(fc1(x)))`).
+        final_layer_silu (`bool`, defaults to `False`):
+            Apply SiLU between the final modulated norm and the output projection (the original's final layer).
+        cache_global_window (`int`, *optional*):
+            Frames a global layer sees (the query frame included) in a forward pass with a KV cache; the cache keeps
+            `cache_global_window - 1` past frames for global layers. Defaults to `global_window`, which makes a cached
+            rollout equal the full-sequence forward. The original sampler's decoding mode let global layers attend to
+            everything it had cached: set this to reproduce it. Not with teacher forcing.
     """
 
     _supports_gradient_checkpointing = True
@@ -635,6 +749,14 @@ class TekkenWorldModelTransformer(ModelMixin, ConfigMixin, AttentionMixin):
         prev_frame_conditioning: bool = False,
         prediction_type: str = "flow",
         prev_frame_variance: float = 0.15,
+        timestep_style: str = "diffusers",
+        timestep_features_dtype: str = "float32",
+        timestep_hidden_dim: int | None = None,
+        rope_style: str = "integer",
+        rope_num_frames: int | None = None,
+        mlp_activation: str = "gelu-approximate",
+        final_layer_silu: bool = False,
+        cache_global_window: int | None = None,
     ):
         super().__init__()
         # 1. Validate the configuration (one message per problem, naming the value)
@@ -658,6 +780,31 @@ class TekkenWorldModelTransformer(ModelMixin, ConfigMixin, AttentionMixin):
             raise ValueError("prediction_type='prev_frame_residual' needs prev_frame_conditioning=True")
         if prev_frame_variance <= 0:
             raise ValueError(f"prev_frame_variance must be > 0, got {prev_frame_variance}")
+        for name, value, allowed in [
+            ("timestep_style", timestep_style, TIMESTEP_STYLES),
+            ("timestep_features_dtype", timestep_features_dtype, TIMESTEP_FEATURES_DTYPES),
+            ("rope_style", rope_style, ROPE_STYLES),
+            ("mlp_activation", mlp_activation, MLP_ACTIVATIONS),
+        ]:
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+        if timestep_features_dtype != "float32" and timestep_style != "owl-wms":
+            raise ValueError(
+                f"timestep_features_dtype={timestep_features_dtype!r} needs timestep_style='owl-wms' (diffusers' "
+                "Timesteps always computes in fp32)"
+            )
+        if rope_style == "owl-wms" and (rope_num_frames is None or rope_num_frames < 2):
+            raise ValueError(f"rope_style='owl-wms' needs rope_num_frames >= 2, got {rope_num_frames}")
+        if rope_style != "owl-wms" and rope_num_frames is not None:
+            raise ValueError(f"rope_num_frames={rope_num_frames} is only used by rope_style='owl-wms'")
+        for name, value in [
+            ("timestep_hidden_dim", timestep_hidden_dim),
+            ("cache_global_window", cache_global_window),
+        ]:
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1 (or None), got {value}")
+        if timestep_style == "owl-wms" and timestep_freq_dim % 2:
+            raise ValueError(f"timestep_style='owl-wms' needs an even timestep_freq_dim, got {timestep_freq_dim}")
         if any(size % patch_size for size in sample_size):
             raise ValueError(f"sample_size {tuple(sample_size)} is not divisible by patch_size {patch_size}")
         if rope_axes_dim is None:
@@ -675,7 +822,7 @@ class TekkenWorldModelTransformer(ModelMixin, ConfigMixin, AttentionMixin):
 
         # 2. Per-frame condition: timestep embedding (fp32) + action embedding, or the null action for CFG
         self.time_proj = Timesteps(timestep_freq_dim, flip_sin_to_cos=True, downscale_freq_shift=0)
-        self.time_embed = TimestepEmbedding(timestep_freq_dim, inner_dim)
+        self.time_embed = TimestepEmbedding(timestep_freq_dim, timestep_hidden_dim or inner_dim, out_dim=inner_dim)
         # A linear map of the bits = the sum of per-button embeddings of the pressed buttons (the original's
         # mean over 8 of `button_embedding * pressed`, without the arbitrary 1/8). Its bias is the
         # "nothing pressed" embedding, distinct from the learned null action used where no action is given.
@@ -690,7 +837,13 @@ class TekkenWorldModelTransformer(ModelMixin, ConfigMixin, AttentionMixin):
         self.transformer_blocks = nn.ModuleList(
             [
                 TekkenTransformerBlock(
-                    inner_dim, num_attention_heads, attention_head_dim, mlp_ratio, eps=norm_eps, qkv_bias=qkv_bias
+                    inner_dim,
+                    num_attention_heads,
+                    attention_head_dim,
+                    mlp_ratio,
+                    eps=norm_eps,
+                    qkv_bias=qkv_bias,
+                    mlp_activation=mlp_activation,
                 )
                 for _ in range(num_layers)
             ]
@@ -741,6 +894,18 @@ class TekkenWorldModelTransformer(ModelMixin, ConfigMixin, AttentionMixin):
             for i in range(self.config.num_layers)
         ]
 
+    @property
+    def cache_layer_windows(self) -> list[int]:
+        """Frame window of each layer in a forward pass with a KV cache: as `layer_windows`, with `cache_global_window`
+        (when set) for the global layers."""
+        every, cache_window = self.config.global_every, self.config.cache_global_window
+        if cache_window is None:
+            return self.layer_windows
+        return [
+            cache_window if every and i % every == 0 else self.config.local_window
+            for i in range(self.config.num_layers)
+        ]
+
     def make_kv_cache(self, max_frames: int | None = None, start_frame: int = 0) -> TekkenKVCache:
         """
         An empty [`TekkenKVCache`] sized to each layer's window (`window - 1` past frames per layer).
@@ -751,7 +916,7 @@ class TekkenWorldModelTransformer(ModelMixin, ConfigMixin, AttentionMixin):
                 training did and no longer matches the full-sequence forward.
             start_frame (`int`, defaults to `0`): Absolute index of the first frame that will be appended.
         """
-        keep = [window - 1 for window in self.layer_windows]
+        keep = [window - 1 for window in self.cache_layer_windows]
         if max_frames is not None:
             if max_frames < max(keep):
                 logger.warning(
@@ -760,6 +925,13 @@ class TekkenWorldModelTransformer(ModelMixin, ConfigMixin, AttentionMixin):
                 )
             keep = [min(k, max_frames) for k in keep]
         return TekkenKVCache(keep, start_frame=start_frame)
+
+    def _timestep_features(self, sigmas: torch.Tensor) -> torch.Tensor:
+        # (n,) noise levels -> (n, timestep_freq_dim) float32 sinusoidal features
+        if self.config.timestep_style == "owl-wms":
+            dtype = getattr(torch, self.config.timestep_features_dtype)
+            return owl_wms_timestep_features(sigmas, self.config.timestep_freq_dim, dtype)
+        return self.time_proj(sigmas.float() * TIMESTEP_SCALE)
 
     def _per_frame(self, values: torch.Tensor | float, batch_size: int, num_frames: int, name: str) -> torch.Tensor:
         # Accept a scalar, (B,) or (B, T) and return (B, T).
@@ -848,6 +1020,12 @@ class TekkenWorldModelTransformer(ModelMixin, ConfigMixin, AttentionMixin):
                 raise ValueError("context_latents needs context_sigmas (their noise levels)")
             context_sigmas = self._per_frame(context_sigmas, batch_size, num_frames, "context_sigmas")
             context_sigmas = context_sigmas.to(hidden_states.device)
+            cache_window = self.config.cache_global_window
+            if cache_window not in (None, self.config.global_window):
+                raise ValueError(
+                    f"context_latents (teacher forcing) reproduces cached denoising only with cache_global_window = "
+                    f"global_window, got {cache_window} and {self.config.global_window}"
+                )
         elif context_sigmas is not None:
             raise ValueError("context_sigmas was given without context_latents")
         if update_kv_cache and kv_cache is None:
@@ -905,7 +1083,7 @@ class TekkenWorldModelTransformer(ModelMixin, ConfigMixin, AttentionMixin):
         # 3. Per-frame condition c = time embedding + action embedding, (B, T, D)
         with torch.autocast(device_type=hidden_states.device.type, enabled=False):
             # fp32 even under bf16 autocast: sin/cos of sigma * 1000 in bf16 is noise at high frequencies.
-            time_features = self.time_proj(sigmas_all.reshape(-1).float() * TIMESTEP_SCALE)  # (B*T, F)
+            time_features = self._timestep_features(sigmas_all.reshape(-1))  # (B*T, F)
             temb = self.time_embed(time_features.to(self.time_embed.linear_1.weight.dtype))  # (B*T, D)
         temb = temb.float().view(batch_size, num_input_frames, -1)
         null_action = self.null_action_embedding.float().expand(batch_size, num_input_frames, -1)
@@ -937,21 +1115,33 @@ class TekkenWorldModelTransformer(ModelMixin, ConfigMixin, AttentionMixin):
             batch_size, num_input_frames, tokens_per_frame, input_channels * patch * patch
         )
         hidden_states = self.proj_in(model_input)  # (B, T, N, D)
-        rotary_emb = get_3d_rotary_angles(
-            frame_offset,
-            num_frames,
-            grid_height,
-            grid_width,
-            self.rope_axes_dim,
-            self.config.rope_theta,
-            hidden_states.device,
-        )
+        if self.config.rope_style == "owl-wms":
+            rotary_emb = get_owl_wms_rotary_angles(
+                frame_offset,
+                num_frames,
+                grid_height,
+                grid_width,
+                self.rope_axes_dim,
+                self.config.rope_num_frames,
+                hidden_states.device,
+            )
+        else:
+            rotary_emb = get_3d_rotary_angles(
+                frame_offset,
+                num_frames,
+                grid_height,
+                grid_width,
+                self.rope_axes_dim,
+                self.config.rope_theta,
+                hidden_states.device,
+            )
         if teacher_forcing:
             rotary_emb = tuple(torch.cat([angles, angles]) for angles in rotary_emb)  # context and target share t
 
         # 5. Blocks; one mask per distinct (cached frames, window), None where nothing is masked
         masks: dict[tuple[int, int], torch.Tensor | None] = {}
-        for layer_idx, (block, window) in enumerate(zip(self.transformer_blocks, self.layer_windows)):
+        windows = self.cache_layer_windows if kv_cache is not None else self.layer_windows
+        for layer_idx, (block, window) in enumerate(zip(self.transformer_blocks, windows)):
             num_cached = kv_cache.num_frames(layer_idx) if kv_cache is not None else 0
             if (num_cached, window) not in masks:
                 if teacher_forcing:
@@ -982,6 +1172,8 @@ class TekkenWorldModelTransformer(ModelMixin, ConfigMixin, AttentionMixin):
         # 6. Output: adaLN-modulated norm, projection, unpatchify (B, T, N, C_out*p*p) -> (B, T, C_out, H, W)
         shift, scale = self.norm_out_modulation(cond).unsqueeze(2).chunk(2, dim=-1)  # (B, T, 1, D) each
         hidden_states = self.norm_out(hidden_states) * (1 + scale) + shift
+        if self.config.final_layer_silu:
+            hidden_states = F.silu(hidden_states)
         hidden_states = self.proj_out(hidden_states)  # (B, T, N, C_out*p*p)
         out_channels = self.config.out_channels or self.config.in_channels
         hidden_states = hidden_states.reshape(

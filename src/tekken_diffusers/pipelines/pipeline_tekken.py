@@ -864,6 +864,12 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
             global_window=t.global_window,
             global_every=t.global_every,
             vae=vae,
+            prediction=(
+                "the clean frame as the previous frame plus a learned correction (copy path, `prev_frame_residual`)"
+                if getattr(t, "prediction_type", "flow") == "prev_frame_residual"
+                else "the flow velocity `noise - latents`"
+                + (", with the previous frame on a copy path" if getattr(t, "prev_frame_conditioning", False) else "")
+            ),
             context_noise=self.scheduler.config.context_noise,
             shift=self.scheduler.config.shift,
         )
@@ -888,6 +894,7 @@ player's inputs (8 buttons per frame: Up, Down, Left, Right, 1, 2, 3, 4), one fr
 | transformer | `TekkenWorldModelTransformer`, {params} parameters: {layers} layers, width {width}, {heads} heads |
 | latents | {latent} per frame, patch size {patch} |
 | attention | frame-causal; windows: local {local_window}, global {global_window} (every {global_every} layers) |
+| predicts | {prediction} |
 | scheduler | `TekkenFlowMatchScheduler` (per-frame flow matching), shift {shift}, context noise {context_noise} |
 | VAE | {vae} |
 

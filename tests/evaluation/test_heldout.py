@@ -1,0 +1,113 @@
+"""Held-out scoring against real frames: pooled PSNR, both boxers, rollout health, and the tekken-evaluate command."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tekken_diffusers.data.rounds import save_round
+from tekken_diffusers.evaluation.heldout import (
+    boxer_positions,
+    load_heldout_windows,
+    longest_frozen_run,
+    pooled_psnr,
+    rollout_health,
+)
+
+from ..conftest import make_round
+
+
+def test_pooled_psnr_pools_the_error_before_the_log():
+    target = torch.zeros(2, 3, 3, 4, 4)
+    prediction = target.clone()
+    prediction[0] += 0.1  # MSE 0.01 on the first item, 0 on the second
+    assert pooled_psnr(prediction, target) == pytest.approx(10 * np.log10(1 / 0.005))  # not the mean of 20 and inf
+    per_frame = pooled_psnr(prediction, target, frame_dim=1)
+    np.testing.assert_allclose(per_frame, [10 * np.log10(1 / 0.005)] * 3, rtol=1e-6)
+    with pytest.raises(ValueError, match="shape"):
+        pooled_psnr(prediction, target[:1])
+
+
+def test_boxer_positions_find_both_boxers_and_ignore_the_blanking_bar():
+    frames = np.full((1, 3, 64, 64), 120, dtype=np.uint8)
+    frames[..., :, :3] = 0  # the console's black bar at the left edge
+    frames[..., 20:28, 30:34] = 255  # white boxer, centre (31.5, 23.5)
+    frames[..., 40:48, 10:14] = 0  # black boxer, centre (11.5, 43.5)
+    positions = boxer_positions(frames)
+    np.testing.assert_allclose(positions[0], [[31.5, 23.5], [11.5, 43.5]])
+    frames[..., 40:48, 10:14] = 120
+    assert np.isnan(boxer_positions(frames)[0, 1]).all() and np.isfinite(boxer_positions(frames)[0, 0]).all()
+
+
+def test_longest_frozen_run_and_rollout_health():
+    frames = torch.rand(10, 3, 64, 64)
+    frames[4:8] = frames[3]  # frames 4..7 repeat frame 3: a run of 4
+    assert longest_frozen_run(frames) == 4
+    assert longest_frozen_run(frames[:1]) == 0
+    recorded = torch.full((5, 3, 64, 64), 0.5)
+    recorded[:, :, 20:28, 30:34] = 1.0
+    recorded[:, :, 40:48, 10:14] = 0.0
+    generated = recorded.clone()
+    generated[2, :, 40:48, 10:14] = 0.5  # the black boxer vanishes in one frame
+    generated[4] = 1.0  # a white frame: outside the colour range
+    health = rollout_health(generated, recorded)
+    assert health["black_boxer_missing_frames"] == 2 and health["white_boxer_missing_frames"] == 1
+    assert health["frames_outside_colour_range"] == 1
+    assert health["longest_frozen_run_recorded"] == 4
+
+
+def test_load_heldout_windows(tmp_path):
+    for index, frames in enumerate((30, 12)):
+        save_round(tmp_path / "val" / f"round_{index:04d}.npz", make_round(frames, seed=index))
+    windows = load_heldout_windows(tmp_path, length=10, count=3)
+    assert windows.frames.shape == (3, 10, 3, 16, 16) and windows.frames.dtype == torch.uint8
+    assert windows.action_bits.shape == (3, 10, 8)
+    assert windows.sources[0] == "round_0000.npz@0"
+    with pytest.raises(ValueError, match="no round has 40 valid frames"):
+        load_heldout_windows(tmp_path, length=40, count=3)
+    with pytest.raises(FileNotFoundError, match="no round .npz files"):
+        load_heldout_windows(tmp_path / "missing", length=10, count=3)
+
+
+def test_evaluate_command_scores_a_copying_model_as_the_vae_reconstruction_of_the_last_frame(tmp_path):
+    """A fresh `prev_frame_residual` model predicts the previous frame from pure noise; with no context noise, its
+    one-step teacher-forced frame is the VAE's reconstruction of the previous frame, exactly."""
+    from tekken_diffusers.cli.evaluate_world_model import main
+    from tekken_diffusers.pipelines.random_pipeline import build_random_pipeline
+
+    pipe = build_random_pipeline(
+        perturb_zero_init=False, prev_frame_conditioning=True, prediction_type="prev_frame_residual"
+    )
+    pipe.save_pretrained(tmp_path / "pipe")
+    for index in range(2):
+        save_round(tmp_path / "rounds" / f"round_{index:04d}.npz", make_round(20, size=(8, 8), seed=index))
+    argv = ["--pipeline", str(tmp_path / "pipe"), "--rounds", str(tmp_path / "rounds"), "--windows", "2",
+            "--context-frames", "3", "--frames", "4", "--teacher-forced-steps", "1", "--steps", "1",
+            "--health-frames", "6", "--context-noise", "0", "--out", str(tmp_path / "eval.json"),
+            "--docs", str(tmp_path / "evaluation.md")]  # fmt: skip
+    assert main(argv) == 0
+    results = json.loads((tmp_path / "eval.json").read_text())
+    windows = load_heldout_windows(tmp_path / "rounds", length=7, count=2)
+    real = windows.unit()
+    latents = pipe.encode_frames(real * 2 - 1)
+    previous = (pipe.decode_latents(latents[:, 2:6]).permute(0, 2, 1, 3, 4) + 1) / 2
+    expected = pooled_psnr(previous, real[:, 3:])
+    assert results["teacher_forced"]["steps_1"]["pooled_psnr"] == pytest.approx(expected, abs=1e-3)
+    assert results["teacher_forced"]["copy_last"]["pooled_psnr"] == pytest.approx(
+        pooled_psnr(real[:, 2:6], real[:, 3:])
+    )
+    assert len(results["open_loop"]["recorded_inputs"]["pooled_psnr_at_k"]) == 4
+    assert [item["frames"] for item in results["long_rollouts"]] == [6, 6]
+    assert "## pipe" in (tmp_path / "evaluation.md").read_text()
+
+
+def test_evaluate_command_errors(tmp_path, capsys):
+    from tekken_diffusers.cli.evaluate_world_model import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--pipeline", str(tmp_path), "--rounds", str(tmp_path)])
+    assert exit_info.value.code == 2 and "not a pipeline folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--pipeline", str(tmp_path), "--rounds", str(tmp_path), "--frames", "0"])
+    assert exit_info.value.code == 2 and "--frames must be >= 1" in capsys.readouterr().err
