@@ -181,3 +181,137 @@ def test_browser_plays_with_the_keyboard(pipe, contexts, tmp_path):
             browser.quit()
         server.terminate()
         server.wait(timeout=30)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Two players: a second person on the same keyboard, a scripted opponent, or the recorded player 2
+# ---------------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def pipe2():
+    pipe = build_random_pipeline("tiny", seed=0, num_players=2)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture
+def contexts2(tmp_path):
+    from tekken_diffusers.data.rounds import save_round
+
+    actions_p2 = (np.arange(12) * 8).astype(np.uint8)  # a recognisable recorded player 2
+    save_round(tmp_path / "round_0000.npz", make_round(12, size=(8, 8), actions_p2=actions_p2))
+    return ContextLibrary.from_folder(tmp_path, context_frames=4)
+
+
+def test_two_player_play_session_shows_and_exports_both_inputs(pipe2, contexts2, tmp_path):
+    frames, inputs = contexts2.context(contexts2.names[0])
+    inputs_p2, replay = contexts2.player_2_inputs(contexts2.names[0])
+    assert inputs_p2.tolist() == [0, 8, 16, 24] and replay.tolist()[:2] == [32, 40]
+    session = pipe2.start_session(context=frames, context_actions=inputs, context_actions_p2=inputs_p2,
+                                  num_inference_steps=1, output_type="np")  # fmt: skip
+    play = PlaySession(session=session, context=frames, max_frames=3)
+    play.step(16, 32)  # player 1 forward (Right), player 2 forward (Left: player 2 stands on the right)
+    assert "input f" in play.stats() and "player 2 input f" in play.stats()
+    assert play.export(tmp_path / "clip.mp4").stat().st_size > 0
+    play.reset()
+    assert play.actions_p2 == []
+
+
+@pytest.mark.parametrize("mode", ["keyboard", "scripted", "replay"])
+def test_the_app_takes_player_2_from_the_chosen_source(pipe2, contexts2, mode):
+    demo = build_demo(pipe2, contexts2, num_inference_steps=1)
+    fns = {f.name: f.fn for f in demo.fns.values()}
+    play, _, ready, _ = fns["start"](contexts2.names[0], 0, mode)
+    assert "player 2" in ready
+    for _ in range(2):
+        frame, stats, _ = fns["tick"](play, "16", "40")  # the page sends both players' held keys
+    assert frame.shape[-1] == 3 and "player 2 input" in stats
+    expected = {"keyboard": [40, 40], "replay": [32, 40]}.get(mode)
+    if expected is not None:
+        assert play.actions_p2 == expected
+    assert all(0 <= action <= 255 for action in play.actions_p2)
+
+
+def test_scripted_opponent_walks_to_player_1_and_punches():
+    from tekken_diffusers.actions import LEFT, LP, RIGHT
+    from tekken_diffusers.demo import ScriptedOpponent
+
+    frame = np.full((3, 64, 64), 100, dtype=np.uint8)
+    frame[:, 30:35, 10:15] = 255  # the white boxer (player 1), on the left
+    frame[:, 30:35, 45:50] = 0  # the black boxer (player 2), far to the right
+    assert ScriptedOpponent(seed=0)(frame) & LEFT
+    near = np.full((3, 64, 64), 100, dtype=np.uint8)
+    near[:, 30:35, 20:25], near[:, 30:35, 32:37] = 255, 0
+    script = ScriptedOpponent(seed=1)
+    decisions = [script(near) for _ in range(40)]
+    assert any(action & LP for action in decisions)
+    assert not any(action & LEFT and action & RIGHT for action in decisions)
+    assert ScriptedOpponent()(None) == 0  # nothing on screen yet: no input
+
+
+@pytest.mark.slow
+def test_browser_two_people_play_on_one_keyboard(pipe2, contexts2, tmp_path):
+    """Player 1 holds D and U, player 2 the left arrow and numpad 1, on one keyboard; both reach the model."""
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver):
+        pytest.skip("headless browser test needs Debian's chromium and chromium-driver (apt-get install ...)")
+    pytest.importorskip("gradio")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    pipe2.save_pretrained(tmp_path / "pipe")
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, str(ROOT / "pipelines" / "app.py"), "--pipeline", str(tmp_path / "pipe"), "--rounds",
+         str(tmp_path), "--context-frames", "4", "--steps", "1", "--max-frames", "400", "--port", str(port)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    options = webdriver.ChromeOptions()
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                     "--no-first-run", "--window-size=1200,900"):  # fmt: skip
+        options.add_argument(argument)
+    options.binary_location = chromium
+    browser = None
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert server.poll() is None, server.stdout.read()
+                time.sleep(0.5)
+        browser = webdriver.Chrome(service=Service(driver), options=options)
+        browser.get(f"http://127.0.0.1:{port}/")
+
+        def wait_for(condition, what, timeout=60):
+            end = time.monotonic() + timeout
+            while time.monotonic() < end:
+                value = condition()
+                if value:
+                    return value
+                time.sleep(0.1)
+            raise AssertionError(
+                f"timed out waiting for {what}; page says: {browser.find_element(By.TAG_NAME, 'body').text}"
+            )
+
+        assert "Two players" in wait_for(lambda: browser.find_element(By.TAG_NAME, "body").text, "the page")
+        wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#start"), "the Start button")[0].click()
+        stats = lambda: browser.find_element(By.CSS_SELECTOR, "#stats").text  # noqa: E731
+        wait_for(lambda: "frame " in stats() and "player 2 input" in stats(), "the first frames")
+        # Player 1: D (forward) + U (button 1); player 2: the left arrow (its forward) + numpad 1 (button 1).
+        ActionChains(browser).key_down("d").key_down("u").key_down(Keys.ARROW_LEFT).key_down(Keys.NUMPAD1).perform()
+        wait_for(lambda: "input f+1 · player 2 input f+1" in stats(), "both players' held keys to reach the model")
+        ActionChains(browser).key_up(Keys.NUMPAD1).key_up(Keys.ARROW_LEFT).perform()
+        wait_for(lambda: "input f+1 · player 2 input n" in stats(), "player 2's release, player 1 still holding")
+        ActionChains(browser).key_up("d").key_up("u").perform()
+        wait_for(lambda: "input n · player 2 input n" in stats(), "both players' released keys")
+    finally:
+        if browser is not None:
+            browser.quit()
+        server.terminate()
+        server.wait(timeout=30)

@@ -10,7 +10,9 @@ can be overridden on the command line (`--learning_rate 1e-4`).
 
 Objective (the original system's): every frame of a window gets its own logit-normal noise level (diffusion forcing),
 the model predicts the flow velocity `noise - latents`, the loss is the MSE over valid frames. Whole samples lose
-their inputs with probability `action_dropout` (classifier-free guidance on the actions).
+their inputs with probability `action_dropout` (classifier-free guidance on the actions). A two-player model
+(`model_overrides: {num_players: 2}`, on a dataset recorded with `--two-player`) sees both players' inputs, and each
+player's inputs are also dropped on their own with probability `player_action_dropout` (guidance per player).
 
 State: EMA weights; `checkpoint-N` folders written through accelerate's hooks as diffusers folders (never pickled
 models), under a temporary name renamed when complete, at most `checkpoints_total_limit` kept.
@@ -100,6 +102,13 @@ class TrainWorldModelConfig:
     logit_mean: float = 0.0
     logit_std: float = 1.0
     action_dropout: float = field(default=0.1, metadata={"help": "probability a sample trains without inputs (CFG)"})
+    player_action_dropout: float = field(
+        default=0.1,
+        metadata={
+            "help": "two-player models: probability that one player's inputs are dropped, each player on its own "
+            "(per-player guidance); one-player models ignore it"
+        },
+    )
     context_prefix_prob: float = field(
         default=0.0, metadata={"help": "probability a sample's first frames sit at context_noise, as when sampling"}
     )
@@ -190,7 +199,8 @@ class TrainWorldModelConfig:
                 "diffusion_forcing_sigmas must be 'logit_normal' or 'shifted_uniform', got "
                 f"{self.diffusion_forcing_sigmas!r}"
             )
-        for name in ("action_dropout", "context_prefix_prob", "teacher_forcing_prob", "context_frame_prob"):
+        for name in ("action_dropout", "player_action_dropout", "context_prefix_prob", "teacher_forcing_prob",
+                     "context_frame_prob"):  # fmt: skip
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
         if not 0 <= self.teacher_forcing_context_noise < 1:
@@ -374,10 +384,17 @@ def training_step(
     noisy = scheduler.scale_noise(latents, sigmas, noise)
     # 3. Classifier-free guidance: whole samples lose their inputs
     keep_actions = (torch.rand(batch_size, generator=generator) >= config.action_dropout).to(device)
+    actions = batch.action_bits.to(device)
+    # 3b. Two-player models only (one-player models skip this and draw nothing more): both players' bits (B, T, 2, 8),
+    #     and each player's inputs also dropped on their own, so that guidance can act on one player (B, 2).
+    if getattr(model_config(model), "num_players", 1) == 2:
+        actions = batch.player_action_bits(2).to(device)
+        keep_player = torch.rand(batch_size, 2, generator=generator) >= config.player_action_dropout
+        keep_actions = keep_actions[:, None] & keep_player.to(device)
     outputs = model(
         noisy,
         sigmas,
-        actions=batch.action_bits.to(device),
+        actions=actions,
         action_mask=keep_actions,
         return_dict=False,
         **model_kwargs,
@@ -431,6 +448,7 @@ def validate(
     inputs. Deterministic: the same weights give the same numbers at every call."""
     transformer = pipe.transformer
     transformer.eval()
+    num_players = pipe.num_players
     count = min(config.num_validation_windows, len(val_windows))
     indices = np.linspace(0, len(val_windows) - 1, count).round().astype(int).tolist()
     batch = load_batch(val_windows, indices)
@@ -447,7 +465,7 @@ def validate(
     if pipe.vae is not None:
         # 2. Teacher-forced next frame, beside the copy-last-frame baseline
         predicted = teacher_forced_next_frames(
-            pipe, batch.latents, batch.action_bits, config.validation_context_frames,
+            pipe, batch.latents, batch.player_action_bits(num_players), config.validation_context_frames,
             config.validation_inference_steps, generator=torch.Generator().manual_seed(4321),
         )  # fmt: skip
         scores = score_frames(pipe, predicted, batch.latents.float(), config.validation_context_frames)
@@ -456,8 +474,10 @@ def validate(
         if video_windows is not None:
             window = load_batch(video_windows, [0])
             context = config.validation_context_frames
+            actions_p2 = None if window.actions_p2 is None else window.actions_p2[0, context:].numpy()
             generated = rollout_latents(
-                pipe, window.latents.float(), window.action_bits, context, config.validation_inference_steps,
+                pipe, window.latents.float(), window.player_action_bits(num_players), context,
+                config.validation_inference_steps,
                 generator=torch.Generator().manual_seed(99),
             )  # fmt: skip
             truth = pipe.decode_latents(window.latents[:, context:].float())[0].permute(1, 0, 2, 3)
@@ -466,6 +486,7 @@ def validate(
             canvas = compose_frames(
                 [to_uint8(frames), to_uint8(truth)], window.actions[0, context:].numpy().astype(np.uint8),
                 titles=["generated", "recorded"], scale=3,
+                actions_p2=None if actions_p2 is None else actions_p2.astype(np.uint8),
             )  # fmt: skip
             folder = Path(config.output_dir) / "validation"
             video_path = write_video(folder / f"step-{step:07d}.mp4", canvas, fps=15)
@@ -630,6 +651,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         raise usage_error(
             f"the transformer (preset {config.preset}, model_overrides {config.model_overrides}): {error}"
         ) from None
+    if model.config.num_players == 2 and not info.has_actions_p2:
+        raise usage_error(
+            f"--dataset {config.dataset}: a two-player model (num_players=2) needs player 2's inputs (actions_p2), "
+            "and this dataset has none: record with --two-player and encode those rounds"
+        )
     if config.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     model.train()

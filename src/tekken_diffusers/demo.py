@@ -4,6 +4,10 @@ The page keeps a set of held keys (W/A/S/D stick, U/I/J/K buttons, or the on-scr
 the next frame as soon as the previous one is shown, so frames stream at the model's pace; the held keys travel with
 each request. Every browser tab has its own `PlaySession` (Gradio state), a bounded number of frames, and can
 download its clip with the inputs drawn under the frames.
+
+With a two-player pipeline (`num_players=2`) player 2 is a second person on the same keyboard (arrow keys to move,
+numpad 1–4 or 7/8/9/0 for buttons 1–4), a scripted opponent that walks up to player 1 and punches, or a replay of
+the recorded player 2 of the chosen round; the page shows both players' inputs.
 """
 
 from __future__ import annotations
@@ -19,13 +23,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .actions import id_to_notation_safe
+from .actions import DOWN, LEFT, LP, RIGHT, UP, id_to_notation, id_to_notation_safe
 from .data.rounds import list_rounds, load_round
 from .visualization import compose_frames, write_video
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ContextLibrary", "PlaySession", "ClipFolder", "parse_action_field", "build_demo", "KEYBOARD_JS"]
+__all__ = [
+    "ContextLibrary",
+    "PlaySession",
+    "ClipFolder",
+    "ScriptedOpponent",
+    "PLAYER_2_MODES",
+    "parse_action_field",
+    "build_demo",
+    "KEYBOARD_JS",
+]
+
+# Who plays player 2 with a two-player pipeline.
+PLAYER_2_MODES = ("keyboard", "scripted", "replay")
 
 
 class ContextLibrary:
@@ -67,6 +83,19 @@ class ContextLibrary:
         end = start + self.context_frames
         return round_.images[start:end], round_.actions_p1[start:end]
 
+    def player_2_inputs(self, name: str, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Player 2's recorded inputs of context `name` from frame `start`: `(context (T,), the rest of the round)`,
+        uint8; neutral where the round has no player 2 (a one-player recording)."""
+        if name not in self._rounds:
+            raise ValueError(f"unknown context {name!r}; known: {', '.join(self.names)}")
+        round_ = self._rounds[name]
+        start = int(np.clip(start, 0, round_.num_frames - self.context_frames))
+        actions_p2 = round_.actions_p2
+        if actions_p2 is None:
+            actions_p2 = np.zeros(round_.num_frames, dtype=np.uint8)
+        end = start + self.context_frames
+        return actions_p2[start:end], actions_p2[end:]
+
     def max_start(self, name: str) -> int:
         return self._rounds[name].num_frames - self.context_frames
 
@@ -79,13 +108,16 @@ class PlaySession:
         session: a `TekkenWorldModelSession` (output type "np").
         context: the context frames `(T, 3, H, W)` uint8, shown before the first generated frame.
         max_frames: frames after which the game stops (bounds what one visitor can ask for).
+        player_2: where player 2's inputs come from with a two-player pipeline (set by the app), else None.
     """
 
     session: object
     context: np.ndarray
     max_frames: int = 2000
+    player_2: _Player2 | None = None
     frames: list[np.ndarray] = field(default_factory=list)
     actions: list[int] = field(default_factory=list)
+    actions_p2: list[int] = field(default_factory=list)
     latencies: deque = field(default_factory=lambda: deque(maxlen=30))
     shown_at: deque = field(default_factory=lambda: deque(maxlen=31))
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -94,18 +126,24 @@ class PlaySession:
     def finished(self) -> bool:
         return len(self.frames) >= self.max_frames
 
-    def step(self, action_id: int) -> np.ndarray:
-        """Generate the next frame under `action_id`; returns it as uint8 `(3, H, W)`."""
+    def step(self, action_id: int, action_p2: int | None = None) -> np.ndarray:
+        """Generate the next frame under `action_id` (and player 2's `action_p2` with a two-player pipeline);
+        returns it as uint8 `(3, H, W)`."""
         if self.finished:
             raise RuntimeError(f"the session reached its limit of {self.max_frames} frames: reset to play again")
         with self.lock:  # one frame at a time per session, even if the browser sends two requests
             started = time.perf_counter()
-            frame = self.session.step(int(action_id))  # (H, W, 3) float in [0, 1]
+            if action_p2 is None:
+                frame = self.session.step(int(action_id))  # (H, W, 3) float in [0, 1]
+            else:
+                frame = self.session.step(int(action_id), int(action_p2))
             self.latencies.append(time.perf_counter() - started)
             self.shown_at.append(time.perf_counter())
         frame = (np.asarray(frame) * 255).round().astype(np.uint8).transpose(2, 0, 1)  # (3, H, W)
         self.frames.append(frame)
         self.actions.append(int(action_id))
+        if action_p2 is not None:
+            self.actions_p2.append(int(action_p2))
         return frame
 
     def reset(self) -> None:
@@ -113,6 +151,7 @@ class PlaySession:
             self.session.reset()
             self.frames.clear()
             self.actions.clear()
+            self.actions_p2.clear()
             self.latencies.clear()
             self.shown_at.clear()
 
@@ -126,14 +165,85 @@ class PlaySession:
         return (
             f"frame {len(self.frames)} / {self.max_frames} · {shown}model {1 / latency:.1f} frames/s · "
             f"latency {latency * 1000:.0f} ms/frame · input {id_to_notation_safe(self.actions[-1])}"
+            + (f" · player 2 input {_notation_p2(self.actions_p2[-1])}" if self.actions_p2 else "")
         )
 
     def export(self, path: str | Path, fps: float = 15.0) -> Path:
         """The clip so far as an mp4 with the inputs drawn under the frames."""
         if not self.frames:
             raise ValueError("nothing played yet")
-        canvas = compose_frames([np.stack(self.frames)], np.array(self.actions, dtype=np.uint8), scale=4, fps=fps)
+        actions_p2 = np.array(self.actions_p2, dtype=np.uint8) if self.actions_p2 else None
+        canvas = compose_frames(
+            [np.stack(self.frames)], np.array(self.actions, dtype=np.uint8), actions_p2=actions_p2, scale=4, fps=fps
+        )
         return write_video(path, canvas, fps=fps)
+
+
+def _notation_p2(action_id: int) -> str:
+    """Player 2's input in notation read from its side (the right: forward is Left)."""
+    try:
+        return id_to_notation(action_id, side="right")
+    except ValueError:
+        return id_to_notation_safe(action_id)
+
+
+class ScriptedOpponent:
+    """Player 2 played by a script: walk to player 1's height and punching distance, punch, sometimes step back.
+
+    It reads both boxers' positions off the last generated frame (as a person reads the screen), so it follows what
+    the world model shows; each decision is held for a few frames, as the recorder's policies do.
+
+    Args:
+        seed: seeds the script's random choices (how long it holds an input, when it punches).
+        reach: punching distance as a fraction of the frame width.
+    """
+
+    def __init__(self, seed: int = 0, reach: float = 0.25):
+        self.rng = np.random.default_rng(seed)
+        self.reach = reach
+        self._action, self._left = 0, 0
+
+    def __call__(self, frame: np.ndarray | None) -> int:
+        """The next input (an action id) given the last frame `(3, H, W)` uint8, or None before the first one."""
+        if self._left > 0:
+            self._left -= 1
+            return self._action
+        from .evaluation.heldout import boxer_positions
+
+        action = 0
+        positions = None if frame is None else boxer_positions(frame)  # (2, 2): white, black (x, y)
+        if positions is not None and not np.isnan(positions).any():
+            width, height = frame.shape[-1], frame.shape[-2]
+            (white_x, white_y), (black_x, black_y) = positions
+            dx, dy = (white_x - black_x) / width, (white_y - black_y) / height
+            if abs(dy) > 0.06:
+                action |= DOWN if dy > 0 else UP
+            if abs(dx) > self.reach:
+                action |= RIGHT if dx > 0 else LEFT
+            elif abs(dx) < self.reach * 0.5 and self.rng.random() < 0.3:
+                action |= LEFT if dx > 0 else RIGHT  # too close to land a punch: step back
+            if abs(dy) < 0.15 and abs(dx) < self.reach * 1.3 and self.rng.random() < 0.7:
+                action |= LP
+        self._action, self._left = action, int(self.rng.integers(1, 5))
+        return action
+
+
+class _Player2:
+    """Where player 2's next input comes from in one browser tab: the keyboard, the script, or the recording."""
+
+    def __init__(self, mode: str, replay: np.ndarray, seed: int):
+        if mode not in PLAYER_2_MODES:
+            raise ValueError(f"player 2 mode must be one of {', '.join(PLAYER_2_MODES)}, got {mode!r}")
+        self.mode = mode
+        self.replay = replay if len(replay) else np.zeros(1, dtype=np.uint8)
+        self.script = ScriptedOpponent(seed)
+
+    def next(self, play: PlaySession, keyboard: int) -> int:
+        if self.mode == "keyboard":
+            return keyboard
+        if self.mode == "scripted":
+            return self.script(play.frames[-1] if play.frames else play.context[-1])
+        return int(self.replay[len(play.frames) % len(self.replay)])  # the recording, looped
 
 
 def parse_action_field(text: str | None) -> int:
@@ -166,26 +276,41 @@ def upscale(frame: np.ndarray, scale: int = 6) -> np.ndarray:
     return frame.transpose(1, 2, 0).repeat(scale, axis=0).repeat(scale, axis=1)
 
 
-# Held keys → the current input, read by the timer's event before every frame request.
+# Held keys → the current input of each player, read by the timer's event before every frame request. Player 1:
+# W/A/S/D and U/I/J/K (by key); player 2 (two-player pipelines): the arrows and numpad 1-4 or 7/8/9/0 (by code, so
+# numpad digits are told apart from the digit row).
 KEYBOARD_JS = """
 <script>
 (() => {
   const held = new Set();
+  const held2 = new Set();
   const keys = {w: 128, s: 64, a: 32, d: 16, u: 8, i: 4, j: 2, k: 1};
+  const keys2 = {ArrowUp: 128, ArrowDown: 64, ArrowLeft: 32, ArrowRight: 16, Numpad1: 8, Numpad2: 4, Numpad3: 2,
+                 Numpad4: 1, Digit7: 8, Digit8: 4, Digit9: 2, Digit0: 1};
   const typing = (e) => e.target && ["INPUT", "TEXTAREA", "SELECT"].includes(e.target.tagName);
   document.addEventListener("keydown", (e) => {
     const key = e.key.toLowerCase();
-    if (key in keys && !typing(e)) { held.add(key); e.preventDefault(); }
+    if (typing(e)) return;
+    if (key in keys) { held.add(key); e.preventDefault(); }
+    else if (e.code in keys2) { held2.add(e.code); e.preventDefault(); }
   });
-  document.addEventListener("keyup", (e) => held.delete(e.key.toLowerCase()));
-  window.addEventListener("blur", () => held.clear());
+  document.addEventListener("keyup", (e) => { held.delete(e.key.toLowerCase()); held2.delete(e.code); });
+  window.addEventListener("blur", () => { held.clear(); held2.clear(); });
   window.tekkenPress = (key, down) => { down ? held.add(key) : held.delete(key); };
-  window.tekkenAction = () => {
-    let id = 0;
-    for (const key of held) id |= keys[key];
+  const clean = (id) => {
     if ((id & 128) && (id & 64)) id &= ~(128 | 64);   // opposite directions cancel, as in keys_to_id
     if ((id & 32) && (id & 16)) id &= ~(32 | 16);
     return id;
+  };
+  window.tekkenAction = () => {
+    let id = 0;
+    for (const key of held) id |= keys[key];
+    return clean(id);
+  };
+  window.tekkenAction2 = () => {
+    let id = 0;
+    for (const code of held2) id |= keys2[code];
+    return clean(id);
   };
 })();
 </script>
@@ -236,18 +361,27 @@ def build_demo(
 
     fps = 15.0
     clips = ClipFolder()
+    two_player = getattr(pipe, "num_players", 1) == 2
 
-    def start(name: str, start_frame: float):
+    def start(name: str, start_frame: float, mode: str = "keyboard"):
         frames, inputs = contexts.context(name, int(start_frame))
         generator = torch.Generator().manual_seed(seed)
+        player_2 = {}
+        if two_player:
+            inputs_p2, replay = contexts.player_2_inputs(name, int(start_frame))
+            player_2 = {"context_actions_p2": inputs_p2}
         session = pipe.start_session(
             context=frames, context_actions=inputs, num_inference_steps=num_inference_steps, generator=generator,
-            output_type="np",
+            output_type="np", **player_2,
         )  # fmt: skip
         play = PlaySession(session=session, context=frames, max_frames=max_frames)
-        return play, upscale(frames[-1]), "ready: hold W/A/S/D and U/I/J/K", gr.Timer(active=True)
+        ready = "ready: hold W/A/S/D and U/I/J/K"
+        if two_player:
+            play.player_2 = _Player2(mode, replay, seed)
+            ready += " (player 2: the arrows and numpad 1-4)" if mode == "keyboard" else f" (player 2: {mode})"
+        return play, upscale(frames[-1]), ready, gr.Timer(active=True)
 
-    def tick(play: PlaySession | None, action: str):
+    def tick(play: PlaySession | None, action: str, action_p2: str = "0"):
         if play is None:
             return gr.skip(), gr.skip(), gr.Timer(active=False)
         if play.finished:
@@ -256,7 +390,11 @@ def build_demo(
                 f"stopped at the limit of {play.max_frames} frames: reset to play again",
                 gr.Timer(active=False),
             )
-        frame = play.step(parse_action_field(action))
+        action_id = parse_action_field(action)
+        if play.player_2 is None:
+            frame = play.step(action_id)
+        else:
+            frame = play.step(action_id, play.player_2.next(play, parse_action_field(action_p2)))
         return upscale(frame), play.stats(), gr.skip()
 
     def reset(play: PlaySession | None):
@@ -277,6 +415,12 @@ def build_demo(
         gr.Markdown(
             "## Play the learned game\nPick a starting context and press **Start**. Hold **W/A/S/D** to move and "
             "**U/I/J/K** for buttons 1–4 (or use the pad). Every frame is generated by the world model."
+            + (
+                "\n\n**Two players**: player 2 (the black boxer) holds the **arrow keys** to move and **numpad 1–4** "
+                "(or **7/8/9/0**) for buttons 1–4, or leaves player 2 to a script or to the round's recording."
+                if two_player
+                else ""
+            )
         )
         play_state = gr.State(None)
         with gr.Row():
@@ -286,6 +430,9 @@ def build_demo(
             with gr.Column(scale=1):
                 context_name = gr.Dropdown(contexts.names, value=contexts.names[0], label="starting context")
                 start_frame = gr.Slider(0, contexts.max_start(contexts.names[0]), value=0, step=1, label="start frame")
+                player_2_mode = gr.Radio(
+                    list(PLAYER_2_MODES), value="keyboard", label="player 2", elem_id="player2", visible=two_player
+                )
                 start_button = gr.Button("Start", variant="primary", elem_id="start")
                 with gr.Row():
                     pause_button = gr.Button("Pause", elem_id="pause")
@@ -294,14 +441,17 @@ def build_demo(
                 download_button = gr.Button("Download clip", elem_id="download")
                 clip = gr.File(label="clip (mp4)")
         action = gr.Textbox(value="0", visible="hidden", elem_id="action")
+        action_p2 = gr.Textbox(value="0", visible="hidden", elem_id="action_p2")
         timer = gr.Timer(frame_interval, active=False)
 
         context_name.change(lambda n: gr.Slider(maximum=contexts.max_start(n), value=0), context_name, start_frame)
-        start_button.click(start, [context_name, start_frame], [play_state, frame, stats, timer])
-        read_keys = "(play, action) => [play, String(window.tekkenAction())]"
+        start_button.click(start, [context_name, start_frame, player_2_mode], [play_state, frame, stats, timer])
+        read_keys = (
+            "(play, action, action_p2) => [play, String(window.tekkenAction()), String(window.tekkenAction2())]"
+        )
         timer.tick(
             tick,
-            [play_state, action],
+            [play_state, action, action_p2],
             [frame, stats, timer],
             js=read_keys,
             trigger_mode="once",

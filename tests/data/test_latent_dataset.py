@@ -562,3 +562,19 @@ def test_load_by_repo_id_from_a_local_server(saved, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split() == ["3", "3", "10"]
     assert any(path.endswith("/data/train-00000-of-00001.parquet") for _, path in hub.requests)
+
+
+def test_two_player_windows_give_both_players_bits(saved):
+    from tekken_diffusers.actions import ids_to_bits
+
+    train = load_latent_dataset(saved[0], split="train")
+    two_player = LatentWindowDataset(train.select([1]), 8, random_offset=False)  # round_0001 has actions_p2
+    batch = collate_windows([two_player[0], two_player[1]])
+    bits = batch.player_action_bits(2)
+    assert bits.shape == (2, 8, 2, 8) and bits.dtype == torch.float32
+    assert torch.equal(bits[:, :, 0], batch.action_bits)
+    assert torch.equal(bits[:, :, 1], ids_to_bits(batch.actions_p2))
+    assert batch.player_action_bits(1) is batch.action_bits
+    one_player = collate_windows([LatentWindowDataset(train.select([0]), 8, random_offset=False)[0]])
+    with pytest.raises(ValueError, match=r"num_players=2: .* carry no player 2 inputs \(actions_p2\)"):
+        one_player.player_action_bits(2)

@@ -111,3 +111,39 @@ def test_evaluate_command_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--pipeline", str(tmp_path), "--rounds", str(tmp_path), "--frames", "0"])
     assert exit_info.value.code == 2 and "--frames must be >= 1" in capsys.readouterr().err
+
+
+def test_evaluate_command_two_player_action_binding(tmp_path, capsys):
+    """A two-player pipeline is scored per boxer under the recorded inputs, each player's shuffled, and swapped."""
+    from tekken_diffusers.cli.evaluate_world_model import main
+    from tekken_diffusers.pipelines.random_pipeline import build_random_pipeline
+
+    build_random_pipeline(num_players=2).save_pretrained(tmp_path / "pipe2p")
+    rng = np.random.default_rng(0)
+    for index in range(2):
+        actions_p2 = rng.integers(0, 256, 20, dtype=np.uint8)
+        save_round(
+            tmp_path / "rounds" / f"round_{index:04d}.npz", make_round(20, (8, 8), index, actions_p2=actions_p2)
+        )
+    windows = load_heldout_windows(tmp_path / "rounds", length=7, count=2)
+    assert windows.action_bits_p2.shape == windows.action_bits.shape == (2, 7, 8)
+    argv = ["--pipeline", str(tmp_path / "pipe2p"), "--rounds", str(tmp_path / "rounds"), "--windows", "2",
+            "--context-frames", "3", "--frames", "4", "--teacher-forced-steps", "1", "--steps", "1",
+            "--health-frames", "5", "--out", str(tmp_path / "eval.json"),
+            "--docs", str(tmp_path / "eval.md")]  # fmt: skip
+    assert main(argv) == 0
+    results = json.loads((tmp_path / "eval.json").read_text())
+    assert results["players"] == 2 and [item["frames"] for item in results["long_rollouts"]] == [5, 5]
+    assert list(results["open_loop"]) == [
+        "recorded_inputs", "p1_shuffled_inputs", "p2_shuffled_inputs", "swapped_players", "hold_last_frame"
+    ]  # fmt: skip
+    assert list(results["action_binding_at_last_k"]["black"]) == [
+        "recorded_inputs", "p1_shuffled_inputs", "p2_shuffled_inputs", "swapped_players"
+    ]  # fmt: skip
+    assert "**Action binding** (two players)" in (tmp_path / "eval.md").read_text()
+
+    # one-player rounds cannot drive a two-player model
+    save_round(tmp_path / "p1" / "round_0000.npz", make_round(20, size=(8, 8)))
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv[:2], "--rounds", str(tmp_path / "p1"), *argv[4:]])
+    assert exit_info.value.code == 2 and "carry no player 2 inputs (actions_p2)" in capsys.readouterr().err

@@ -471,3 +471,136 @@ def test_copy_path_and_teacher_forcing_errors():
         model(latents, sigmas, actions, context_sigmas=0.1)
     with pytest.raises(ValueError, match="context_latents must have the shape"):
         model(latents, sigmas, actions, context_latents=latents[:, :2], context_sigmas=0.1)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Two players (num_players=2): each player's buttons through that player's own embedding
+# ---------------------------------------------------------------------------------------------------------------------
+def make_two_player_inputs(batch: int = 2, frames: int = 8, seed: int = 1):
+    latents, sigmas, _ = make_inputs(batch, frames, seed)
+    generator = torch.Generator().manual_seed(seed + 100)
+    actions = torch.randint(0, 2, (batch, frames, 2, 8), generator=generator).bool()  # (B, T, P, 8)
+    return latents, sigmas, actions
+
+
+@torch.no_grad()
+def test_one_player_models_are_pinned_to_their_outputs_before_num_players():
+    """The output of a one-player model, recorded with the code before `num_players` existed."""
+    model = randomize(make_model())
+    latents, sigmas, actions = make_inputs()
+    output = model(latents, sigmas, actions, action_mask=torch.tensor([True, False])).sample.double()
+    assert abs(output.sum().item() - -106.10308347828686) < 1e-6
+    assert abs(output.abs().sum().item() - 1028.130521679297) < 1e-6
+    assert model.config.num_players == 1
+    assert not [name for name in model.state_dict() if "p2" in name]  # the weights of every earlier checkpoint
+
+
+def test_a_config_without_num_players_loads_as_one_player(tmp_path):
+    model = randomize(make_model())
+    model.save_pretrained(tmp_path)
+    import json
+
+    config = json.loads((tmp_path / "config.json").read_text())
+    config.pop("num_players")  # a checkpoint written before the field existed
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    loaded = TekkenWorldModelTransformer.from_pretrained(tmp_path).eval()
+    assert loaded.config.num_players == 1
+    latents, sigmas, actions = make_inputs()
+    with torch.no_grad():
+        assert torch.equal(loaded(latents, sigmas, actions).sample, model(latents, sigmas, actions).sample)
+
+
+def test_two_player_model_has_a_second_embedding_and_null_action(tmp_path):
+    model = make_model(num_players=2)
+    extra = {name for name in model.state_dict()} - set(make_model().state_dict())
+    assert extra == {"action_embed_p2.weight", "action_embed_p2.bias", "null_action_embedding_p2"}
+    with pytest.raises(ValueError, match="num_players must be one of 1, 2, got 3"):
+        make_model(num_players=3)
+    randomize(model).save_pretrained(tmp_path)
+    loaded = TekkenWorldModelTransformer.from_pretrained(tmp_path).eval()
+    latents, sigmas, actions = make_two_player_inputs()
+    with torch.no_grad():
+        assert torch.equal(loaded(latents, sigmas, actions).sample, model(latents, sigmas, actions).sample)
+
+
+@torch.no_grad()
+def test_each_player_has_its_own_embedding_and_null_action():
+    model = randomize(make_model(num_players=2))
+    latents, sigmas, actions = make_two_player_inputs()
+    conditional = model(latents, sigmas, actions).sample
+    # Swapping the players' inputs changes the prediction: the model knows whose input is whose.
+    swapped = model(latents, sigmas, actions.flip(2)).sample
+    assert (swapped - conditional).abs().amax() > 1e-3
+    # Each player's inputs matter on their own.
+    for player in range(2):
+        other = actions.clone()
+        other[:, :, player] = ~other[:, :, player]
+        assert (model(latents, sigmas, other).sample - conditional).abs().amax() > 1e-3
+
+    # A player's mask flag puts that player's null action in, whatever that player pressed.
+    p1_only = torch.tensor([[True, False], [True, False]])  # (B, P)
+    changed_p2 = actions.clone()
+    changed_p2[:, :, 1] = ~changed_p2[:, :, 1]
+    dropped_p2 = model(latents, sigmas, actions, action_mask=p1_only).sample
+    torch.testing.assert_close(model(latents, sigmas, changed_p2, action_mask=p1_only).sample, dropped_p2)
+    assert (dropped_p2 - conditional).abs().amax() > 1e-3
+    # ... and it is not player 1's null action: dropping player 1 instead gives another prediction.
+    dropped_p1 = model(latents, sigmas, actions, action_mask=~p1_only).sample
+    assert (dropped_p1 - dropped_p2).abs().amax() > 1e-3
+    # Both dropped = no actions at all; a per-frame (B, T, P) mask equals the per-sample one it spells out.
+    unconditional = model(latents, sigmas).sample
+    torch.testing.assert_close(model(latents, sigmas, actions, action_mask=False).sample, unconditional)
+    per_frame = p1_only[:, None].expand(2, 8, 2)
+    torch.testing.assert_close(model(latents, sigmas, actions, action_mask=per_frame).sample, dropped_p2)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("overrides", [{}, COPY])
+def test_two_player_cached_rollout_equals_full_forward(overrides):
+    model = randomize(make_model(num_players=2, **overrides), std=0.1)
+    latents, sigmas, actions = make_two_player_inputs(frames=10)
+    sigmas = sigmas.clamp_min(0.05)
+    mask = torch.tensor([[True, True], [False, True]])
+    full = model(latents, sigmas, actions, action_mask=mask).sample
+    cache = model.make_kv_cache()
+    assert cache.max_frames == make_model().make_kv_cache().max_frames  # the cache costs what a one-player one does
+    outputs = [
+        model(latents[:, :3], sigmas[:, :3], actions[:, :3], action_mask=mask, kv_cache=cache, update_kv_cache=True)
+    ]
+    for t in range(3, 10):
+        frame = (latents[:, t : t + 1], sigmas[:, t : t + 1], actions[:, t : t + 1])
+        outputs.append(model(*frame, action_mask=mask, kv_cache=cache, update_kv_cache=True))
+    torch.testing.assert_close(torch.cat([o.sample for o in outputs], dim=1), full, rtol=1e-4, atol=1e-4)
+
+
+@torch.no_grad()
+def test_two_player_teacher_forcing_equals_denoising_against_a_cache_of_the_context():
+    model = randomize(make_model(num_players=2, **COPY), std=0.1)
+    latents, sigmas, actions = make_two_player_inputs(frames=6)
+    sigmas = sigmas.clamp_min(0.05)
+    context, _, _ = make_two_player_inputs(frames=6, seed=7)
+    context_sigmas = torch.rand(2, 6, generator=torch.Generator().manual_seed(3)) * 0.2
+    mask = torch.tensor([[True, False], [False, True]])
+    output = model(latents, sigmas, actions, action_mask=mask, context_latents=context, context_sigmas=context_sigmas)
+    for t in range(6):
+        cache = model.make_kv_cache()
+        if t:
+            model(context[:, :t], context_sigmas[:, :t], actions[:, :t], action_mask=mask, kv_cache=cache,
+                  update_kv_cache=True)  # fmt: skip
+        step = model(latents[:, t : t + 1], sigmas[:, t : t + 1], actions[:, t : t + 1], action_mask=mask,
+                     kv_cache=cache)  # fmt: skip
+        torch.testing.assert_close(step.sample, output.sample[:, t : t + 1], rtol=1e-4, atol=1e-4)
+
+
+@torch.no_grad()
+def test_player_count_mismatches_are_named():
+    two_player = make_model(num_players=2)
+    latents, sigmas, actions = make_two_player_inputs(frames=3)
+    with pytest.raises(ValueError, match=r"two-player model must be \(2, 3, 2, 8\).*one player's inputs"):
+        two_player(latents, sigmas, actions[:, :, 0])
+    with pytest.raises(ValueError, match=r"action_mask of a 2-player model must be .*one flag per player"):
+        two_player(latents, sigmas, actions, action_mask=torch.ones(2, 3, dtype=torch.bool)[:, :, None, None])
+    with pytest.raises(ValueError, match="action_mask was given without actions"):
+        two_player(latents, sigmas, action_mask=torch.ones(2, 2, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"both players' inputs: this model has num_players=1"):
+        make_model()(latents, sigmas, actions)

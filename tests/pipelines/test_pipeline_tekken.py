@@ -394,3 +394,125 @@ def test_damaged_pipeline_folders_are_named(pipe, tmp_path):
     weights.write_bytes(bytes(data))
     with pytest.raises(ValueError, match=r"damaged: transformer/.* holds NaN or inf weights"):
         TekkenWorldModelPipeline.from_pretrained(damaged)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Two-player models: `actions_p2`, `context_actions_p2`, `session.step(p1, p2)`, guidance per player
+# ---------------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def pipe2():
+    pipe = build_random_pipeline("tiny", seed=0, num_players=2)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def run2(pipe, context, actions="f,f,1,n", actions_p2="f,n,b,1", seed=0, **kwargs):
+    return run(pipe, context, actions, seed, actions_p2=actions_p2, **kwargs)
+
+
+def test_two_player_input_forms_agree_with_each_players_own_forward(pipe2, context):
+    from tekken_diffusers.actions import LEFT
+
+    by_notation = run2(pipe2, context, actions_p2="f,n,b,1")
+    # Player 2 stands on the right: its forward is Left, its back is Right.
+    ids_p2 = np.array([LEFT, 0, RIGHT, LP], dtype=np.uint8)
+    np.testing.assert_array_equal(run2(pipe2, context, actions_p2=ids_p2), by_notation)
+    np.testing.assert_array_equal(run2(pipe2, context, actions_p2=list(ids_p2.tolist())), by_notation)
+    np.testing.assert_array_equal(
+        run2(pipe2, context, actions_p2=torch.from_numpy(ids_to_bits(ids_p2)).bool()), by_notation
+    )
+    # With player 1 on the right, player 2 stands on the left and its forward is Right.
+    np.testing.assert_array_equal(
+        run2(pipe2, context, actions="b,b,1,n", actions_p2="b,n,f,1", side="right"), by_notation
+    )
+    np.testing.assert_array_equal(
+        run2(pipe2, context, context_actions="f,n,1", context_actions_p2=[LEFT, 0, LP]),
+        run2(pipe2, context, context_actions="f,n,1", context_actions_p2="f,n,1"),
+    )
+
+
+def test_each_players_inputs_matter_and_swapping_them_changes_the_frames(pipe2, context):
+    base = run2(pipe2, context, actions="f*4", actions_p2="1*4", output_type="latent")
+    assert (run2(pipe2, context, actions="f*4", actions_p2="n*4", output_type="latent") - base).abs().max() > 1e-4
+    assert (run2(pipe2, context, actions="n*4", actions_p2="1*4", output_type="latent") - base).abs().max() > 1e-4
+    swapped = run2(pipe2, context, actions="1*4", actions_p2="b*4", output_type="latent")  # p2's b = p1's f (Right)
+    assert (swapped - base).abs().max() > 1e-4
+    # neither player's inputs: neutral for both, as a one-player model's `num_frames`
+    neutral = pipe2(context=context, num_frames=4, num_inference_steps=STEPS, generator=gen(), output_type="latent")
+    torch.testing.assert_close(neutral.frames, run2(pipe2, context, "n*4", "n*4", output_type="latent"))
+
+
+def test_two_player_batch_and_session_equal_single_calls(pipe2, context):
+    other = context[::-1].copy()
+    batch = pipe2(
+        context=[context, other], actions=["f,f,1,n", "b,b,3,n"], actions_p2=["n,n,n,1", "f,1,f,1"],
+        num_inference_steps=STEPS, generator=[gen(0), gen(1)], output_type="np",
+    ).frames  # fmt: skip
+    np.testing.assert_allclose(batch[0], run2(pipe2, context, "f,f,1,n", "n,n,n,1", seed=0)[0], atol=1e-5)
+    np.testing.assert_allclose(batch[1], run2(pipe2, other, "b,b,3,n", "f,1,f,1", seed=1)[0], atol=1e-5)
+
+    session = pipe2.start_session(context=context, num_inference_steps=STEPS, generator=gen(), output_type="np")
+    frames = np.stack([session.step(p1, p2) for p1, p2 in zip(["f", "f", "1", "n"], ["f", "n", "b", "1"])])
+    np.testing.assert_allclose(frames, run2(pipe2, context)[0], atol=1e-5)
+    session.reset()
+    memory = []
+    for step in range(20):
+        session.step(RIGHT, np.eye(8, dtype=np.float32)[step % 8])
+        memory.append(session.cache.memory_bytes())
+    one_player = build_random_pipeline("tiny", seed=0)
+    single = one_player.start_session(context=context, num_inference_steps=1, output_type="latent")
+    for _ in range(20):
+        single.step(RIGHT)
+    assert memory[-1] == single.cache.memory_bytes()  # a second player costs nothing in the cache
+
+
+def test_guidance_per_player(pipe2, context):
+    plain = run2(pipe2, context, output_type="latent")
+    joint = run2(pipe2, context, guidance_scale=3.0, output_type="latent")
+    assert (joint - plain).abs().max() > 1e-4
+    torch.testing.assert_close(run2(pipe2, context, guidance_scale=(3.0, 3.0), output_type="latent"), joint)
+    torch.testing.assert_close(run2(pipe2, context, guidance_scale=(1.0, 1.0), output_type="latent"), plain)
+    p1_guided = run2(pipe2, context, guidance_scale=(3.0, 1.0), output_type="latent")
+    p2_guided = run2(pipe2, context, guidance_scale=(1.0, 3.0), output_type="latent")
+    assert min((p1_guided - joint).abs().max(), (p2_guided - p1_guided).abs().max()) > 1e-5
+    assert pipe2.guidance_scale == (1.0, 3.0) and pipe2.do_classifier_free_guidance
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(actions_p2=None), r"`actions_p2`: .*two-player model \(num_players=2\) and got `actions` without"),
+        (dict(actions=None, num_frames=4), "got `actions_p2` without `actions`"),
+        (dict(context_actions="f,f,f"), "got `context_actions` without `context_actions_p2`"),
+        (dict(actions_p2="f,f"), r"`actions_p2` must give one input per generated frame \(4\), got \[2\]"),
+        (dict(actions_p2="f,x,n,n"), "unknown token 'x'"),
+        (dict(context_actions="n*3", context_actions_p2="f"), "`context_actions_p2` must give 3 inputs"),
+        (dict(guidance_scale=(3.0, 0.5)), "`guidance_scale` must be >= 1"),
+        (dict(guidance_scale=(3.0, 2.0, 1.0)), "a pair .* and two values"),
+    ],
+)
+def test_two_player_input_errors(pipe2, context, kwargs, message):
+    call = dict(context=context, actions="f,f,1,n", actions_p2="n*4", num_inference_steps=1, output_type="latent")
+    call.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        pipe2(**call)
+
+
+def test_player_count_mismatches_are_one_clear_error(pipe, pipe2, context):
+    with pytest.raises(ValueError, match=r"`actions_p2`: .*player 1 only \(num_players=1\)"):
+        run(pipe, context, actions_p2="f*4")
+    with pytest.raises(ValueError, match=r"`context_actions_p2`: .*player 1 only"):
+        run(pipe, context, context_actions_p2="f*3")
+    with pytest.raises(ValueError, match="a pair .* needs a two-player model"):
+        run(pipe, context, guidance_scale=(2.0, 2.0))
+    with pytest.raises(ValueError, match="player 1 only"):
+        pipe.start_session(context=context, context_actions_p2="n*3")
+    with pytest.raises(ValueError, match="action_p2: .*player 1 only"):
+        pipe.start_session(context=context, num_inference_steps=1).step("f", "f")
+    session = pipe2.start_session(context=context, num_inference_steps=1)
+    with pytest.raises(ValueError, match=r"action_p2: .*two-player model .*step\(action, action_p2\)"):
+        session.step("f")
+    with pytest.raises(ValueError, match="action_p2: one input per step, got 2"):
+        session.step("f", "f,b")
+    with pytest.raises(ValueError, match="got `context_actions` without `context_actions_p2`"):
+        pipe2.start_session(context=context, context_actions="n*3")

@@ -452,3 +452,105 @@ def test_training_step_losses_in_each_parameterisation():
         teacher_forcing=False,
     )
     assert 1.5 < float(loss.detach()) < 2.5  # var(noise) + var(x0) = 2
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Two players: a two-player dataset (record_atari.py --two-player) and model_overrides {num_players: 2}
+# ---------------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def two_player_dataset(tmp_path_factory) -> Path:
+    """Two-player Boxing (both boxers driven by the recorder's policies) at 8×8, encoded with a random tiny DC-AE."""
+    pytest.importorskip("pettingzoo")
+    from tekken_diffusers import TekkenAutoencoderDC
+    from tekken_diffusers.pipelines.random_pipeline import TINY_VAE_CONFIG
+
+    root = tmp_path_factory.mktemp("wm2p")
+    torch.manual_seed(0)
+    TekkenAutoencoderDC(**TINY_VAE_CONFIG).save_pretrained(root / "vae")
+    for command in (
+        ["scripts/record_atari.py", "--out", root / "rounds", "--rounds", "4", "--max-frames", "40",
+         "--size", "8", "8", "--val-fraction", "0.25", "--two-player", "--no-progress"],
+        ["scripts/encode_latents.py", "--rounds", root / "rounds", "--vae", root / "vae", "--out", root / "latents",
+         "--no-progress"],
+    ):  # fmt: skip
+        subprocess.run([sys.executable, *map(str, command)], cwd=ROOT, check=True, capture_output=True, env=ENV)
+    return root / "latents"
+
+
+@pytest.mark.slow
+def test_two_player_run_saves_a_two_player_pipeline(two_player_dataset, tmp_path):
+    from tekken_diffusers import TekkenWorldModelPipeline
+    from tekken_diffusers.data import load_latent_info
+
+    assert load_latent_info(two_player_dataset).has_actions_p2
+    out = tmp_path / "2p"
+    train(out, two_player_dataset, "--max_train_steps", "2", "--validation_steps", "2",
+          "--model_overrides", '{"num_players": 2}', "--player_action_dropout", "0.5")  # fmt: skip
+    assert sorted(losses(out)) == [1, 2]
+    pipe = TekkenWorldModelPipeline.from_pretrained(out)
+    assert pipe.num_players == 2
+    assert (out / "validation" / "step-0000002.mp4").is_file()  # validation rolled out under both players' inputs
+    session = pipe.start_session(context_latents=torch.zeros(1, 2, 4, 4, 4), num_inference_steps=1)
+    assert session.step("f", "f").size == (8, 8)
+
+
+def test_two_player_training_step_drops_each_players_inputs_on_its_own():
+    train_world_model = _script_module()
+    from tekken_diffusers import TekkenFlowMatchScheduler
+    from tekken_diffusers.data import WindowBatch
+    from tekken_diffusers.models import TekkenWorldModelTransformer
+
+    batch = WindowBatch(
+        latents=torch.randn(4, 6, 4, 4, 4),
+        actions=torch.full((4, 6), 16, dtype=torch.int64),  # player 1 holds Right
+        action_bits=torch.zeros(4, 6, 8).index_fill_(2, torch.tensor([3]), 1.0),
+        valid=torch.ones(4, 6, dtype=torch.bool),
+        round_ids=["a", "b", "c", "d"],
+        starts=torch.zeros(4, dtype=torch.long),
+        actions_p2=torch.full((4, 6), 8, dtype=torch.int64),  # player 2 holds button 1
+    )
+    seen = {}
+
+    def spy(model):
+        class Spy(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.module = model
+
+            def forward(self, *args, **kwargs):
+                seen.update(kwargs)
+                return self.module(*args, **kwargs)
+
+        return Spy()
+
+    def step(model, **settings):
+        config = train_world_model.TrainWorldModelConfig(dataset="x", preset="tiny", **settings)
+        generator = torch.Generator().manual_seed(0)
+        train_world_model.training_step(
+            spy(model), TekkenFlowMatchScheduler(), batch, config, generator, torch.device("cpu"), False
+        )
+        return generator.get_state()
+
+    one_player = TekkenWorldModelTransformer.from_preset("tiny")
+    state = step(one_player, action_dropout=0.5, player_action_dropout=0.5)
+    # one-player models: player 1's bits and one flag per sample, and no extra random draw for the players
+    assert seen["actions"].shape == (4, 6, 8) and seen["action_mask"].shape == (4,)
+    assert torch.equal(state, step(one_player, action_dropout=0.5, player_action_dropout=0.0))
+
+    two_player = TekkenWorldModelTransformer.from_preset("tiny", num_players=2)
+    step(two_player, action_dropout=0.0, player_action_dropout=0.0)
+    assert seen["actions"].shape == (4, 6, 2, 8) and torch.equal(seen["action_mask"], torch.ones(4, 2, dtype=bool))
+    assert seen["actions"][..., 1, 4].eq(1).all() and seen["actions"][..., 0, 3].eq(1).all()  # p2's 1, p1's Right
+    step(two_player, action_dropout=0.0, player_action_dropout=1.0)
+    assert not seen["action_mask"].any()
+    step(two_player, action_dropout=1.0, player_action_dropout=0.0)
+    assert not seen["action_mask"].any()  # a dropped sample loses both players' inputs
+
+
+def test_a_two_player_model_needs_a_two_player_dataset(latent_dataset, tmp_path, capsys):
+    train_world_model = _script_module()
+    with pytest.raises(SystemExit) as raised:
+        train_world_model.main(["--config", str(DEBUG), "--dataset", str(latent_dataset), "--output_dir",
+                                str(tmp_path / "out"), "--model_overrides", '{"num_players": 2}'])  # fmt: skip
+    assert raised.value.code == 2
+    assert "a two-player model (num_players=2) needs player 2's inputs" in capsys.readouterr().err

@@ -8,6 +8,11 @@
   context frame: pooled PSNR and both boxers' position error at every generated frame;
 - a long rollout's health: both boxers on screen, no freezing longer than real play, colours in the real range.
 
+A two-player pipeline (`num_players=2`, rounds recorded with `--two-player`) is rolled out under both players' recorded
+inputs, under each player's inputs shuffled between windows (the other's kept), and with the two players' inputs
+swapped (the action-binding test: a model that binds each input to its boxer moves the wrong boxer then); the report
+gives each boxer's position error under each.
+
 Pooled PSNR is `10·log10(1 / mean squared error)` over all compared pixels (no per-frame cap); per-frame means (capped
 at 100 dB) are reported beside it. The VAE's own reconstruction PSNR is the ceiling. Writes a JSON file of every
 number and replaces the pipeline's section of docs/evaluation.md.
@@ -123,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     pipe.set_progress_bar_config(disable=True)
     if pipe.vae is None:
         parser.error(f"--pipeline {args.pipeline}: the evaluation compares frames and needs a pipeline with a VAE")
+    two_player = pipe.num_players == 2
     started = time.perf_counter()
 
     # 1. Held-out windows: real frames, their latents, the VAE's ceiling
@@ -133,6 +139,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
     real = windows.unit()  # (B, L, 3, H, W)
     bits = windows.action_bits
+    if two_player:
+        if windows.action_bits_p2 is None:
+            parser.error(
+                f"--rounds {args.rounds}: the pipeline is a two-player model (num_players=2) and these rounds carry "
+                "no player 2 inputs (actions_p2); record them with --two-player"
+            )
+        bits = torch.stack([windows.action_bits, windows.action_bits_p2], dim=2)  # (B, L, 2, 8)
     latents = pipe.encode_frames(real * 2 - 1)  # (B, L, C, h, w)
     target = real[:, context:]  # the frames to predict, (B, K, 3, H, W)
     reconstruction = _to_unit(pipe.decode_latents(latents[:, context:]))
@@ -170,11 +183,24 @@ def main(argv: list[str] | None = None) -> int:
         return _to_unit(pipe.decode_latents(generated))
 
     shuffled_bits = torch.cat([bits[:, :context], bits.roll(1, dims=0)[:, context:]], dim=1)
-    rollouts = {
-        "recorded_inputs": rollout(bits),
-        "shuffled_inputs": rollout(shuffled_bits),
-        "hold_last_frame": real[:, context - 1 : context].expand_as(target),
-    }
+    if two_player:
+        # One player's generated inputs shuffled between windows (the other's kept), or the two players' swapped;
+        # the context keeps its recorded inputs.
+        future = {
+            "p1_shuffled_inputs": torch.stack([bits[:, :, 0].roll(1, dims=0), bits[:, :, 1]], dim=2),
+            "p2_shuffled_inputs": torch.stack([bits[:, :, 0], bits[:, :, 1].roll(1, dims=0)], dim=2),
+            "swapped_players": bits.flip(2),
+        }
+        rollouts = {"recorded_inputs": rollout(bits)}
+        for name, inputs in future.items():
+            rollouts[name] = rollout(torch.cat([bits[:, :context], inputs[:, context:]], dim=1))
+        rollouts["hold_last_frame"] = real[:, context - 1 : context].expand_as(target)
+    else:
+        rollouts = {
+            "recorded_inputs": rollout(bits),
+            "shuffled_inputs": rollout(shuffled_bits),
+            "hold_last_frame": real[:, context - 1 : context].expand_as(target),
+        }
     open_loop = {}
     for name, frames in rollouts.items():
         error = _position_error(frames, target)  # (B, K, 2)
@@ -183,24 +209,46 @@ def main(argv: list[str] | None = None) -> int:
             open_loop[name] = _open_loop_scores(frames, target, error)
     results["open_loop"] = open_loop
     last = count - 1
-    recorded, shuffled = open_loop["recorded_inputs"], open_loop["shuffled_inputs"]
-    results["delta_pooled_psnr_at_last_k"] = recorded["pooled_psnr_at_k"][last] - shuffled["pooled_psnr_at_k"][last]
-    results["delta_white_error_at_last_k"] = (
-        shuffled["white_error_median_at_k"][last] - recorded["white_error_median_at_k"][last]
-    )
+    if two_player:
+        # Each boxer's median position error at the last k under each input stream (the issue's action-binding test)
+        results["players"] = 2
+        results["action_binding_at_last_k"] = {
+            boxer: {
+                name: open_loop[name][f"{boxer}_error_median_at_k"][last]
+                for name in ("recorded_inputs", "p1_shuffled_inputs", "p2_shuffled_inputs", "swapped_players")
+            }
+            for boxer in ("white", "black")
+        }
+    else:
+        recorded, shuffled = open_loop["recorded_inputs"], open_loop["shuffled_inputs"]
+        results["delta_pooled_psnr_at_last_k"] = (
+            recorded["pooled_psnr_at_k"][last] - shuffled["pooled_psnr_at_k"][last]
+        )
+        results["delta_white_error_at_last_k"] = (
+            shuffled["white_error_median_at_k"][last] - recorded["white_error_median_at_k"][last]
+        )
 
     # 4. Long rollouts: both boxers present, no freezing, real colours
     if args.health_frames > 0:
         long_windows = load_heldout_windows(args.rounds, context + 1, args.health_rollouts)
         start = long_windows.unit()[:, :context]
-        recorded_inputs = windows.action_bits[:, context:].reshape(-1, bits.shape[-1])  # the held-out input stream
-        stream = recorded_inputs.repeat(args.health_frames // len(recorded_inputs) + 1, 1)[: args.health_frames]
+        recorded_inputs = bits[:, context:].flatten(0, 1)  # the held-out input stream, (N, [2,] 8)
+        repeats = (args.health_frames // len(recorded_inputs) + 1, *[1] * (recorded_inputs.ndim - 1))
+        stream = recorded_inputs.repeat(*repeats)[: args.health_frames]
         offsets = [index * len(recorded_inputs) // args.health_rollouts for index in range(len(start))]
-        inputs = torch.stack([stream.roll(-offset, dims=0) for offset in offsets])  # (R, N, 8)
+        inputs = torch.stack([stream.roll(-offset, dims=0) for offset in offsets])  # (R, N, [2,] 8)
+        player_2 = {}
+        if two_player:
+            player_2 = {
+                "context_actions_p2": list(long_windows.action_bits_p2[:, :context]),
+                "actions_p2": list(inputs[:, :, 1]),
+            }
+            inputs = inputs[:, :, 0]
         generated = pipe(
             context=list((start * 255).round().to(torch.uint8).numpy()),
             context_actions=list(long_windows.action_bits[:, :context]),
             actions=list(inputs),
+            **player_2,
             num_inference_steps=args.steps,
             context_noise=args.context_noise,
             generator=torch.Generator().manual_seed(args.seed),
@@ -249,11 +297,32 @@ def format_section(results: dict) -> str:
     labels = {
         "recorded_inputs": "model, recorded inputs",
         "shuffled_inputs": "model, inputs shuffled between windows",
+        "p1_shuffled_inputs": "model, player 1's inputs shuffled between windows",
+        "p2_shuffled_inputs": "model, player 2's inputs shuffled between windows",
+        "swapped_players": "model, the two players' inputs swapped",
         "hold_last_frame": "baseline: hold the last context frame",
     }
     psnr_rows = "\n".join(f"| {labels[k]} | {at(v['pooled_psnr_at_k'])} |" for k, v in open_loop.items())
     white_rows = "\n".join(f"| {labels[k]} | {at(v['white_error_median_at_k'])} |" for k, v in open_loop.items())
     black_rows = "\n".join(f"| {labels[k]} | {at(v['black_error_median_at_k'])} |" for k, v in open_loop.items())
+    if "action_binding_at_last_k" in results:
+        binding = results["action_binding_at_last_k"]
+        summary = (
+            f"**Action binding** (two players): each boxer's median position error at k={count} (pixels) under "
+            f"the recorded inputs, one player's inputs shuffled, and the players' inputs swapped:\n\n"
+            "| boxer | recorded | player 1 shuffled | player 2 shuffled | swapped |\n|---|---:|---:|---:|---:|\n"
+            + "\n".join(
+                f"| {boxer} (player {index + 1}) | "
+                + " | ".join(f"{value:.2f}" for value in binding[boxer].values())
+                + " |"
+                for index, boxer in enumerate(("white", "black"))
+            )
+        )
+    else:
+        summary = (
+            f"Δ pooled PSNR (recorded − shuffled inputs) at k={count}: {results['delta_pooled_psnr_at_last_k']:+.2f} "
+            "dB."
+        )
     header = " | ".join(f"k={m}" for m in marks)
     rule = "---:|" * len(marks)
     health = ""
@@ -285,7 +354,7 @@ pixels against the recorded frames (CPU: {results["cpu"]}, {results["torch_threa
 |---|{rule}
 {psnr_rows}
 
-Δ pooled PSNR (recorded − shuffled inputs) at k={count}: {results["delta_pooled_psnr_at_last_k"]:+.2f} dB.
+{summary}
 
 **White boxer (player 1) position error**, median over windows (pixels of the 64×64 frame):
 

@@ -108,6 +108,25 @@ class WindowBatch:
     def __len__(self) -> int:
         return int(self.latents.shape[0])
 
+    def player_action_bits(self, num_players: int = 1) -> torch.Tensor:
+        """The inputs a world model with `num_players` players is conditioned on: player 1's bits `[B, T, 8]`, or
+        both players' `[B, T, 2, 8]` (player 1 first), float32.
+
+        Raises:
+            ValueError: for two players when the windows carry no `actions_p2`, or an unknown `num_players`.
+        """
+        if num_players == 1:
+            return self.action_bits
+        if num_players != 2:
+            raise ValueError(f"num_players must be 1 or 2, got {num_players!r}")
+        if self.actions_p2 is None:
+            raise ValueError(
+                f"num_players=2: the windows of rounds {sorted(set(self.round_ids))[:3]} carry no player 2 inputs "
+                "(actions_p2); record with --two-player and encode those rounds"
+            )
+        bits_p2 = _ACTION_BITS[self.actions_p2.cpu().long()].to(self.action_bits.device)  # [B, T, 8]
+        return torch.stack([self.action_bits, bits_p2], dim=2)  # [B, T, 2, 8]
+
     @classmethod
     def collate(cls, windows: Sequence[LatentWindow]) -> WindowBatch:
         """Stack windows into a batch. Optional fields must be present in all windows or in none."""

@@ -107,11 +107,14 @@ class HeldoutWindows:
         frames: uint8 `(B, L, 3, H, W)` recorded frames.
         action_bits: float `(B, L, 8)` player 1's buttons (`actions_p1[t]` produced frame t).
         sources: `"round_0003.npz@120"` per window.
+        action_bits_p2: float `(B, L, 8)` player 2's buttons when every round has them (two-player recordings),
+            else None.
     """
 
     frames: torch.Tensor
     action_bits: torch.Tensor
     sources: list[str]
+    action_bits_p2: torch.Tensor | None = None
 
     def unit(self) -> torch.Tensor:
         """The frames as float in [0, 1]."""
@@ -146,14 +149,18 @@ def load_heldout_windows(rounds: str | Path, length: int, count: int) -> Heldout
     if not starts:
         raise ValueError(f"--rounds {rounds}: no round has {length} valid frames")
     picks = np.linspace(0, len(starts) - 1, min(count, len(starts))).round().astype(int)
-    frames, bits, sources = [], [], []
+    frames, bits, bits_p2, sources = [], [], [], []
     for index in picks:
         path, start = starts[index]
         round_ = loaded[path]
         frames.append(torch.from_numpy(np.asarray(round_.images[start : start + length])))
         bits.append(torch.from_numpy(ids_to_bits(np.asarray(round_.actions_p1[start : start + length]))).float())
+        if round_.actions_p2 is not None:
+            ids_p2 = np.asarray(round_.actions_p2[start : start + length])
+            bits_p2.append(torch.from_numpy(ids_to_bits(ids_p2)).float())
         sources.append(f"{path.name}@{start}")
-    return HeldoutWindows(torch.stack(frames), torch.stack(bits), sources)
+    both = torch.stack(bits_p2) if len(bits_p2) == len(bits) else None
+    return HeldoutWindows(torch.stack(frames), torch.stack(bits), sources, action_bits_p2=both)
 
 
 def rollout_health(generated: torch.Tensor, recorded: torch.Tensor) -> dict[str, float]:

@@ -68,7 +68,7 @@ def teacher_forced_next_frames(
     Args:
         pipe: a `TekkenWorldModelPipeline`.
         latents: normalised true latents `(B, T, C, h, w)`.
-        action_bits: their inputs `(B, T, 8)`.
+        action_bits: their inputs `(B, T, 8)`, or both players' `(B, T, 2, 8)` for a two-player model.
         context_frames: frames given before the first prediction (>= 1).
 
     Returns:
@@ -98,7 +98,17 @@ def rollout_latents(
     num_inference_steps: int = 4,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Open-loop generation of frames `context_frames..T-1` under the recorded inputs: `(B, T - ctx, C, h, w)`."""
+    """Open-loop generation of frames `context_frames..T-1` under the recorded inputs: `(B, T - ctx, C, h, w)`.
+
+    `action_bits` are `(B, T, 8)`, or `(B, T, 2, 8)` (player 1, player 2) for a two-player model.
+    """
+    player_2 = {}
+    if action_bits.ndim == 4:
+        player_2 = {
+            "context_actions_p2": list(action_bits[:, :context_frames, 1]),
+            "actions_p2": list(action_bits[:, context_frames:, 1]),
+        }
+        action_bits = action_bits[:, :, 0]
     return pipe(
         context_latents=latents[:, :context_frames],
         context_actions=list(action_bits[:, :context_frames]),
@@ -106,6 +116,7 @@ def rollout_latents(
         num_inference_steps=num_inference_steps,
         generator=generator,
         output_type="latent",
+        **player_2,
     ).frames
 
 

@@ -52,6 +52,9 @@ TIMESTEP_STYLES = ("diffusers", "owl-wms")
 TIMESTEP_FEATURES_DTYPES = ("float32", "bfloat16")
 ROPE_STYLES = ("integer", "owl-wms")
 MLP_ACTIVATIONS = ("gelu-approximate", "linear-silu")
+# Players whose inputs condition the model: 1 (player 1 only, every model before `num_players`) or 2 (a fighting
+# game's two players, each with its own action embedding so that the model can tell whose input is whose).
+NUM_PLAYERS = (1, 2)
 
 TRANSFORMER_PRESETS: dict[str, dict] = {
     "tiny": {
@@ -655,6 +658,10 @@ class TekkenWorldModelTransformer(ModelMixin, ConfigMixin, AttentionMixin):
     network, so that its checkpoints convert exactly (`tekken-convert-owl-wms`, docs/converting.md); each defaults to
     this model's own arithmetic.
 
+    With `num_players=2` the condition also carries player 2's 8 buttons: each player's bits go through that player's
+    own embedding (and a player without inputs gets that player's own learned null action), and the two are summed
+    into the one per-frame condition, so a two-player model costs the same per frame, cache included.
+
     Load in bf16 with `from_pretrained(path, dtype=torch.bfloat16)`: the timestep embedding stays fp32
     (`_keep_in_fp32_modules`). Because of that, `low_cpu_mem_usage=False` is refused by diffusers.
 
@@ -718,6 +725,10 @@ class TekkenWorldModelTransformer(ModelMixin, ConfigMixin, AttentionMixin):
             `cache_global_window - 1` past frames for global layers. Defaults to `global_window`, which makes a cached
             rollout equal the full-sequence forward. The original sampler's decoding mode let global layers attend to
             everything it had cached: set this to reproduce it. Not with teacher forcing.
+        num_players (`int`, defaults to `1`):
+            Players whose inputs condition the model: `1` (player 1; `actions` are `(B, T, num_actions)`) or `2`
+            (`actions` are `(B, T, 2, num_actions)`, player 1 then player 2, each with its own embedding and null
+            action, so that guidance and action dropout work per player).
     """
 
     _supports_gradient_checkpointing = True
@@ -757,6 +768,7 @@ class TekkenWorldModelTransformer(ModelMixin, ConfigMixin, AttentionMixin):
         mlp_activation: str = "gelu-approximate",
         final_layer_silu: bool = False,
         cache_global_window: int | None = None,
+        num_players: int = 1,
     ):
         super().__init__()
         # 1. Validate the configuration (one message per problem, naming the value)
@@ -774,6 +786,8 @@ class TekkenWorldModelTransformer(ModelMixin, ConfigMixin, AttentionMixin):
                 raise ValueError(f"{name} must be >= 1, got {value}")
         if global_every < 0:
             raise ValueError(f"global_every must be >= 0 (0 = no global layers), got {global_every}")
+        if num_players not in NUM_PLAYERS:
+            raise ValueError(f"num_players must be one of {', '.join(map(str, NUM_PLAYERS))}, got {num_players!r}")
         if prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"prediction_type must be one of {', '.join(PREDICTION_TYPES)}, got {prediction_type!r}")
         if prediction_type == "prev_frame_residual" and not prev_frame_conditioning:
@@ -828,6 +842,11 @@ class TekkenWorldModelTransformer(ModelMixin, ConfigMixin, AttentionMixin):
         # "nothing pressed" embedding, distinct from the learned null action used where no action is given.
         self.action_embed = nn.Linear(num_actions, inner_dim)
         self.null_action_embedding = nn.Parameter(torch.zeros(inner_dim))
+        # Player 2's own embedding and null action: a shared embedding of both players' bits could not tell whose
+        # input moves which character (the "action binding" failure of multi-player world models). One-player models
+        # have neither, so their weights and outputs are those of models saved before `num_players` existed.
+        self.action_embed_p2 = nn.Linear(num_actions, inner_dim) if num_players == 2 else None
+        self.null_action_embedding_p2 = nn.Parameter(torch.zeros(inner_dim)) if num_players == 2 else None
 
         # 3. Tokens and blocks
         copies = 2 if prev_frame_conditioning else 1  # the frame's own latents, then the previous frame's
@@ -867,6 +886,8 @@ class TekkenWorldModelTransformer(ModelMixin, ConfigMixin, AttentionMixin):
                     nn.init.zeros_(module.bias)
         for linear in (self.time_embed.linear_1, self.time_embed.linear_2, self.action_embed):
             nn.init.normal_(linear.weight, std=0.02)
+        if self.action_embed_p2 is not None:
+            nn.init.normal_(self.action_embed_p2.weight, std=0.02)
         zero_init = [block.adaLN_modulation for block in self.transformer_blocks]
         for linear in zero_init + [self.norm_out_modulation, self.proj_out]:
             nn.init.zeros_(linear.weight)
@@ -944,6 +965,47 @@ class TekkenWorldModelTransformer(ModelMixin, ConfigMixin, AttentionMixin):
             )
         return values.expand(batch_size, num_frames)
 
+    def _per_player(self, values: torch.Tensor | bool, batch_size: int, num_frames: int, name: str) -> torch.Tensor:
+        # Two-player models: accept a scalar, (B, P) or (B, T, P), one flag per player, and return (B, T, P).
+        players = self.config.num_players
+        values = torch.as_tensor(values)
+        if values.ndim == 0:
+            values = values.view(1, 1, 1)
+        elif values.ndim == 2:
+            values = values[:, None]  # (B, P) -> (B, 1, P)
+        if values.ndim != 3 or not all(s in (1, n) for s, n in zip(values.shape, (batch_size, num_frames, players))):
+            raise ValueError(
+                f"{name} of a {players}-player model must be a scalar, ({batch_size}, {players}) or ({batch_size}, "
+                f"{num_frames}, {players}) (one flag per player), got {tuple(values.shape)}"
+            )
+        return values.expand(batch_size, num_frames, players)
+
+    def _two_player_action_embedding(
+        self, actions: torch.Tensor | None, action_mask: torch.Tensor | None, batch_size: int, num_frames: int
+    ) -> torch.Tensor:
+        """The summed embedding of both players' buttons `(B, T, D)` float32, a player's null action where that
+        player's `action_mask` is False (or everywhere without `actions`)."""
+        null_actions = torch.stack([self.null_action_embedding, self.null_action_embedding_p2]).float()  # (P, D)
+        if actions is None:
+            if action_mask is not None:
+                raise ValueError("action_mask was given without actions")
+            return null_actions.sum(dim=0).expand(batch_size, num_frames, -1)
+        expected = (batch_size, num_frames, 2, self.config.num_actions)
+        if actions.shape != expected:
+            hint = " (one player's inputs: a two-player model needs both)" if actions.ndim == 3 else ""
+            raise ValueError(
+                f"actions of a two-player model must be {expected}: each player's button bits, player 1 first; got "
+                f"{tuple(actions.shape)}{hint}"
+            )
+        dtype = self.action_embed.weight.dtype
+        player_emb = torch.stack(
+            [self.action_embed(actions[:, :, 0].to(dtype)), self.action_embed_p2(actions[:, :, 1].to(dtype))], dim=2
+        ).float()  # (B, T, P, D)
+        if action_mask is not None:
+            keep = self._per_player(action_mask, batch_size, num_frames, "action_mask").to(torch.bool)  # (B, T, P)
+            player_emb = torch.where(keep[..., None], player_emb, null_actions)
+        return player_emb.sum(dim=2)  # (B, T, D)
+
     def forward(
         self,
         hidden_states: torch.Tensor,
@@ -968,10 +1030,13 @@ class TekkenWorldModelTransformer(ModelMixin, ConfigMixin, AttentionMixin):
             actions (`torch.Tensor` of shape `(batch_size, num_frames, num_actions)`, *optional*):
                 Button bits of each frame (bool or 0/1 float, MSB-first order of `tekken_diffusers.actions`).
                 `None` gives every frame the learned null action (the unconditional branch of classifier-free
-                guidance).
+                guidance). A two-player model (`num_players=2`) takes `(batch_size, num_frames, 2, num_actions)`:
+                player 1's bits, then player 2's.
             action_mask (`torch.Tensor` of shape `(batch_size, num_frames)` or `(batch_size,)`, *optional*):
                 Bool; where `False` the frame gets the null action instead of its buttons (CFG dropout in training,
-                the unconditional half of a CFG batch at sampling).
+                the unconditional half of a CFG batch at sampling). A two-player model takes one flag per player:
+                `(batch_size, num_frames, 2)`, `(batch_size, 2)` or a scalar; where a player's flag is `False`, that
+                player's null action replaces that player's buttons.
             frame_offset (`int`, *optional*):
                 Absolute index of the first input frame (its RoPE position). Defaults to `kv_cache.next_frame` with a
                 cache, else 0. With a cache it must equal `kv_cache.next_frame`.
@@ -1072,9 +1137,11 @@ class TekkenWorldModelTransformer(ModelMixin, ConfigMixin, AttentionMixin):
             if prev_latents is not None:
                 prev_latents = torch.cat([prev_latents, prev_latents], dim=1)
             if actions is not None:
-                actions = torch.cat([actions, actions], dim=1) if actions.ndim == 3 else actions
+                actions_ndim = 3 if self.config.num_players == 1 else 4  # (B, T, [P,] num_actions)
+                actions = torch.cat([actions, actions], dim=1) if actions.ndim == actions_ndim else actions
             if action_mask is not None:
-                action_mask = self._per_frame(action_mask, batch_size, num_frames, "action_mask")
+                per_frame = self._per_frame if self.config.num_players == 1 else self._per_player
+                action_mask = per_frame(action_mask, batch_size, num_frames, "action_mask")
                 action_mask = torch.cat([action_mask, action_mask], dim=1)
         else:
             sigmas_all = sigmas
@@ -1087,15 +1154,22 @@ class TekkenWorldModelTransformer(ModelMixin, ConfigMixin, AttentionMixin):
             temb = self.time_embed(time_features.to(self.time_embed.linear_1.weight.dtype))  # (B*T, D)
         temb = temb.float().view(batch_size, num_input_frames, -1)
         null_action = self.null_action_embedding.float().expand(batch_size, num_input_frames, -1)
-        if actions is None:
+        if self.config.num_players == 2:
+            action_emb = self._two_player_action_embedding(actions, action_mask, batch_size, num_input_frames)
+        elif actions is None:
             if action_mask is not None:
                 raise ValueError("action_mask was given without actions")
             action_emb = null_action
         else:
             if actions.shape != (batch_size, num_input_frames, self.config.num_actions):
+                hint = (
+                    " (both players' inputs: this model has num_players=1)"
+                    if actions.ndim == 4
+                    else "; convert uint8 action ids with tekken_diffusers.actions.ids_to_bits"
+                )
                 raise ValueError(
                     f"actions must be ({batch_size}, {num_frames}, {self.config.num_actions}) button bits, got "
-                    f"{tuple(actions.shape)}; convert uint8 action ids with tekken_diffusers.actions.ids_to_bits"
+                    f"{tuple(actions.shape)}{hint}"
                 )
             action_emb = self.action_embed(actions.to(self.action_embed.weight.dtype)).float()
             if action_mask is not None:

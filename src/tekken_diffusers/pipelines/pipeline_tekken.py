@@ -4,6 +4,10 @@ Sampling: the context frames are encoded, re-noised to a small `context_noise` a
 transformer's KV cache. Each new frame starts from pure noise and is denoised in `num_inference_steps` Euler steps
 against the read-only cache, conditioned on its input; the finished frame is re-noised to `context_noise` and
 appended to the cache, which evicts frames beyond each layer's window, so time and memory per frame stay constant.
+
+A two-player model (`transformer.config.num_players == 2`) takes player 2's inputs beside player 1's: `actions_p2`
+and `context_actions_p2` in `__call__` and `start_session`, `session.step(p1, p2)`. Player 2 stands on the other side,
+so notation reads *forward* for each player towards the opponent.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ logger = logging.get_logger(__name__)
 __all__ = ["TekkenWorldModelPipeline", "TekkenWorldModelPipelineOutput", "TekkenWorldModelSession"]
 
 ActionsInput = str | Sequence[int] | Sequence[str] | np.ndarray | torch.Tensor
+# One guidance scale for every player's inputs, or (player 1, player 2) for a two-player model.
+GuidanceScale = float | tuple[float, float]
 FramesInput = PIL.Image.Image | Sequence[PIL.Image.Image] | np.ndarray | torch.Tensor
 
 # What one call may ask for, so that a typo (`num_frames=10**6`, "f*1000000000") fails at once instead of running for
@@ -125,9 +131,20 @@ def _check_weights_match(source: Path, name: str, model: torch.nn.Module, varian
         raise ValueError(f"{source / name}: config.json and the weights describe different models: weights {details}")
 
 
+def _guidance_branches(guidance_scale: GuidanceScale, num_players: int) -> list[tuple[bool, ...]]:
+    """Which players keep their inputs in each branch of the batch: conditional first, the null action of every
+    player last, and for two different per-player scales a middle branch with player 1's inputs only."""
+    scales = guidance_scale if isinstance(guidance_scale, (tuple, list)) else (guidance_scale,) * num_players
+    if max(scales) <= 1.0:
+        return [(True,) * num_players]
+    if len(set(scales)) == 1:
+        return [(True,) * num_players, (False,) * num_players]
+    return [(True, True), (True, False), (False, False)]
+
+
 class _Rollout:
-    """The autoregressive sampling state shared by `__call__` and interactive sessions: one KV cache (two halves with
-    classifier-free guidance: conditional first, then the null-action branch) and the Euler schedule."""
+    """The autoregressive sampling state shared by `__call__` and interactive sessions: one KV cache (one part per
+    guidance branch: conditional first, then the null-action branch) and the Euler schedule."""
 
     def __init__(
         self,
@@ -135,7 +152,7 @@ class _Rollout:
         batch_size: int,
         num_inference_steps: int,
         context_noise: float,
-        guidance_scale: float,
+        guidance_scale: GuidanceScale,
         attention_window: int | None,
         device: torch.device,
     ):
@@ -143,6 +160,8 @@ class _Rollout:
         self.batch_size = batch_size
         self.context_noise = context_noise
         self.guidance_scale = guidance_scale
+        self.num_players = pipe.transformer.config.get("num_players", 1)
+        self.branches = _guidance_branches(guidance_scale, self.num_players)
         self.device = device
         self.cache: TekkenKVCache = pipe.transformer.make_kv_cache(max_frames=attention_window)
         # A private copy of the schedule, stepped with the stateless `step_per_frame`: sessions and calls must not
@@ -153,15 +172,18 @@ class _Rollout:
 
     @property
     def do_guidance(self) -> bool:
-        return self.guidance_scale > 1.0
+        return len(self.branches) > 1
 
     def _forward(self, latents: torch.Tensor, sigmas: torch.Tensor, bits: torch.Tensor, update: bool) -> torch.Tensor:
-        """Run the transformer on `(B, F, C, h, w)` latents, doubling the batch for guidance. Returns fp32 velocity."""
+        """Run the transformer on `(B, F, C, h, w)` latents under bits `(B, F, [P,] 8)`, one copy of the batch per
+        guidance branch. Returns the fp32 velocity."""
         transformer = self.pipe.transformer
         mask = None
         if self.do_guidance:
-            latents, sigmas, bits = (torch.cat([x, x]) for x in (latents, sigmas, bits))
-            mask = torch.arange(latents.shape[0], device=self.device) < self.batch_size  # (2B,): cond, then null
+            copies = len(self.branches)
+            latents, sigmas, bits = (torch.cat([x] * copies) for x in (latents, sigmas, bits))
+            keep = torch.tensor(self.branches, device=self.device).repeat_interleave(self.batch_size, dim=0)
+            mask = keep[:, 0] if self.num_players == 1 else keep  # (copies*B,) or (copies*B, P): cond, ..., null
         velocity = transformer(
             latents.to(transformer.dtype),
             sigmas,
@@ -170,9 +192,17 @@ class _Rollout:
             kv_cache=self.cache,
             update_kv_cache=update,
         ).sample.float()
-        if self.do_guidance:
+        if len(self.branches) == 2:
             cond, uncond = velocity.chunk(2)
-            velocity = uncond + self.guidance_scale * (cond - uncond)
+            scale = self.guidance_scale
+            scale = scale[0] if isinstance(scale, (tuple, list)) else scale  # equal per-player scales
+            velocity = uncond + scale * (cond - uncond)
+        elif len(self.branches) == 3:
+            # Per-player scales (InstructPix2Pix's two-condition guidance, Brooks et al. 2023, eq. 3): player 1's
+            # inputs against none, then player 2's on top of player 1's. Equal scales give the joint guidance above.
+            both, p1_only, uncond = velocity.chunk(3)
+            scale_p1, scale_p2 = self.guidance_scale
+            velocity = uncond + scale_p1 * (p1_only - uncond) + scale_p2 * (both - p1_only)
         return velocity
 
     def append(self, latents: torch.Tensor, bits: torch.Tensor, generator) -> None:
@@ -190,8 +220,8 @@ class _Rollout:
         on_step: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         append: bool = True,
     ) -> torch.Tensor:
-        """Denoise one new frame `(B, 1, C, h, w)` under `bits` `(B, 1, 8)`; append it to the cache unless told not
-        to (teacher forcing appends the true frame instead). `on_step(step, timestep, latents)` runs after every
+        """Denoise one new frame `(B, 1, C, h, w)` under `bits` `(B, 1, [P,] 8)`; append it to the cache unless told
+        not to (teacher forcing appends the true frame instead). `on_step(step, timestep, latents)` runs after every
         Euler step, with `timestep` the step's entry of the scheduler's `timesteps`, and may replace the latents."""
         config = self.pipe.transformer.config
         shape = (self.batch_size, 1, config.in_channels, *self.pipe.latent_size)
@@ -287,14 +317,20 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
     # State of the last call, read by diffusers callbacks
     # -----------------------------------------------------------------------------------------------------------------
     @property
-    def guidance_scale(self) -> float:
+    def guidance_scale(self) -> GuidanceScale:
         """The `guidance_scale` of the current (or last) `__call__`."""
         return self._guidance_scale
 
     @property
     def do_classifier_free_guidance(self) -> bool:
         """Whether the current (or last) `__call__` runs the null-action branch (`guidance_scale > 1`)."""
-        return self._guidance_scale > 1.0
+        scales = self._guidance_scale
+        return max(scales) > 1.0 if isinstance(scales, (tuple, list)) else scales > 1.0
+
+    @property
+    def num_players(self) -> int:
+        """Players whose inputs the transformer takes (1, or 2 for a two-player model)."""
+        return int(self.transformer.config.get("num_players", 1))
 
     @property
     def num_timesteps(self) -> int:
@@ -531,7 +567,16 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
             )
         if num_inference_steps < 1:
             raise ValueError(f"`num_inference_steps` must be >= 1, got {num_inference_steps}")
-        if not (math.isfinite(guidance_scale) and guidance_scale >= 1.0):
+        if isinstance(guidance_scale, (tuple, list)):
+            if self.num_players == 1 or len(guidance_scale) != 2:
+                raise ValueError(
+                    f"`guidance_scale`: a pair (player 1, player 2) needs a two-player model and two values; this "
+                    f"model has num_players={self.num_players}, got {guidance_scale!r}"
+                )
+            scales = [float(scale) for scale in guidance_scale]
+        else:
+            scales = [guidance_scale]
+        if not all(math.isfinite(scale) and scale >= 1.0 for scale in scales):
             raise ValueError(f"`guidance_scale` must be >= 1 and finite (1 disables guidance), got {guidance_scale}")
         if context_noise is not None and not 0.0 <= context_noise < 1.0:
             raise ValueError(f"`context_noise` must lie in [0, 1), got {context_noise}")
@@ -556,14 +601,58 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
         if isinstance(generator, list) and not generator:
             raise ValueError("`generator` is an empty list")
 
+    def _check_players(self, actions: Any, actions_p2: Any, context_actions: Any, context_actions_p2: Any) -> None:
+        """One error when a two-player model gets one player's inputs, or a one-player model gets two."""
+        if self.num_players == 1:
+            for name, value in (("actions_p2", actions_p2), ("context_actions_p2", context_actions_p2)):
+                if value is not None:
+                    raise ValueError(
+                        f"`{name}`: this pipeline's transformer conditions on player 1 only (num_players=1); it "
+                        "cannot take player 2's inputs"
+                    )
+            return
+        for p1_name, p1, p2_name, p2 in (
+            ("actions", actions, "actions_p2", actions_p2),
+            ("context_actions", context_actions, "context_actions_p2", context_actions_p2),
+        ):
+            if (p1 is None) != (p2 is None):
+                given, missing = (p1_name, p2_name) if p2 is None else (p2_name, p1_name)
+                raise ValueError(
+                    f"`{missing}`: this pipeline's transformer is a two-player model (num_players=2) and got "
+                    f"`{given}` without `{missing}`: pass both players' inputs (or neither, for neutral inputs)"
+                )
+
+    @staticmethod
+    def _opponent_side(side: str) -> str:
+        """Where player 2 stands when player 1 stands on `side` (its *forward* points the other way)."""
+        return {"left": "right", "right": "left"}.get(side, side)  # a bad `side` is named by the notation parser
+
+    def _context_bits(
+        self, context_actions: Any, batch: int, num_context: int, side: str, name: str = "context_actions"
+    ) -> torch.Tensor:
+        """One player's context inputs → bits `(B, T, 8)` (neutral when not given)."""
+        if context_actions is None:
+            return torch.zeros(batch, num_context, NUM_BUTTONS)
+        clips = self._actions_batch(context_actions, side, name)
+        if len(clips) == 1 and batch > 1:
+            clips = clips * batch
+        if len(clips) != batch or any(len(c) != num_context for c in clips):
+            raise ValueError(
+                f"`{name}` must give {num_context} inputs for each of the {batch} context clips, got "
+                f"{[len(c) for c in clips]}"
+            )
+        return torch.stack(clips)
+
     def _prepare(
         self,
         context: Any,
         context_latents: torch.Tensor | None,
         context_actions: Any,
         side: str,
+        context_actions_p2: Any = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Context → normalised latents `(B, T, C, h, w)` and their action bits `(B, T, 8)`."""
+        """Context → normalised latents `(B, T, C, h, w)` and their action bits `(B, T, 8)`, or `(B, T, 2, 8)` for a
+        two-player model (player 2's notation read from the other side)."""
         device = self._execution_device
         if context_latents is None:
             clips = self._frames_batch(context)
@@ -580,24 +669,20 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
             context_latents = self.encode_frames(frames)
         context_latents = context_latents.to(device, torch.float32)
         batch, num_context = context_latents.shape[:2]
-        if context_actions is None:
-            bits = torch.zeros(batch, num_context, NUM_BUTTONS)
-        else:
-            clips = self._actions_batch(context_actions, side, "context_actions")
-            if len(clips) == 1 and batch > 1:
-                clips = clips * batch
-            if len(clips) != batch or any(len(c) != num_context for c in clips):
-                raise ValueError(
-                    f"`context_actions` must give {num_context} inputs for each of the {batch} context clips, got "
-                    f"{[len(c) for c in clips]}"
-                )
-            bits = torch.stack(clips)
+        bits = self._context_bits(context_actions, batch, num_context, side)
+        if self.num_players == 2:
+            bits_p2 = self._context_bits(
+                context_actions_p2, batch, num_context, self._opponent_side(side), "context_actions_p2"
+            )
+            bits = torch.stack([bits, bits_p2], dim=2)  # (B, T, 2, 8)
         return context_latents, bits.to(device)
 
-    def _future_actions(self, actions: Any, num_frames: int | None, batch: int, side: str) -> torch.Tensor:
+    def _future_actions(
+        self, actions: Any, num_frames: int | None, batch: int, side: str, name: str = "actions"
+    ) -> torch.Tensor:
         if actions is None:
             return torch.zeros(batch, num_frames, NUM_BUTTONS, device=self._execution_device)
-        clips = self._actions_batch(actions, side, "actions", self.max_frames_per_call)
+        clips = self._actions_batch(actions, side, name, self.max_frames_per_call)
         if len(clips) == 1 and batch > 1:
             clips = clips * batch
         if len(clips) != batch:
@@ -607,16 +692,16 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
                     f": an integer {tuple(actions.shape)} array is read as {actions.shape[0]} clips of "
                     f"{actions.shape[1]} action ids; for one clip of bit vectors pass a bool or float array"
                 )
-            raise ValueError(f"`actions` has {len(clips)} clips but `context` has {batch}{hint}")
+            raise ValueError(f"`{name}` has {len(clips)} clips but `context` has {batch}{hint}")
         lengths = [len(c) for c in clips]
         if max(lengths) > self.max_frames_per_call:
             raise ValueError(
-                f"`actions` asks for {max(lengths)} frames, more than pipe.max_frames_per_call = "
+                f"`{name}` asks for {max(lengths)} frames, more than pipe.max_frames_per_call = "
                 f"{self.max_frames_per_call}"
             )
         needed = num_frames or lengths[0]
         if any(length != needed for length in lengths):
-            raise ValueError(f"`actions` must give one input per generated frame ({needed}), got {lengths}")
+            raise ValueError(f"`{name}` must give one input per generated frame ({needed}), got {lengths}")
         return torch.stack(clips).to(self._execution_device)
 
     # -----------------------------------------------------------------------------------------------------------------
@@ -632,7 +717,7 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
         context_latents: torch.Tensor | None = None,
         context_actions: ActionsInput | list[ActionsInput] | None = None,
         num_inference_steps: int = 8,
-        guidance_scale: float = 1.0,
+        guidance_scale: GuidanceScale = 1.0,
         context_noise: float | None = None,
         attention_window: int | None = None,
         side: str = "left",
@@ -642,6 +727,8 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
         return_dict: bool = True,
         callback_on_step_end: Callable | PipelineCallback | MultiPipelineCallbacks | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
+        actions_p2: ActionsInput | list[ActionsInput] | None = None,
+        context_actions_p2: ActionsInput | list[ActionsInput] | None = None,
     ) -> TekkenWorldModelPipelineOutput | tuple:
         r"""
         Generate `num_frames` frames after the context, one at a time, each under its player input.
@@ -660,8 +747,10 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
             context_actions (*optional*): The inputs of the context frames (same forms as `actions`); neutral if
                 not given.
             num_inference_steps (`int`, defaults to 8): Euler steps per frame.
-            guidance_scale (`float`, defaults to 1.0): Classifier-free guidance on the actions (1 disables it; the
-                null-action branch doubles the compute).
+            guidance_scale (`float` or `(float, float)`, defaults to 1.0): Classifier-free guidance on the actions
+                (1 disables it; the null-action branch doubles the compute). For a two-player model one number
+                guides both players' inputs together; a pair `(player 1, player 2)` guides each player by its own
+                scale (a third branch, player 1's inputs only, triples the compute unless the two are equal).
             context_noise (`float`, *optional*): Noise level of frames in the cache; defaults to the scheduler's
                 `context_noise` (0.2, like the original).
             attention_window (`int`, *optional*): Cap on the past frames any layer attends to; defaults to each
@@ -677,6 +766,11 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
                 `timestep` is the step's entry of `pipe.scheduler.timesteps`); `kwargs["latents"]` is the frame being
                 denoised `(B, 1, C, h, w)`, and a returned `"latents"` replaces it.
             callback_on_step_end_tensor_inputs (`list[str]`, *optional*): Tensors passed to the callback.
+            actions_p2 (same forms as `actions`, *optional*): Player 2's input per generated frame, for a two-player
+                model (required there with `actions`; refused by a one-player model). Player 2 stands on the other
+                side: with `side="left"`, player 2's *forward* is Left.
+            context_actions_p2 (same forms as `actions`, *optional*): Player 2's inputs of the context frames (with
+                `context_actions`, for a two-player model).
 
         Examples:
         """
@@ -699,13 +793,19 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
             generator,
             callback_on_step_end_tensor_inputs,
         )
+        self._check_players(actions, actions_p2, context_actions, context_actions_p2)
         device = self._execution_device
 
         # 2. Context latents and inputs
-        context_latents, context_bits = self._prepare(context, context_latents, context_actions, side)
+        context_latents, context_bits = self._prepare(
+            context, context_latents, context_actions, side, context_actions_p2
+        )
         batch = context_latents.shape[0]
         future_bits = self._future_actions(actions, num_frames, batch, side)  # (B, N, 8)
         num_frames = future_bits.shape[1]
+        if self.num_players == 2:
+            bits_p2 = self._future_actions(actions_p2, num_frames, batch, self._opponent_side(side), "actions_p2")
+            future_bits = torch.stack([future_bits, bits_p2], dim=2)  # (B, N, 2, 8)
         if isinstance(generator, list) and len(generator) != batch:
             raise ValueError(f"`generator` is a list of {len(generator)} but the batch has {batch} clips")
         if latents is not None:
@@ -762,14 +862,16 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
         context_latents: torch.Tensor | None = None,
         context_actions: ActionsInput | None = None,
         num_inference_steps: int = 8,
-        guidance_scale: float = 1.0,
+        guidance_scale: GuidanceScale = 1.0,
         context_noise: float | None = None,
         attention_window: int | None = None,
         side: str = "left",
         generator: torch.Generator | None = None,
         output_type: str | None = None,
+        context_actions_p2: ActionsInput | None = None,
     ) -> TekkenWorldModelSession:
-        """Start an interactive session for one player: `session.step(action)` returns the next frame.
+        """Start an interactive session: `session.step(action)` returns the next frame (`session.step(p1, p2)` for a
+        two-player model).
 
         Arguments mean what they mean for `__call__`; the context is one clip. Each session has its own cache, so
         sessions never affect each other; time and memory per step are constant (the cache's window).
@@ -791,7 +893,10 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
         )
         if isinstance(generator, list):
             raise ValueError("a session plays one clip: pass one `generator`, not a list")
-        context_latents, context_bits = self._prepare(context, context_latents, context_actions, side)
+        self._check_players(None, None, context_actions, context_actions_p2)
+        context_latents, context_bits = self._prepare(
+            context, context_latents, context_actions, side, context_actions_p2
+        )
         if context_latents.shape[0] != 1:
             raise ValueError(f"a session plays one clip, got a batch of {context_latents.shape[0]} contexts")
         context_noise = self.scheduler.config.context_noise if context_noise is None else context_noise
@@ -916,7 +1021,7 @@ trust_remote_code=True)` loads it through the bundled `pipeline.py` (which needs
 
 
 class TekkenWorldModelSession:
-    """One player's live game: call `step(action)` for each frame. Made by
+    """A live game: call `step(action)` for each frame, `step(action, action_p2)` with a two-player model. Made by
     [`TekkenWorldModelPipeline.start_session`].
 
     Time and memory per step are constant (the KV cache keeps each layer's window). `reset()` returns to the state
@@ -936,27 +1041,53 @@ class TekkenWorldModelSession:
     def cache(self) -> TekkenKVCache:
         return self._rollout.cache
 
+    @staticmethod
+    def _one_input(pipe: TekkenWorldModelPipeline, action: Any, side: str, name: str) -> torch.Tensor:
+        """One frame's input of one player → bits `(1, 8)`."""
+        if isinstance(action, (int, np.integer)):
+            bits = pipe.actions_to_bits([int(action)], side, name)
+        elif isinstance(action, str):
+            bits = pipe.actions_to_bits(action, side, name)
+            if len(bits) != 1:
+                raise ValueError(f"{name}: one input per step, got {len(bits)} in {action!r}")
+        else:
+            bits = pipe.actions_to_bits(np.asarray(action, dtype=np.float32)[None], side, name)
+        return bits
+
     @torch.no_grad()
-    def step(self, action: int | str | Sequence[int] | np.ndarray | torch.Tensor, noise: torch.Tensor | None = None):
-        """Generate the next frame under one input.
+    def step(
+        self,
+        action: int | str | Sequence[int] | np.ndarray | torch.Tensor,
+        action_p2: int | str | Sequence[int] | np.ndarray | torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
+    ):
+        """Generate the next frame under one input (one per player with a two-player model).
 
         Args:
-            action: an action id (`int`), Tekken notation (`"d/f+2"`), or 8 bits.
+            action: player 1's input: an action id (`int`), Tekken notation (`"d/f+2"`), or 8 bits.
+            action_p2: player 2's input in the same forms, for a two-player model (required there, refused by a
+                one-player model); notation is read for player 2's side, the other one.
             noise (`torch.Tensor`, *optional*): Initial noise `(1, 1, C, h, w)` for this frame.
 
         Returns:
             The frame as a PIL image, an `(H, W, 3)` array in [0, 1], a `(3, H, W)` tensor in [0, 1], or its
             latents `(C, h, w)`, by the session's `output_type`.
         """
-        if isinstance(action, (int, np.integer)):
-            bits = self.pipe.actions_to_bits([int(action)], self.side, "action")
-        elif isinstance(action, str):
-            bits = self.pipe.actions_to_bits(action, self.side, "action")
-            if len(bits) != 1:
-                raise ValueError(f"action: one input per step, got {len(bits)} in {action!r}")
-        else:
-            bits = self.pipe.actions_to_bits(np.asarray(action, dtype=np.float32)[None], self.side, "action")
-        bits = bits[None].to(self._rollout.device)  # (1, 1, 8)
+        num_players = self.pipe.num_players
+        if num_players == 1 and action_p2 is not None:
+            raise ValueError(
+                "action_p2: this session's transformer conditions on player 1 only (num_players=1); call step(action)"
+            )
+        if num_players == 2 and action_p2 is None:
+            raise ValueError(
+                "action_p2: this session's transformer is a two-player model (num_players=2): call "
+                "step(action, action_p2) with both players' inputs"
+            )
+        bits = self._one_input(self.pipe, action, self.side, "action")
+        if action_p2 is not None:
+            bits_p2 = self._one_input(self.pipe, action_p2, self.pipe._opponent_side(self.side), "action_p2")
+            bits = torch.stack([bits, bits_p2], dim=1)  # (1, 2, 8)
+        bits = bits[None].to(self._rollout.device)  # (1, 1, [2,] 8)
         latents = self._rollout.next_frame(bits, self.generator, noise=noise)  # (1, 1, C, h, w)
         self.num_steps += 1
         if self.output_type == "latent":
