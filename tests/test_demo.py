@@ -299,7 +299,8 @@ def test_browser_two_people_play_on_one_keyboard(pipe2, contexts2, tmp_path):
                 f"timed out waiting for {what}; page says: {browser.find_element(By.TAG_NAME, 'body').text}"
             )
 
-        assert "Two players" in wait_for(lambda: browser.find_element(By.TAG_NAME, "body").text, "the page")
+        body = lambda: browser.find_element(By.TAG_NAME, "body").text  # noqa: E731
+        wait_for(lambda: "Two players" in body(), "the page to load (Gradio shows 'Loading...' first)")
         wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#start"), "the Start button")[0].click()
         stats = lambda: browser.find_element(By.CSS_SELECTOR, "#stats").text  # noqa: E731
         wait_for(lambda: "frame " in stats() and "player 2 input" in stats(), "the first frames")
