@@ -40,15 +40,25 @@ setup(
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
     entry_points={
+        # One rule: every command is `tekken_diffusers/cli/<module>.py` with `main(argv) -> int`; the README's command
+        # table lists them.
         "console_scripts": [
             "tekken-record-atari=tekken_diffusers.cli.record_atari:main",
             "tekken-video-to-rounds=tekken_diffusers.cli.video_to_rounds:main",
             "tekken-preview-rounds=tekken_diffusers.cli.preview_rounds:main",
             "tekken-encode-latents=tekken_diffusers.cli.encode_latents:main",
-            "tekken-generate=tekken_diffusers.cli.generate:main",
+            "tekken-train=tekken_diffusers.cli.train:main",
+            "tekken-train-vae=tekken_diffusers.cli.train_vae:main",
             "tekken-evaluate=tekken_diffusers.cli.evaluate_world_model:main",
+            "tekken-export=tekken_diffusers.cli.export_pipeline:main",
+            "tekken-benchmark=tekken_diffusers.cli.benchmark_world_model:main",
+            "tekken-benchmark-vae=tekken_diffusers.cli.benchmark_vae:main",
+            "tekken-benchmark-dataloader=tekken_diffusers.cli.benchmark_dataloader:main",
+            "tekken-generate=tekken_diffusers.cli.generate:main",
+            "tekken-play=tekken_diffusers.cli.play:main",
+            "tekken-presets=tekken_diffusers.cli.list_presets:main",
+            "tekken-make-random-pipeline=tekken_diffusers.cli.make_random_pipeline:main",
             "tekken-convert-owl-wms=tekken_diffusers.cli.convert_owl_wms:main",
-            "tekken-play=tekken_diffusers.demo:main",
         ]
     },
 )

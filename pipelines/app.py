@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Play a world-model pipeline in the browser. Run with --help; the code is in tekken_diffusers.demo."""
+"""Play a world-model pipeline in the browser. Run with --help; the code is in tekken_diffusers.cli.play (console
+script: tekken-play)."""
 
 import os
 
@@ -7,7 +8,7 @@ import os
 # once, when torch loads, so it is set before the import. An explicit OMP_WAIT_POLICY wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from tekken_diffusers.demo import main  # noqa: E402
+from tekken_diffusers.cli.play import main  # noqa: E402
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Generate gameplay with a world-model pipeline. Run with --help; the code is in tekken_diffusers.cli.generate."""
+"""Generate gameplay with a world-model pipeline. Run with --help; the code is in tekken_diffusers.cli.generate
+(console script: tekken-generate)."""
 
 import os
 

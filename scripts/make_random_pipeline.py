@@ -1,38 +1,8 @@
 #!/usr/bin/env python
-"""Save a randomly initialised pipeline (to try generate.py and app.py before a trained model exists)."""
+"""Save a randomly initialised pipeline. Run with --help; the code lives in
+tekken_diffusers.cli.make_random_pipeline (console script: tekken-make-random-pipeline)."""
 
-import argparse
-import logging
-
-from tekken_diffusers.cli import setup_logging
-from tekken_diffusers.pipelines import build_random_pipeline
-
-logger = logging.getLogger("make_random_pipeline")
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--out", required=True, help="output pipeline folder")
-    parser.add_argument("--preset", default="tiny", help="transformer preset (see TRANSFORMER_PRESETS)")
-    parser.add_argument(
-        "--vae", default="tiny", help="'tiny' (8x8 frames) or a VAE folder (e.g. pipelines/boxing-dcae)"
-    )
-    parser.add_argument("--seed", type=int, default=0, help="weights seed")
-    args = parser.parse_args()
-    setup_logging()
-    vae = args.vae
-    overrides = {}
-    if vae != "tiny":
-        from tekken_diffusers.models.autoencoders import TekkenAutoencoderDC
-
-        vae = TekkenAutoencoderDC.from_pretrained(vae)
-        factor = vae.spatial_compression_ratio
-        overrides = dict(in_channels=vae.config.latent_channels, sample_size=(64 // factor, 64 // factor))
-    pipe = build_random_pipeline(args.preset, vae=vae, seed=args.seed, **overrides)
-    pipe.save_pretrained(args.out)
-    logger.info("saved a random %s pipeline to %s", args.preset, args.out)
-    return 0
-
+from tekken_diffusers.cli.make_random_pipeline import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

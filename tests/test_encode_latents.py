@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from tekken_diffusers.cli import encode_latents
-from tekken_diffusers.data import latent_dataset
+from tekken_diffusers.data import latents as latent_dataset
 from tekken_diffusers.data.frames import frames_to_pixels
-from tekken_diffusers.data.latent_dataset import (
+from tekken_diffusers.data.latents import (
     LATENT_FEATURES,
     LATENT_INFO_FILE,
     encode_round,
@@ -347,7 +347,7 @@ def test_pose_channel_needs_a_pose_file_per_round(synthetic_rounds, tmp_path):
 def test_recorded_boxing_rounds_to_training_windows(boxing_rounds, vae_dir, tmp_path):
     from torch.utils.data import DataLoader
 
-    from tekken_diffusers.data.latent_windows import LatentWindowDataset, collate_windows
+    from tekken_diffusers.data.latents import LatentWindowDataset, collate_windows
 
     out = tmp_path / "boxing_latents"
     assert encode("--rounds", boxing_rounds, "--vae", vae_dir, "--out", out) == 0

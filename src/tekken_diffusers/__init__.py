@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 from . import actions, data
 from .models import TRANSFORMER_PRESETS, TekkenKVCache, TekkenWorldModelTransformer
 from .models.autoencoders import LTXVideoVAE, TekkenAutoencoderDC, WanVAE
-from .pipelines import TekkenWorldModelPipeline, TekkenWorldModelPipelineOutput, TekkenWorldModelSession
+from .pipelines import TekkenRollout, TekkenWorldModelPipeline, TekkenWorldModelPipelineOutput, TekkenWorldModelSession
 from .schedulers import TekkenFlowMatchScheduler
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "TekkenAutoencoderDC",
     "TekkenFlowMatchScheduler",
     "TekkenKVCache",
+    "TekkenRollout",
     "TekkenWorldModelPipeline",
     "TekkenWorldModelPipelineOutput",
     "TekkenWorldModelSession",

@@ -10,6 +10,9 @@ Bit layout (MSB first, the original system's overlay and live-input convention; 
 The model sees the 8-vector of bits in that same order (index 0 = Up … index 7 = RK). Users write Tekken notation
 (`f`, `b`, `d/f+2`, `1+2`, `n`), where *forward* is Right for the player standing on the left. Atari's 18 actions map
 to the directions plus FIRE → LP.
+
+For VAEs that compress time, `pool_actions` gives one action per latent frame (the frames behind each latent frame:
+`latent_frame_groups`).
 """
 
 from __future__ import annotations
@@ -43,6 +46,11 @@ __all__ = [
     "atari_to_id",
     "id_to_atari",
     "keys_to_id",
+    "POOL_MODES",
+    "latent_frame_groups",
+    "num_frames_for_latents",
+    "num_latent_frames",
+    "pool_actions",
 ]
 
 NUM_BUTTONS = 8
@@ -144,6 +152,96 @@ def bits_to_ids(bits):
         raise ValueError(f"bits: expected a last dimension of {NUM_BUTTONS}, got shape {bits.shape}")
     weights = np.array([1 << s for s in _BIT_SHIFTS], dtype=np.int64)
     return ((bits != 0).astype(np.int64) * weights).sum(-1).astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Actions per latent frame (VAEs that compress time)
+# ---------------------------------------------------------------------------------------------------------------------
+# Causal video VAEs (LTX-Video, Wan 2.1) encode the first frame alone and every later group of `r` frames (the temporal
+# compression ratio) into one latent frame, so a clip must have `1 + k·r` frames and gives `1 + k` latent frames:
+#
+#     frames          0 | 1 … r | r+1 … 2r | …
+#     latent frame    0 |   1   |    2     | …
+#
+# A per-frame VAE has `r = 1`. Actions are pooled over the same groups (`pool_actions`), so latent frame `j` is
+# conditioned on the inputs of the frames it encodes.
+POOL_MODES = ("or", "mean")
+
+
+def _check_ratio(temporal_compression_ratio: int) -> None:
+    if not isinstance(temporal_compression_ratio, int) or temporal_compression_ratio < 1:
+        raise ValueError(f"temporal_compression_ratio must be a positive int, got {temporal_compression_ratio!r}")
+
+
+def num_latent_frames(num_frames: int, temporal_compression_ratio: int, name: str = "this VAE") -> int:
+    """The number of latent frames for a clip of `num_frames` frames: `1 + (num_frames - 1) / r`.
+
+    Args:
+        num_frames: frames in the clip.
+        temporal_compression_ratio: `r`, frames per latent frame after the first.
+        name: the VAE's name, for the error message.
+
+    Raises:
+        ValueError: if `num_frames` is not `1 + k·r`; the message names the nearest valid counts.
+    """
+    _check_ratio(temporal_compression_ratio)
+    r = temporal_compression_ratio
+    if num_frames < 1 or (num_frames - 1) % r != 0:
+        below = 1 + max(num_frames - 1, 0) // r * r
+        raise ValueError(
+            f"{name} cannot encode a clip of {num_frames} frames: its temporal compression is {r}, so frame counts "
+            f"must be 1 + k·{r} (1, {1 + r}, {1 + 2 * r}, …); the nearest valid counts are {below} and {below + r}"
+        )
+    return 1 + (num_frames - 1) // r
+
+
+def num_frames_for_latents(num_latent: int, temporal_compression_ratio: int) -> int:
+    """The number of frames that `num_latent` latent frames decode to: `1 + (num_latent - 1)·r`."""
+    _check_ratio(temporal_compression_ratio)
+    if num_latent < 1:
+        raise ValueError(f"need at least one latent frame, got {num_latent}")
+    return 1 + (num_latent - 1) * temporal_compression_ratio
+
+
+def latent_frame_groups(num_frames: int, temporal_compression_ratio: int) -> list[range]:
+    """The frames behind each latent frame: `[range(0, 1), range(1, 1 + r), range(1 + r, 1 + 2r), …]`."""
+    num_latent = num_latent_frames(num_frames, temporal_compression_ratio)
+    r = temporal_compression_ratio
+    return [range(0, 1)] + [range(1 + (j - 1) * r, 1 + j * r) for j in range(1, num_latent)]
+
+
+def pool_actions(
+    actions: torch.Tensor | np.ndarray, temporal_compression_ratio: int, mode: str = "or"
+) -> torch.Tensor | np.ndarray:
+    """Per-frame action ids → one action per latent frame, over the groups of `latent_frame_groups`.
+
+    Args:
+        actions: uint8 action ids `(..., T)` with `T = 1 + k·r` (torch or numpy; the result has the same kind).
+        temporal_compression_ratio: `r`.
+        mode: `"or"`: a button counts as pressed for a latent frame if it is pressed in any of its frames; returns
+            uint8 ids `(..., 1 + k)`, so the world model's action input is unchanged. `"mean"`: the fraction of the
+            group's frames in which each button is pressed; returns float32 bits `(..., 1 + k, 8)`, MSB first.
+
+    Raises:
+        ValueError: on an invalid frame count or an unknown mode.
+    """
+    if mode not in POOL_MODES:
+        raise ValueError(f"unknown action pooling mode {mode!r}; known modes: {', '.join(POOL_MODES)}")
+    is_numpy = isinstance(actions, np.ndarray)
+    ids = torch.as_tensor(actions)
+    num_frames = ids.shape[-1]
+    num_latent = num_latent_frames(num_frames, temporal_compression_ratio, name="pool_actions")
+    r = temporal_compression_ratio
+
+    bits = ids_to_bits(ids)  # (..., T, 8) float32
+    first = bits[..., :1, :]  # (..., 1, 8)
+    groups = bits[..., 1:, :].unflatten(-2, (num_latent - 1, r))  # (..., k, r, 8)
+    if mode == "or":
+        pooled = torch.cat([first, groups.amax(dim=-2)], dim=-2)  # (..., 1 + k, 8)
+        result = bits_to_ids(pooled)  # (..., 1 + k) uint8
+    else:
+        result = torch.cat([first, groups.mean(dim=-2)], dim=-2)  # (..., 1 + k, 8)
+    return result.numpy() if is_numpy else result
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from .utils import atomic_output, move_into_place
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -187,9 +189,7 @@ def save_checkpoint(accelerator, output_dir: str | os.PathLike, global_step: int
     accelerator.save_state(str(temporary))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(temporary, final)
+        move_into_place(temporary, final)
         if total_limit is not None:
             existing = list_checkpoints(output_dir)
             for old in existing[: max(0, len(existing) - total_limit)]:
@@ -223,8 +223,6 @@ def trim_loss_history(path: str | os.PathLike, step: int) -> None:
     computes those steps again, and a history must hold each step once."""
     import json
 
-    from .utils import atomic_output
-
     path = Path(path)
     if not path.is_file():
         return
@@ -241,14 +239,10 @@ def trim_loss_history(path: str | os.PathLike, step: int) -> None:
 
 
 def save_pretrained_atomically(obj, folder: str | os.PathLike, **kwargs) -> Path:
-    """`obj.save_pretrained` into a temporary sibling folder, then swap it in place of `folder`."""
+    """`obj.save_pretrained` into a temporary sibling folder, then swap it in place of `folder` (`atomic_output`)."""
     folder = Path(folder)
-    temporary = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(temporary, ignore_errors=True)
-    obj.save_pretrained(temporary, **kwargs)
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(temporary, folder)
+    with atomic_output(folder, folder=True) as temporary:
+        obj.save_pretrained(temporary, **kwargs)
     return folder
 
 

@@ -14,38 +14,34 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from tekken_diffusers.actions import pool_actions
 from tekken_diffusers.data.frames import frames_to_pixels
-from tekken_diffusers.data.latent_dataset import (
+from tekken_diffusers.data.latents import (
     LATENT_FEATURES,
     LATENT_INFO_FILE,
     LatentDatasetInfo,
-    _row_arrays,
+    LatentWindowDataset,
+    LatentWindowIterableDataset,
+    WindowBatch,
+    collate_windows,
     describe_vae,
     encode_round,
     export_hub_folder,
     latent_row,
+    latent_statistics,
     latents_from_row,
     load_latent_dataset,
     load_latent_info,
+    normalize_latents,
     push_latent_dataset_to_hub,
     read_row_shard,
     save_latent_dataset,
     vae_config_hash,
     write_row_shard,
 )
-from tekken_diffusers.data.latent_windows import (
-    LatentWindowDataset,
-    LatentWindowIterableDataset,
-    WindowBatch,
-    _episode,
-    collate_windows,
-)
-from tekken_diffusers.models.autoencoders import (
-    TekkenAutoencoderDC,
-    latent_statistics,
-    normalize_latents,
-    pool_actions,
-)
+from tekken_diffusers.data.latents import episode_from_arrays as _episode
+from tekken_diffusers.data.latents import row_arrays as _row_arrays
+from tekken_diffusers.models.autoencoders import TekkenAutoencoderDC
 from tests.conftest import make_round, tiny_dcae, tiny_ltx
 from tests.fake_hub import FakeHub
 
@@ -372,6 +368,31 @@ def test_windows_are_read_without_copying_the_round(saved):
     assert episode.latents.dtype == np.float16 and episode.latents.shape == (40, 4, 8, 8)
 
 
+def test_one_row_decoder_reads_arrow_and_python_rows_alike(saved):
+    train = load_latent_dataset(saved[0], split="train")
+    from_arrow = _row_arrays(train.with_format("arrow")[1])
+    from_python = _row_arrays(train[1])
+    assert from_arrow.keys() == from_python.keys()
+    for name, value in from_arrow.items():
+        if isinstance(value, np.ndarray):
+            np.testing.assert_array_equal(value, from_python[name])
+        else:
+            assert value == from_python[name], name
+    assert torch.equal(latents_from_row(train.with_format("arrow")[1]), latents_from_row(train[1]))
+
+
+def test_old_import_paths_still_work():
+    from tekken_diffusers.data import latent_dataset, latent_info, latent_windows, latents
+    from tekken_diffusers.models.autoencoders import latent_norm, temporal
+
+    assert latent_dataset.save_latent_dataset is latents.save_latent_dataset
+    assert latent_dataset.encode_round is latents.encode_round
+    assert latent_info.LatentDatasetInfo is latents.LatentDatasetInfo
+    assert latent_windows.LatentWindowDataset is latents.LatentWindowDataset
+    assert latent_norm.normalize_latents is latents.normalize_latents
+    assert temporal.pool_actions is pool_actions
+
+
 def test_window_dtype_and_bfloat16_storage(saved, tmp_path, vae):
     train = load_latent_dataset(saved[0], split="train")
     window = LatentWindowDataset(train, 8, dtype=torch.bfloat16, seed=5)[0]
@@ -544,8 +565,8 @@ def test_load_by_repo_id_from_a_local_server(saved, tmp_path):
     with FakeHub(tmp_path / "hub") as hub:
         export_hub_folder(saved[0], hub.repo_dir("me/boxing-latents"))
         code = (
-            "from tekken_diffusers.data.latent_dataset import load_latent_dataset, load_latent_info\n"
-            "from tekken_diffusers.data.latent_windows import LatentWindowIterableDataset\n"
+            "from tekken_diffusers.data.latents import LatentWindowIterableDataset, load_latent_dataset\n"
+            "from tekken_diffusers.data.latents import load_latent_info\n"
             "ds = load_latent_dataset('me/boxing-latents', split='train')\n"
             "print(ds.num_rows, load_latent_info('me/boxing-latents').splits['train'].rounds)\n"
             "stream = load_latent_dataset('me/boxing-latents', split='train', streaming=True)\n"

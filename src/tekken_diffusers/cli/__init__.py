@@ -1,4 +1,8 @@
-"""Command-line programs. Each module has a `main(argv)`; `scripts/*.py` and the console scripts call them."""
+"""Command-line programs, one rule for all: each command is a module here with `main(argv: list[str] | None = None)
+-> int` and a `tekken-*` console script in setup.py (the README's command table lists them). The files in `scripts/`
+and `pipelines/` are thin entry points that call these `main`s; `train` and `train_vae` run the accelerate scripts
+in `training/`. Options are kebab-case (`--context-frames`), except training options, which keep the snake_case
+field names of the typed config and its YAML files (`--max_train_steps`)."""
 
 import logging
 

@@ -53,7 +53,7 @@ def _synthetic_dataset(folder: Path, rounds: int, frames: int, shape: tuple[int,
     import datasets
     import torch
 
-    from ..data.latent_dataset import LATENT_FEATURES, LatentDatasetInfo, latent_row, save_latent_dataset
+    from ..data.latents import LATENT_FEATURES, LatentDatasetInfo, latent_row, save_latent_dataset
 
     rng = np.random.default_rng(0)
 
@@ -80,7 +80,7 @@ def _measure_windows(args: argparse.Namespace, dataset) -> list[tuple[str, float
     import torch
     from torch.utils.data import DataLoader
 
-    from ..data.latent_windows import LatentWindowDataset, LatentWindowIterableDataset, collate_windows
+    from ..data.latents import LatentWindowDataset, LatentWindowIterableDataset, collate_windows
 
     results = []
     windows = LatentWindowDataset(dataset, args.window_length, seed=0)
@@ -156,7 +156,7 @@ def _measure_windows(args: argparse.Namespace, dataset) -> list[tuple[str, float
 def _measure_encoding(num_frames: int) -> list[tuple[str, float, float]]:
     import torch
 
-    from ..data.latent_dataset import encode_frames
+    from ..data.latents import encode_frames
     from ..models.autoencoders import TekkenAutoencoderDC
 
     torch.manual_seed(0)
@@ -218,7 +218,7 @@ def write_section(path: str | os.PathLike, section: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging()
-    from ..data.latent_dataset import load_latent_dataset
+    from ..data.latents import load_latent_dataset
 
     with tempfile.TemporaryDirectory(prefix="bench-latents-") as tmp:
         if args.dataset is None:

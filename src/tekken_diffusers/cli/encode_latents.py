@@ -285,11 +285,10 @@ def _frame_size(round_path: Path) -> tuple[int, int] | None:
 
 
 def _encode_job(job: _Job, args: argparse.Namespace, vae) -> dict:
-    from ..data.latent_dataset import encode_round, latent_row, vae_temporal_compression_ratio
+    from ..data.latents import encode_round, latent_row, normalize_latents, vae_temporal_compression_ratio
     from ..data.pose import load_pose_channel
     from ..data.rounds import load_round
     from ..data.seed_cache import read_seed_cache_round
-    from ..models.autoencoders.latent_norm import normalize_latents
 
     if args.from_seed_cache is not None:
         import torch
@@ -324,8 +323,14 @@ def _encode_job(job: _Job, args: argparse.Namespace, vae) -> dict:
 def _assemble(args: argparse.Namespace, jobs: list[_Job], work: Path, vae, vae_info) -> None:
     import datasets
 
-    from ..data.latent_dataset import LatentDatasetInfo, dataset_from_shards, read_row_shard, save_latent_dataset
-    from ..models.autoencoders.latent_norm import LatentStatistics, latent_statistics
+    from ..data.latents import (
+        LatentDatasetInfo,
+        LatentStatistics,
+        dataset_from_shards,
+        latent_statistics,
+        read_row_shard,
+        save_latent_dataset,
+    )
 
     # 1. One Dataset per split, in the planned order, through a fresh Arrow cache inside the work folder.
     cache = work / "cache"
@@ -370,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
-    from ..data.latent_dataset import describe_vae, push_latent_dataset_to_hub, write_row_shard
+    from ..data.latents import describe_vae, push_latent_dataset_to_hub, write_row_shard
     from ..data.rounds import RoundFormatError
 
     # 1. Processes, the VAE and the plan.

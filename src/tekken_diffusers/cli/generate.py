@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         "round's recorded inputs after the context are replayed)",
     )
     parser.add_argument("--out", default="outputs/generated.mp4", help="output video (.mp4)")
-    parser.add_argument("--steps", type=int, default=8, help="denoising steps per frame")
+    parser.add_argument("--steps", type=int, default=4, help="denoising steps per frame (the evaluation uses 4)")
     parser.add_argument("--guidance-scale", type=float, default=1.0, help="action guidance (1 = off)")
     parser.add_argument("--context-noise", type=float, default=None, help="noise level of cached frames")
     parser.add_argument("--side", choices=["left", "right"], default="left", help="where player 1 stands")

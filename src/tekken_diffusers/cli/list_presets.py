@@ -1,4 +1,4 @@
-"""Print the world-model size presets and their parameter counts: `python -m tekken_diffusers.cli.list_presets`."""
+"""Print the world-model size presets and their parameter counts (`tekken-presets`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 def main(argv: Sequence[str] | None = None) -> int:
     argparse.ArgumentParser(
-        prog="python -m tekken_diffusers.cli.list_presets",
+        prog="tekken-presets",
         description="Markdown table of TekkenWorldModelTransformer presets (counted on the meta device: instant).",
     ).parse_args(argv)
     from ..models.transformer_tekken import format_preset_table

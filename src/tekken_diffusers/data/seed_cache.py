@@ -7,7 +7,7 @@ Layout, one folder per round and split::
     <root>/{train,val}/<round>/states/<round>_states.npy     float (T, S): optional here
 
 The files are read with `allow_pickle=False`. `scripts/encode_latents.py --from-seed-cache` turns them into a latent
-dataset (`latent_dataset`). Only per-frame caches are accepted (latent and action frame counts equal): the LTX/Wan
+dataset (`latents`). Only per-frame caches are accepted (latent and action frame counts equal): the LTX/Wan
 caches of `prepare_data*.py` were encoded in independent chunks whose alignment with the actions is approximate.
 """
 

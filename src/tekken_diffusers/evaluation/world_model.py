@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..pipelines.rollout import TekkenRollout
 from .metrics import psnr, ssim
 
 __all__ = ["NextFrameScores", "teacher_forced_next_frames", "rollout_latents", "score_frames"]
@@ -46,13 +47,6 @@ class NextFrameScores:
         }
 
 
-def _rollout(pipe, batch_size: int, num_inference_steps: int, context_noise: float | None):
-    from ..pipelines.pipeline_tekken import _Rollout
-
-    noise_level = pipe.scheduler.config.context_noise if context_noise is None else context_noise
-    return _Rollout(pipe, batch_size, num_inference_steps, noise_level, 1.0, None, pipe._execution_device)
-
-
 @torch.no_grad()
 def teacher_forced_next_frames(
     pipe,
@@ -77,9 +71,8 @@ def teacher_forced_next_frames(
     batch, num_frames = latents.shape[:2]
     if not 1 <= context_frames < num_frames:
         raise ValueError(f"context_frames must lie in [1, {num_frames - 1}], got {context_frames}")
-    device = pipe._execution_device
-    latents, action_bits = latents.to(device, torch.float32), action_bits.to(device, torch.float32)
-    rollout = _rollout(pipe, batch, num_inference_steps, context_noise)
+    rollout = TekkenRollout(pipe, batch, num_inference_steps, context_noise=context_noise)
+    latents, action_bits = latents.to(rollout.device, torch.float32), action_bits.to(rollout.device, torch.float32)
     rollout.append(latents[:, :context_frames], action_bits[:, :context_frames], generator)
     predictions = []
     for t in range(context_frames, num_frames):

@@ -1,4 +1,5 @@
-"""Pipelines: `TekkenWorldModelPipeline` (batch generation) and its interactive sessions."""
+"""Pipelines: `TekkenWorldModelPipeline` (batch generation), the rollout it samples with, and interactive sessions."""
 
-from .pipeline_tekken import TekkenWorldModelPipeline, TekkenWorldModelPipelineOutput, TekkenWorldModelSession
+from .pipeline_tekken import TekkenWorldModelPipeline, TekkenWorldModelPipelineOutput
 from .random_pipeline import build_random_pipeline
+from .rollout import TekkenRollout, TekkenWorldModelSession

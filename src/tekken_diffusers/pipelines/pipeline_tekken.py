@@ -4,6 +4,7 @@ Sampling: the context frames are encoded, re-noised to a small `context_noise` a
 transformer's KV cache. Each new frame starts from pure noise and is denoised in `num_inference_steps` Euler steps
 against the read-only cache, conditioned on its input; the finished frame is re-noised to `context_noise` and
 appended to the cache, which evicts frames beyond each layer's window, so time and memory per frame stay constant.
+That loop is [`TekkenRollout`] (`rollout.py`); this module checks and converts the inputs and decodes the outputs.
 
 A two-player model (`transformer.config.num_players == 2`) takes player 2's inputs beside player 1's: `actions_p2`
 and `context_actions_p2` in `__call__` and `start_session`, `session.step(p1, p2)`. Player 2 stands on the other side,
@@ -12,7 +13,6 @@ so notation reads *forward* for each player towards the opponent.
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
@@ -27,21 +27,28 @@ import torch
 from diffusers import DiffusionPipeline
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import BaseOutput, logging, replace_example_docstring
-from diffusers.utils.torch_utils import randn_tensor
 from diffusers.video_processor import VideoProcessor
 
 from ..actions import NUM_BUTTONS, ids_to_bits, parse_action_sequence, validate_action_ids
 from ..models.autoencoders.latent_norm import denormalize_latents, normalize_latents
-from ..models.transformer_tekken import TekkenKVCache, TekkenWorldModelTransformer
+from ..models.transformer_tekken import TekkenWorldModelTransformer
 from ..schedulers.scheduling_tekken_flow_match import TekkenFlowMatchScheduler
+from .model_card import MODEL_CARD_TEMPLATE, default_model_card, write_pipeline_py
+from .rollout import GuidanceScale, TekkenRollout, TekkenWorldModelSession
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["TekkenWorldModelPipeline", "TekkenWorldModelPipelineOutput", "TekkenWorldModelSession"]
+# `MODEL_CARD_TEMPLATE` and `TekkenWorldModelSession` live in `model_card.py` and `rollout.py`; importing them from
+# here keeps working.
+__all__ = [
+    "MODEL_CARD_TEMPLATE",
+    "TekkenRollout",
+    "TekkenWorldModelPipeline",
+    "TekkenWorldModelPipelineOutput",
+    "TekkenWorldModelSession",
+]
 
 ActionsInput = str | Sequence[int] | Sequence[str] | np.ndarray | torch.Tensor
-# One guidance scale for every player's inputs, or (player 1, player 2) for a two-player model.
-GuidanceScale = float | tuple[float, float]
 FramesInput = PIL.Image.Image | Sequence[PIL.Image.Image] | np.ndarray | torch.Tensor
 
 # What one call may ask for, so that a typo (`num_frames=10**6`, "f*1000000000") fails at once instead of running for
@@ -129,127 +136,6 @@ def _check_weights_match(source: Path, name: str, model: torch.nn.Module, varian
             if keys
         )
         raise ValueError(f"{source / name}: config.json and the weights describe different models: weights {details}")
-
-
-def _guidance_branches(guidance_scale: GuidanceScale, num_players: int) -> list[tuple[bool, ...]]:
-    """Which players keep their inputs in each branch of the batch: conditional first, the null action of every
-    player last, and for two different per-player scales a middle branch with player 1's inputs only."""
-    scales = guidance_scale if isinstance(guidance_scale, (tuple, list)) else (guidance_scale,) * num_players
-    if max(scales) <= 1.0:
-        return [(True,) * num_players]
-    if len(set(scales)) == 1:
-        return [(True,) * num_players, (False,) * num_players]
-    return [(True, True), (True, False), (False, False)]
-
-
-class _Rollout:
-    """The autoregressive sampling state shared by `__call__` and interactive sessions: one KV cache (one part per
-    guidance branch: conditional first, then the null-action branch) and the Euler schedule."""
-
-    def __init__(
-        self,
-        pipe: TekkenWorldModelPipeline,
-        batch_size: int,
-        num_inference_steps: int,
-        context_noise: float,
-        guidance_scale: GuidanceScale,
-        attention_window: int | None,
-        device: torch.device,
-    ):
-        self.pipe = pipe
-        self.batch_size = batch_size
-        self.context_noise = context_noise
-        self.guidance_scale = guidance_scale
-        self.num_players = pipe.transformer.config.get("num_players", 1)
-        self.branches = _guidance_branches(guidance_scale, self.num_players)
-        self.device = device
-        self.cache: TekkenKVCache = pipe.transformer.make_kv_cache(max_frames=attention_window)
-        # A private copy of the schedule, stepped with the stateless `step_per_frame`: sessions and calls must not
-        # disturb each other through the scheduler's step index.
-        pipe.scheduler.set_timesteps(num_inference_steps, device=device)
-        self.sigmas = pipe.scheduler.sigmas.clone().float()
-        self.timesteps = pipe.scheduler.timesteps.clone().float()  # sigmas[:-1] in diffusers' timestep scale
-
-    @property
-    def do_guidance(self) -> bool:
-        return len(self.branches) > 1
-
-    def _forward(self, latents: torch.Tensor, sigmas: torch.Tensor, bits: torch.Tensor, update: bool) -> torch.Tensor:
-        """Run the transformer on `(B, F, C, h, w)` latents under bits `(B, F, [P,] 8)`, one copy of the batch per
-        guidance branch. Returns the fp32 velocity."""
-        transformer = self.pipe.transformer
-        mask = None
-        if self.do_guidance:
-            copies = len(self.branches)
-            latents, sigmas, bits = (torch.cat([x] * copies) for x in (latents, sigmas, bits))
-            keep = torch.tensor(self.branches, device=self.device).repeat_interleave(self.batch_size, dim=0)
-            mask = keep[:, 0] if self.num_players == 1 else keep  # (copies*B,) or (copies*B, P): cond, ..., null
-        velocity = transformer(
-            latents.to(transformer.dtype),
-            sigmas,
-            actions=bits.to(transformer.dtype),
-            action_mask=mask,
-            kv_cache=self.cache,
-            update_kv_cache=update,
-        ).sample.float()
-        if len(self.branches) == 2:
-            cond, uncond = velocity.chunk(2)
-            scale = self.guidance_scale
-            scale = scale[0] if isinstance(scale, (tuple, list)) else scale  # equal per-player scales
-            velocity = uncond + scale * (cond - uncond)
-        elif len(self.branches) == 3:
-            # Per-player scales (InstructPix2Pix's two-condition guidance, Brooks et al. 2023, eq. 3): player 1's
-            # inputs against none, then player 2's on top of player 1's. Equal scales give the joint guidance above.
-            both, p1_only, uncond = velocity.chunk(3)
-            scale_p1, scale_p2 = self.guidance_scale
-            velocity = uncond + scale_p1 * (p1_only - uncond) + scale_p2 * (both - p1_only)
-        return velocity
-
-    def append(self, latents: torch.Tensor, bits: torch.Tensor, generator) -> None:
-        """Re-noise finished (or context) frames to `context_noise` and write them into the cache."""
-        noise = randn_tensor(latents.shape, generator=generator, device=self.device, dtype=torch.float32)
-        sigmas = torch.full(latents.shape[:2], self.context_noise, device=self.device)
-        noisy = self.pipe.scheduler.scale_noise(latents, sigmas, noise)
-        self._forward(noisy, sigmas, bits, update=True)
-
-    def next_frame(
-        self,
-        bits: torch.Tensor,
-        generator,
-        noise: torch.Tensor | None = None,
-        on_step: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-        append: bool = True,
-    ) -> torch.Tensor:
-        """Denoise one new frame `(B, 1, C, h, w)` under `bits` `(B, 1, [P,] 8)`; append it to the cache unless told
-        not to (teacher forcing appends the true frame instead). `on_step(step, timestep, latents)` runs after every
-        Euler step, with `timestep` the step's entry of the scheduler's `timesteps`, and may replace the latents."""
-        config = self.pipe.transformer.config
-        shape = (self.batch_size, 1, config.in_channels, *self.pipe.latent_size)
-        if noise is not None:
-            if not isinstance(noise, torch.Tensor) or tuple(noise.shape) != shape:
-                found = tuple(noise.shape) if isinstance(noise, torch.Tensor) else type(noise).__name__
-                raise ValueError(
-                    f"`noise`: expected a tensor of shape {shape} (one frame's initial noise), got {found}"
-                )
-            if not torch.isfinite(noise).all():
-                raise ValueError("`noise`: holds NaN or inf values; the frame and every later one would be NaN")
-        latents = (
-            noise.to(self.device)
-            if noise is not None
-            else randn_tensor(shape, generator=generator, device=self.device)
-        )
-        latents = latents.float()
-        for step, (sigma, sigma_next) in enumerate(zip(self.sigmas[:-1], self.sigmas[1:])):
-            sigmas = sigma.expand(self.batch_size, 1)
-            velocity = self._forward(latents, sigmas, bits, update=False)
-            latents = self.pipe.scheduler.step_per_frame(
-                velocity, sigmas, latents, sigma_next.expand(self.batch_size, 1)
-            ).prev_sample
-            if on_step is not None:
-                latents = on_step(step, self.timesteps[step], latents)
-        if append:
-            self.append(latents, bits, generator)
-        return latents
 
 
 class TekkenWorldModelPipeline(DiffusionPipeline):
@@ -818,32 +704,25 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
         self._num_timesteps = num_frames * num_inference_steps
 
         # 3. Prefill the cache with the re-noised context
-        context_noise = self.scheduler.config.context_noise if context_noise is None else context_noise
-        rollout = _Rollout(self, batch, num_inference_steps, context_noise, guidance_scale, attention_window, device)
+        rollout = TekkenRollout(
+            self, batch, num_inference_steps, guidance_scale, context_noise, attention_window, device=device
+        )
         rollout.append(context_latents, context_bits, generator)
 
         # 4. Denoise one frame at a time
-        generated = []
         with self.progress_bar(total=num_frames * num_inference_steps) as progress_bar:
-            for frame_index in range(num_frames):
-                step_offset = frame_index * num_inference_steps
 
-                def on_step(
-                    step: int, timestep: torch.Tensor, frame_latents: torch.Tensor, step_offset: int = step_offset
-                ) -> torch.Tensor:
-                    progress_bar.update()
-                    if callback_on_step_end is None:
-                        return frame_latents
-                    callback_kwargs = {}
-                    for name in callback_on_step_end_tensor_inputs:
-                        callback_kwargs[name] = frame_latents
-                    outputs = callback_on_step_end(self, step_offset + step, timestep, callback_kwargs)
-                    return outputs.pop("latents", frame_latents)
+            def on_step(step: int, timestep: torch.Tensor, frame_latents: torch.Tensor) -> torch.Tensor:
+                progress_bar.update()
+                if callback_on_step_end is None:
+                    return frame_latents
+                callback_kwargs = {}
+                for name in callback_on_step_end_tensor_inputs:
+                    callback_kwargs[name] = frame_latents
+                outputs = callback_on_step_end(self, step, timestep, callback_kwargs)
+                return outputs.pop("latents", frame_latents)
 
-                noise = None if latents is None else latents[:, frame_index : frame_index + 1]
-                bits = future_bits[:, frame_index : frame_index + 1]
-                generated.append(rollout.next_frame(bits, generator, noise=noise, on_step=on_step))
-        video_latents = torch.cat(generated, dim=1)  # (B, N, C, h, w)
+            video_latents = rollout.generate(future_bits, generator, noise=latents, on_step=on_step)  # (B, N, C, h, w)
 
         # 5. Decode
         if output_type == "latent":
@@ -899,10 +778,7 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
         )
         if context_latents.shape[0] != 1:
             raise ValueError(f"a session plays one clip, got a batch of {context_latents.shape[0]} contexts")
-        context_noise = self.scheduler.config.context_noise if context_noise is None else context_noise
-        rollout = _Rollout(
-            self, 1, num_inference_steps, context_noise, guidance_scale, attention_window, self._execution_device
-        )
+        rollout = TekkenRollout(self, 1, num_inference_steps, guidance_scale, context_noise, attention_window)
         rollout.append(context_latents, context_bits, generator)
         return TekkenWorldModelSession(self, rollout, generator, output_type, side)
 
@@ -931,11 +807,7 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
             save_directory, safe_serialization=safe_serialization, variant=variant, max_shard_size=max_shard_size
         )
         folder = Path(save_directory)
-        (folder / "pipeline.py").write_text(
-            "# Lets `DiffusionPipeline.from_pretrained(dir, custom_pipeline=dir, trust_remote_code=True)` find the\n"
-            "# class; it runs the installed tekken-diffusers package, nothing else.\n"
-            "from tekken_diffusers.pipelines.pipeline_tekken import TekkenWorldModelPipeline  # noqa: F401\n"
-        )
+        write_pipeline_py(folder)
         card_path = folder / "README.md"
         if model_card is not None or not card_path.exists():
             card_path.write_text(model_card if model_card is not None else self.default_model_card())
@@ -954,148 +826,5 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
             )
 
     def default_model_card(self) -> str:
-        """A model card built from the component configs."""
-        t = self.transformer.config
-        params = sum(p.numel() for p in self.transformer.parameters())
-        vae = "none (the pipeline works on latents)" if self.vae is None else f"`{type(self.vae).__name__}`"
-        return MODEL_CARD_TEMPLATE.format(
-            params=f"{params / 1e6:.1f} M",
-            layers=t.num_layers,
-            width=t.num_attention_heads * t.attention_head_dim,
-            heads=t.num_attention_heads,
-            latent=f"{t.in_channels}×{t.sample_size[0]}×{t.sample_size[1]}",
-            patch=t.patch_size,
-            local_window=t.local_window,
-            global_window=t.global_window,
-            global_every=t.global_every,
-            vae=vae,
-            prediction=(
-                "the clean frame as the previous frame plus a learned correction (copy path, `prev_frame_residual`)"
-                if getattr(t, "prediction_type", "flow") == "prev_frame_residual"
-                else "the flow velocity `noise - latents`"
-                + (", with the previous frame on a copy path" if getattr(t, "prev_frame_conditioning", False) else "")
-            ),
-            context_noise=self.scheduler.config.context_noise,
-            shift=self.scheduler.config.shift,
-        )
-
-
-MODEL_CARD_TEMPLATE = """---
-library_name: diffusers
-tags:
-- world-model
-- tekken-diffusers
-- action-conditioned
-- video-generation
----
-
-# Action-conditioned world model (tekken-diffusers)
-
-A frame-causal diffusion transformer that generates the next frames of a game from a starting context and the
-player's inputs (8 buttons per frame: Up, Down, Left, Right, 1, 2, 3, 4), one frame at a time with a KV cache.
-
-| component | |
-|---|---|
-| transformer | `TekkenWorldModelTransformer`, {params} parameters: {layers} layers, width {width}, {heads} heads |
-| latents | {latent} per frame, patch size {patch} |
-| attention | frame-causal; windows: local {local_window}, global {global_window} (every {global_every} layers) |
-| predicts | {prediction} |
-| scheduler | `TekkenFlowMatchScheduler` (per-frame flow matching), shift {shift}, context noise {context_noise} |
-| VAE | {vae} |
-
-## Use
-
-```python
-from tekken_diffusers import TekkenWorldModelPipeline
-
-pipe = TekkenWorldModelPipeline.from_pretrained("PATH_OR_REPO")
-frames = pipe(context=context_frames, actions="f*8, 1, n*7", num_inference_steps=4).frames[0]
-
-session = pipe.start_session(context=context_frames)  # interactive play
-next_frame = session.step("d/f+1")
-```
-
-Without tekken-diffusers imported, `DiffusionPipeline.from_pretrained(PATH, custom_pipeline=PATH,
-trust_remote_code=True)` loads it through the bundled `pipeline.py` (which needs `pip install tekken-diffusers`).
-"""
-
-
-class TekkenWorldModelSession:
-    """A live game: call `step(action)` for each frame, `step(action, action_p2)` with a two-player model. Made by
-    [`TekkenWorldModelPipeline.start_session`].
-
-    Time and memory per step are constant (the KV cache keeps each layer's window). `reset()` returns to the state
-    right after the context was read; sessions never share state.
-    """
-
-    def __init__(self, pipe: TekkenWorldModelPipeline, rollout: _Rollout, generator, output_type: str, side: str):
-        self.pipe = pipe
-        self.output_type = output_type
-        self.side = side
-        self.generator = generator
-        self._rollout = rollout
-        self._initial_cache = copy.deepcopy(rollout.cache)
-        self.num_steps = 0
-
-    @property
-    def cache(self) -> TekkenKVCache:
-        return self._rollout.cache
-
-    @staticmethod
-    def _one_input(pipe: TekkenWorldModelPipeline, action: Any, side: str, name: str) -> torch.Tensor:
-        """One frame's input of one player → bits `(1, 8)`."""
-        if isinstance(action, (int, np.integer)):
-            bits = pipe.actions_to_bits([int(action)], side, name)
-        elif isinstance(action, str):
-            bits = pipe.actions_to_bits(action, side, name)
-            if len(bits) != 1:
-                raise ValueError(f"{name}: one input per step, got {len(bits)} in {action!r}")
-        else:
-            bits = pipe.actions_to_bits(np.asarray(action, dtype=np.float32)[None], side, name)
-        return bits
-
-    @torch.no_grad()
-    def step(
-        self,
-        action: int | str | Sequence[int] | np.ndarray | torch.Tensor,
-        action_p2: int | str | Sequence[int] | np.ndarray | torch.Tensor | None = None,
-        noise: torch.Tensor | None = None,
-    ):
-        """Generate the next frame under one input (one per player with a two-player model).
-
-        Args:
-            action: player 1's input: an action id (`int`), Tekken notation (`"d/f+2"`), or 8 bits.
-            action_p2: player 2's input in the same forms, for a two-player model (required there, refused by a
-                one-player model); notation is read for player 2's side, the other one.
-            noise (`torch.Tensor`, *optional*): Initial noise `(1, 1, C, h, w)` for this frame.
-
-        Returns:
-            The frame as a PIL image, an `(H, W, 3)` array in [0, 1], a `(3, H, W)` tensor in [0, 1], or its
-            latents `(C, h, w)`, by the session's `output_type`.
-        """
-        num_players = self.pipe.num_players
-        if num_players == 1 and action_p2 is not None:
-            raise ValueError(
-                "action_p2: this session's transformer conditions on player 1 only (num_players=1); call step(action)"
-            )
-        if num_players == 2 and action_p2 is None:
-            raise ValueError(
-                "action_p2: this session's transformer is a two-player model (num_players=2): call "
-                "step(action, action_p2) with both players' inputs"
-            )
-        bits = self._one_input(self.pipe, action, self.side, "action")
-        if action_p2 is not None:
-            bits_p2 = self._one_input(self.pipe, action_p2, self.pipe._opponent_side(self.side), "action_p2")
-            bits = torch.stack([bits, bits_p2], dim=1)  # (1, 2, 8)
-        bits = bits[None].to(self._rollout.device)  # (1, 1, [2,] 8)
-        latents = self._rollout.next_frame(bits, self.generator, noise=noise)  # (1, 1, C, h, w)
-        self.num_steps += 1
-        if self.output_type == "latent":
-            return latents[0, 0]
-        frames = self.pipe.video_processor.postprocess_video(self.pipe.decode_latents(latents), self.output_type)
-        return frames[0][0]
-
-    def reset(self) -> None:
-        """Forget every generated frame: back to the state right after the context."""
-        self._rollout.cache = copy.deepcopy(self._initial_cache)
-        self.num_steps = 0
+        """A model card built from the component configs (see `tekken_diffusers.pipelines.model_card`)."""
+        return default_model_card(self)

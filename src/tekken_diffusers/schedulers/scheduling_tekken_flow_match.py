@@ -307,22 +307,29 @@ class TekkenFlowMatchScheduler(SchedulerMixin, ConfigMixin):
         latents: torch.Tensor,
         noise: torch.Tensor | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
+        context_noise: float | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """
         Re-noise past frames to `context_noise` before they enter the model's KV cache.
+
+        This is where "`context_noise=None` means the scheduler's value" is decided for every sampler (the pipeline,
+        its sessions and the evaluation pass their `context_noise` through unchanged).
 
         Args:
             latents (`torch.Tensor` of shape `(batch, frames, ...)`): Clean context or finished frames.
             noise (`torch.Tensor`, *optional*): Noise to use; drawn with `generator` if not given.
             generator (`torch.Generator` or list of them, *optional*): For reproducible noise.
+            context_noise (`float`, *optional*): The noise level in [0, 1]; defaults to the config's `context_noise`.
 
         Returns:
             `(noisy_latents, sigmas)`: the re-noised frames and their noise levels `(batch, frames)` (all
             `context_noise`), ready to pass to the transformer with `update_kv_cache=True`.
         """
+        if context_noise is None:
+            context_noise = self.config.context_noise
         if noise is None:
             noise = randn_tensor(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
-        sigmas = torch.full(latents.shape[:2], self.config.context_noise, dtype=torch.float32, device=latents.device)
+        sigmas = torch.full(latents.shape[:2], context_noise, dtype=torch.float32, device=latents.device)
         return self.scale_noise(latents, sigmas, noise), sigmas
 
     @property

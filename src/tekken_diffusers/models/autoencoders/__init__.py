@@ -1,4 +1,8 @@
-"""Autoencoders: every VAE behaves like diffusers' `AutoencoderKL`, and latents are normalised in `latent_norm`."""
+"""Autoencoders: every VAE behaves like diffusers' `AutoencoderKL`.
+
+Latents are normalised by `tekken_diffusers.data.latents.normalization` and actions pooled to latent frames by
+`tekken_diffusers.actions.pool_actions`; both are re-exported here (and at their old paths `latent_norm`, `temporal`).
+"""
 
 from .autoencoder_dc_tekken import TekkenAutoencoderDC
 from .autoencoder_video import LTXVideoVAE, WanVAE

@@ -5,7 +5,7 @@ frame, so a clip must have `1 + k·r` frames (`r` = 8 for LTX-Video 0.9.x, 4 for
 so tiny test configs with other ratios work too). Diffusers' own classes take other counts silently (Wan drops the
 frames that do not fit: 8 frames encode to 2 latent frames and decode to 5); these wrappers raise instead, naming the
 nearest valid counts. Actions are pooled to latent frames over the same groups (`pool_actions`, see
-`tekken_diffusers.models.autoencoders.temporal`).
+`tekken_diffusers.actions`).
 
 The original system tried both (its notes: LTX "works okay, loses coherence", Wan "garbage"); the default
 VAE is the per-frame `TekkenAutoencoderDC`. The wrappers are subclasses of the diffusers classes, so the Hub
@@ -16,8 +16,8 @@ Interface, shared with `TekkenAutoencoderDC`:
 - `encode(x).latent_dist` (a `DiagonalGaussianDistribution`: `.sample(generator)`, `.mode()`), `decode(z).sample`;
 - frames `[B, C, H, W]` (a one-frame clip; latents come back as `[B, c, h, w]`) or clips `[B, C, T, H, W]`;
 - `temporal_compression_ratio`, `num_latent_frames`, `num_frames_for_latents`, `latent_frame_groups`, `pool_actions`;
-- normalisation statistics read by `latent_norm`: LTX keeps `latents_mean`/`latents_std` as buffers stored in the
-  checkpoint (plus config `scaling_factor`); Wan keeps them as config lists and has no `scaling_factor`.
+- normalisation statistics read by `data.latents.normalization`: LTX keeps `latents_mean`/`latents_std` as buffers
+  stored in the checkpoint (plus config `scaling_factor`); Wan keeps them as config lists and has no `scaling_factor`.
 """
 
 from __future__ import annotations
@@ -36,7 +36,11 @@ __all__ = ["LTXVideoVAE", "WanVAE"]
 
 
 class _VideoVAEMixin(TemporalCompressionMixin):
-    """Shape checks and frame ↔ one-frame-clip handling shared by the video VAE wrappers."""
+    """What the video VAE wrappers share: `encode`, the body of `decode`, shape checks and frame ↔ one-frame clip.
+
+    It comes first in each wrapper's bases, so `super()` here reaches the diffusers class (`AutoencoderKLLTXVideo`,
+    `AutoencoderKLWan`).
+    """
 
     default_pretrained_model_name_or_path: str
     default_subfolder: str = "vae"
@@ -53,6 +57,31 @@ class _VideoVAEMixin(TemporalCompressionMixin):
             pretrained_model_name_or_path = cls.default_pretrained_model_name_or_path
             kwargs.setdefault("subfolder", cls.default_subfolder)
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    @apply_forward_hook
+    def encode(
+        self, x: torch.Tensor, return_dict: bool = True
+    ) -> AutoencoderKLOutput | tuple[DiagonalGaussianDistribution]:
+        """Encode frames `[B, C, H, W]` or clips `[B, C, 1 + k·r, H, W]` (pixels in [-1, 1]).
+
+        Args:
+            x: pixels.
+            return_dict: return an `AutoencoderKLOutput` (else a one-element tuple).
+
+        Returns:
+            `latent_dist` over `[B, c, h, w]` (frames) or `[B, c, 1 + k, h, w]` (clips), `c = latent_channels`.
+        """
+        clip, is_frame = self._as_clip(x)  # [B, C, T, H, W]
+        posterior = super().encode(clip).latent_dist  # the diffusers class's encode, next in the MRO
+        return self._wrap_posterior(posterior, is_frame, return_dict)
+
+    def _decode_frames_or_clips(
+        self, z: torch.Tensor, return_dict: bool, **decode_kwargs
+    ) -> DecoderOutput | tuple[torch.Tensor]:
+        """The body of both wrappers' `decode` (whose signatures differ: LTX takes `temb`)."""
+        clip, is_frame = self._as_latent_clip(z)  # [B, c, T_lat, h, w]
+        pixels = super().decode(clip, **decode_kwargs).sample  # the diffusers class's decode, next in the MRO
+        return self._wrap_pixels(pixels, is_frame, return_dict)
 
     def _as_clip(self, pixels: torch.Tensor) -> tuple[torch.Tensor, bool]:
         """Frames `[B, C, H, W]` → one-frame clips `[B, C, 1, H, W]`; checks channels, frame count and size."""
@@ -120,23 +149,6 @@ class LTXVideoVAE(_VideoVAEMixin, AutoencoderKLLTXVideo):
         return self.config.latent_channels
 
     @apply_forward_hook
-    def encode(
-        self, x: torch.Tensor, return_dict: bool = True
-    ) -> AutoencoderKLOutput | tuple[DiagonalGaussianDistribution]:
-        """Encode frames `[B, C, H, W]` or clips `[B, C, 1 + k·r, H, W]` (pixels in [-1, 1]).
-
-        Args:
-            x: pixels.
-            return_dict: return an `AutoencoderKLOutput` (else a one-element tuple).
-
-        Returns:
-            `latent_dist` over `[B, c, h, w]` (frames) or `[B, c, 1 + k, h, w]` (clips).
-        """
-        clip, is_frame = self._as_clip(x)
-        posterior = super().encode(clip).latent_dist
-        return self._wrap_posterior(posterior, is_frame, return_dict)
-
-    @apply_forward_hook
     def decode(
         self, z: torch.Tensor, temb: torch.Tensor | None = None, return_dict: bool = True
     ) -> DecoderOutput | tuple[torch.Tensor]:
@@ -147,9 +159,7 @@ class LTXVideoVAE(_VideoVAEMixin, AutoencoderKLLTXVideo):
             temb: decode timestep for configs with `timestep_conditioning` (LTX-Video 0.9.1+).
             return_dict: return a `DecoderOutput` (else a one-element tuple).
         """
-        clip, is_frame = self._as_latent_clip(z)
-        pixels = super().decode(clip, temb=temb).sample
-        return self._wrap_pixels(pixels, is_frame, return_dict)
+        return self._decode_frames_or_clips(z, return_dict, temb=temb)
 
 
 class WanVAE(_VideoVAEMixin, AutoencoderKLWan):
@@ -172,23 +182,6 @@ class WanVAE(_VideoVAEMixin, AutoencoderKLWan):
         return self.config.z_dim
 
     @apply_forward_hook
-    def encode(
-        self, x: torch.Tensor, return_dict: bool = True
-    ) -> AutoencoderKLOutput | tuple[DiagonalGaussianDistribution]:
-        """Encode frames `[B, C, H, W]` or clips `[B, C, 1 + k·r, H, W]` (pixels in [-1, 1]).
-
-        Args:
-            x: pixels.
-            return_dict: return an `AutoencoderKLOutput` (else a one-element tuple).
-
-        Returns:
-            `latent_dist` over `[B, z_dim, h, w]` (frames) or `[B, z_dim, 1 + k, h, w]` (clips).
-        """
-        clip, is_frame = self._as_clip(x)
-        posterior = super().encode(clip).latent_dist
-        return self._wrap_posterior(posterior, is_frame, return_dict)
-
-    @apply_forward_hook
     def decode(self, z: torch.Tensor, return_dict: bool = True) -> DecoderOutput | tuple[torch.Tensor]:
         """Decode raw latents `[B, z_dim, h, w]` or `[B, z_dim, 1 + k, h, w]` to `[B, C, (1 + k·r,) H, W]` pixels.
 
@@ -196,6 +189,4 @@ class WanVAE(_VideoVAEMixin, AutoencoderKLWan):
             z: latents (denormalised).
             return_dict: return a `DecoderOutput` (else a one-element tuple).
         """
-        clip, is_frame = self._as_latent_clip(z)
-        pixels = super().decode(clip).sample
-        return self._wrap_pixels(pixels, is_frame, return_dict)
+        return self._decode_frames_or_clips(z, return_dict)

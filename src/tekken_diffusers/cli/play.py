@@ -1,0 +1,76 @@
+"""Play a world-model pipeline in the browser (`tekken-play`, `python pipelines/app.py`): the Gradio app of
+`tekken_diffusers.demo` around `TekkenWorldModelPipeline.start_session`."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from .. import demo as play_page
+from ..runtime import MAX_DEFAULT_THREADS, THREADS_ENV, configure_threads, resolve_dtype
+from . import setup_logging
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the arguments, load the pipeline and serve the page until interrupted."""
+    parser = argparse.ArgumentParser(
+        description="Serve a page where a person plays a world-model pipeline with the keyboard.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--pipeline", required=True, help="pipeline folder (or Hub id)")
+    parser.add_argument("--rounds", required=True, help="folder of round .npz files to take starting contexts from")
+    parser.add_argument("--context-frames", type=int, default=8, help="frames of context given to the model")
+    parser.add_argument("--steps", type=int, default=4, help="denoising steps per frame (fewer = faster)")
+    parser.add_argument("--max-frames", type=int, default=2000, help="frames one session may generate")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1 = this machine only)")
+    parser.add_argument("--port", type=int, default=7860, help="port")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed of each new session")
+    parser.add_argument("--max-users", type=int, default=8, help="requests queued at once, beyond which users wait")
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        metavar="{auto,float32,bfloat16}",
+        help="transformer dtype (auto: bfloat16 where the CPU computes it natively, else float32)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help=f"torch CPU threads; when unset: ${THREADS_ENV}, else $OMP_NUM_THREADS, else one per physical core "
+        f"(at most {MAX_DEFAULT_THREADS})",
+    )
+    args = parser.parse_args(argv)
+    setup_logging()
+    if args.steps < 1 or args.max_frames < 1 or args.context_frames < 1:
+        parser.error("--steps, --max-frames and --context-frames must be >= 1")
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
+    try:
+        dtype = resolve_dtype(args.dtype, "cpu")
+    except ValueError as error:
+        parser.error(f"--dtype {args.dtype}: {error}")
+    try:
+        configure_threads(args.threads)  # before the first heavy torch op starts the thread pool
+    except ValueError as error:
+        parser.error(str(error))
+    from ..pipelines import TekkenWorldModelPipeline
+
+    pipe = TekkenWorldModelPipeline.from_pretrained(
+        args.pipeline, dtype={"transformer": dtype, "default": torch.float32}
+    )
+    pipe.set_progress_bar_config(disable=True)
+    contexts = play_page.ContextLibrary.from_folder(args.rounds, args.context_frames)
+    # Looked up on the module at call time, so that tests can stand a fake app in for the Gradio one.
+    demo = play_page.build_demo(
+        pipe, contexts, num_inference_steps=args.steps, max_frames=args.max_frames, seed=args.seed
+    )
+    demo.queue(default_concurrency_limit=2, max_size=args.max_users)
+    demo.launch(
+        server_name=args.host, server_port=args.port, head=play_page.KEYBOARD_JS, css=play_page.CSS, show_error=True
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,117 @@
+"""`TekkenRollout`: the public rollout behind `__call__`, sessions and the evaluation."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tekken_diffusers import TekkenFlowMatchScheduler, TekkenRollout, TekkenWorldModelPipeline
+from tekken_diffusers.pipelines import build_random_pipeline
+
+STEPS = 2
+
+
+def make_pipe():
+    pipe = build_random_pipeline("tiny", seed=0, vae=None)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def inputs(batch=2, context=3, frames=4):
+    generator = torch.Generator().manual_seed(0)
+    context_latents = torch.randn(batch, context, 4, 4, 4, generator=generator)
+    bits = (torch.rand(batch, context + frames, 8, generator=generator) > 0.5).float()
+    return context_latents, bits[:, :context], bits[:, context:]
+
+
+def test_rollout_equals_the_pipeline_call():
+    pipe = make_pipe()
+    context_latents, context_bits, future_bits = inputs()
+    expected = pipe(
+        context_latents=context_latents,
+        context_actions=list(context_bits),
+        actions=list(future_bits),
+        num_inference_steps=STEPS,
+        generator=torch.Generator().manual_seed(3),
+        output_type="latent",
+    ).frames
+    rollout = TekkenRollout(pipe, batch_size=2, num_inference_steps=STEPS)
+    generator = torch.Generator().manual_seed(3)
+    rollout.append(context_latents, context_bits, generator)
+    latents = rollout.generate(future_bits, generator)
+    assert latents.shape == (2, 4, 4, 4, 4)
+    torch.testing.assert_close(latents, expected, rtol=0, atol=0)
+    assert rollout.cache.next_frame == 3 + 4
+
+
+def test_generate_counts_callback_steps_over_the_whole_call():
+    pipe = make_pipe()
+    context_latents, context_bits, future_bits = inputs(batch=1, frames=3)
+    rollout = TekkenRollout(pipe, num_inference_steps=STEPS)
+    rollout.append(context_latents, context_bits, None)
+    seen = []
+
+    def on_step(step, timestep, latents):
+        seen.append((step, float(timestep)))
+        return latents
+
+    rollout.generate(future_bits, None, on_step=on_step)
+    assert [step for step, _ in seen] == list(range(3 * STEPS))
+    assert [timestep for _, timestep in seen] == [float(t) for t in rollout.timesteps] * 3
+
+
+def test_renoising_goes_through_the_scheduler(monkeypatch):
+    pipe = make_pipe()
+    calls = []
+    original = TekkenFlowMatchScheduler.add_context_noise
+
+    def spy(self, latents, noise=None, generator=None, context_noise=None):
+        calls.append((tuple(latents.shape), context_noise))
+        return original(self, latents, noise=noise, generator=generator, context_noise=context_noise)
+
+    monkeypatch.setattr(TekkenFlowMatchScheduler, "add_context_noise", spy)
+    context_latents, context_bits, future_bits = inputs(batch=1, frames=2)
+    pipe(
+        context_latents=context_latents,
+        context_actions=context_bits[0],
+        actions=future_bits[0],
+        num_inference_steps=1,
+        output_type="latent",
+    )
+    # The context, then each generated frame; `None` is passed through for the scheduler to resolve.
+    assert calls == [((1, 3, 4, 4, 4), None), ((1, 1, 4, 4, 4), None), ((1, 1, 4, 4, 4), None)]
+    session = pipe.start_session(context_latents=context_latents, num_inference_steps=1, context_noise=0.05)
+    session.step("f")
+    assert calls[-2:] == [((1, 3, 4, 4, 4), 0.05), ((1, 1, 4, 4, 4), 0.05)]
+
+
+def test_context_noise_none_means_the_schedulers_value():
+    pipe = make_pipe()
+    quiet = TekkenWorldModelPipeline(
+        transformer=pipe.transformer,
+        scheduler=TekkenFlowMatchScheduler.from_config(pipe.scheduler.config, context_noise=0.05),
+    )
+    quiet.set_progress_bar_config(disable=True)
+    context_latents, context_bits, future_bits = inputs(batch=1)
+
+    def run(pipeline, **kwargs):
+        return pipeline(
+            context_latents=context_latents,
+            context_actions=context_bits[0],
+            actions=future_bits[0],
+            num_inference_steps=STEPS,
+            generator=torch.Generator().manual_seed(1),
+            output_type="latent",
+            **kwargs,
+        ).frames
+
+    np.testing.assert_array_equal(run(quiet).numpy(), run(pipe, context_noise=0.05).numpy())
+    assert not torch.equal(run(pipe), run(pipe, context_noise=0.05))
+
+
+def test_evaluation_uses_only_public_pipeline_api():
+    import tekken_diffusers.evaluation.world_model as world_model
+
+    source = Path(world_model.__file__).read_text(encoding="utf-8")
+    assert not re.search(r"\b(pipe|rollout)\._\w", source) and "_Rollout" not in source
