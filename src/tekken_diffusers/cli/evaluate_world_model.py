@@ -98,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--teacher-forced-steps", type=int, nargs="+", default=[1, 2, 4], help="step counts scored teacher-forced"
     )
     parser.add_argument("--context-noise", type=float, default=None, help="override the scheduler's context noise")
+    parser.add_argument("--shift", type=float, default=None, help="override the sampling schedule's shift")
     parser.add_argument("--health-frames", type=int, default=1000, help="length of the long rollouts (0: skip)")
     parser.add_argument("--health-rollouts", type=int, default=2, help="number of long rollouts")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
@@ -120,12 +121,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--teacher-forced-steps must all be >= 1, got {args.teacher_forced_steps}")
     if args.context_noise is not None and not 0 <= args.context_noise < 1:
         parser.error(f"--context-noise must lie in [0, 1), got {args.context_noise}")
+    if args.shift is not None and args.shift <= 0:
+        parser.error(f"--shift must be > 0, got {args.shift}")
     from ..pipelines import TekkenWorldModelPipeline
 
     if not (Path(args.pipeline) / "model_index.json").is_file():
         parser.error(f"--pipeline {args.pipeline}: not a pipeline folder (no model_index.json)")
     pipe = TekkenWorldModelPipeline.from_pretrained(args.pipeline)
     pipe.set_progress_bar_config(disable=True)
+    if args.shift is not None:
+        pipe.scheduler.set_shift(args.shift)
     if pipe.vae is None:
         parser.error(f"--pipeline {args.pipeline}: the evaluation compares frames and needs a pipeline with a VAE")
     two_player = pipe.num_players == 2
@@ -154,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         "pipeline": args.pipeline, "rounds": args.rounds, "windows": len(real), "context_frames": context,
         "generated_frames": count, "steps": args.steps, "cpu": _cpu_name(), "torch_threads": torch.get_num_threads(),
         "context_noise": args.context_noise if args.context_noise is not None else pipe.scheduler.config.context_noise,
+        "shift": pipe.scheduler.shift,
         "vae_reconstruction_pooled_psnr": pooled_psnr(reconstruction, target),
     }  # fmt: skip
 
