@@ -84,3 +84,28 @@ def test_generate_writes_a_video(setup):
     argv = run(setup, "--frames", "2", "--steps", "1", "--actions", "f")
     argv[argv.index("--out") + 1] = str(out)
     assert generate(argv) == 0 and out.stat().st_size > 0
+
+
+def test_generate_streams_long_videos_in_chunks(setup, monkeypatch):
+    """The video is written chunk by chunk (memory does not grow with --frames): 5 frames in chunks of 2 give one
+    5-frame video whose input panels keep counting across chunks, beside the recorded frames."""
+    import imageio.v3 as iio
+
+    import tekken_diffusers.cli.generate as generate_module
+
+    monkeypatch.setattr(generate_module, "VIDEO_CHUNK", 2)
+    from tekken_diffusers import visualization
+
+    composed, compose = [], visualization.compose_frames
+
+    def spy(*args, **kwargs):
+        composed.append((len(args[1]), kwargs["first_frame"], len(args[0])))
+        return compose(*args, **kwargs)
+
+    monkeypatch.setattr(visualization, "compose_frames", spy)
+    out = setup["root"] / "chunks.mp4"
+    argv = run(setup, "--frames", "5", "--steps", "1")
+    argv[argv.index("--out") + 1] = str(out)
+    assert generate(argv) == 0
+    assert composed == [(2, 0, 2), (2, 2, 2), (1, 4, 2)]  # generated beside recorded, panels from 0, 2, 4
+    assert iio.imread(out).shape[0] == 5

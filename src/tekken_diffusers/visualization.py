@@ -6,7 +6,7 @@ Used by the round previewer, the generation CLI and the training script's valida
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +68,7 @@ def compose_frames(
     actions_p2: np.ndarray | None = None,
     scale: int = 4,
     fps: float | None = None,
+    first_frame: int = 0,
 ) -> np.ndarray:
     """Put frame streams side by side with the inputs drawn underneath.
 
@@ -78,6 +79,8 @@ def compose_frames(
         actions_p2: optional `(T,)` player-2 inputs, drawn as a second panel.
         scale: integer upscaling of the frames.
         fps: when given, each panel also shows the time in seconds.
+        first_frame: index of the first frame in its clip (the panels count from it when a long clip is composed in
+            chunks).
 
     Returns:
         uint8 `(T, H_out, W_out, 3)`, with `H_out` and `W_out` multiples of 16 (what video encoders want).
@@ -116,7 +119,8 @@ def compose_frames(
         for index, stream in enumerate(streams):
             x = index * (width + gap)
             canvas[t, title_height : title_height + height, x : x + width] = _to_hwc(stream[t], scale)
-        label = f"t={t}" if fps is None else f"t={t} {t / fps:.2f}s"
+        index_in_clip = first_frame + t
+        label = f"t={index_in_clip}" if fps is None else f"t={index_in_clip} {index_in_clip / fps:.2f}s"
         y = title_height + height
         canvas[t, y : y + _PANEL_HEIGHT, :content_w] = draw_input_panel(int(actions[t]), content_w, "P1 " + label)
         if actions_p2 is not None:
@@ -125,14 +129,18 @@ def compose_frames(
     return canvas
 
 
-def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float) -> Path:
-    """Write `(T, H, W, 3)` uint8 frames as an H.264 mp4 (through imageio-ffmpeg), atomically."""
+def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float) -> Path:
+    """Write uint8 `(H, W, 3)` frames as an H.264 mp4 (through imageio-ffmpeg), atomically.
+
+    `frames` is a `(T, H, W, 3)` array or any iterable of frames or of `(n, H, W, 3)` chunks: a generator streams a
+    long video to disk without holding it in memory."""
     import imageio.v2 as imageio
 
     with atomic_output(path) as tmp:
         with imageio.get_writer(tmp, fps=fps, codec="libx264", quality=8, macro_block_size=16) as writer:
-            for frame in frames:
-                writer.append_data(frame)
+            for item in frames:
+                for frame in item if np.ndim(item) == 4 else [item]:
+                    writer.append_data(frame)
     return Path(path)
 
 

@@ -13,9 +13,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from ..runtime import DTYPE_CHOICES, MAX_DEFAULT_THREADS, THREADS_ENV, configure_threads, resolve_dtype
 from . import setup_logging
+
+# Frames composed and written per chunk: the video streams to disk, so memory does not grow with --frames.
+VIDEO_CHUNK = 64
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=10_000,
         help="most frames one run may generate (a guard against typos such as --frames 10000000; raise it for longer "
-        "videos: every frame stays in memory until the video is written)",
+        "videos: they stream to disk in chunks, so memory stays constant)",
     )
     return parser
 
@@ -157,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as error:
         parser.error(f"--actions: {error}")
 
-    # 2. Generate
+    # 2. The pipeline
     dtype = resolve_dtype(args.dtype, "cpu")
     try:
         pipe = TekkenWorldModelPipeline.from_pretrained(
@@ -167,34 +171,42 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--pipeline {args.pipeline}: cannot load it ({type(error).__name__}: {error})")
     if pipe.vae is None:
         parser.error(f"--pipeline {args.pipeline}: has no VAE (vae/), which generate.py needs to decode frames")
-    pipe.max_frames_per_call = max(pipe.max_frames_per_call, args.max_frames)
-    started = time.perf_counter()
-    frames = pipe(
+
+    # 3. Generate through a session and stream the video to disk chunk by chunk: memory stays constant however many
+    # frames are asked for (a batch call would hold every frame until the end).
+    session = pipe.start_session(
         context=round_.images[args.start : end],
         context_actions=round_.actions_p1[args.start : end],
-        actions=actions,
         num_inference_steps=args.steps,
         guidance_scale=args.guidance_scale,
         context_noise=args.context_noise,
         side=args.side,
         generator=torch.Generator().manual_seed(args.seed),
         output_type="np",
-    ).frames[0]
+    )
+    fps = round_.fps or 15.0
+    show_recorded = not args.no_ground_truth and round_.num_frames >= end + len(actions)
+    titles = ["generated", "recorded"] if show_recorded else ["generated"]
+    started = time.perf_counter()
+
+    def chunks():
+        progress = tqdm(total=len(actions), unit="frame", desc="generating")
+        for first in range(0, len(actions), VIDEO_CHUNK):
+            inputs = actions[first : first + VIDEO_CHUNK]
+            frames = np.stack([session.step(int(action)) for action in inputs])  # (n, H, W, 3) in [0, 1]
+            progress.update(len(inputs))
+            streams = [(frames * 255).round().astype(np.uint8).transpose(0, 3, 1, 2)]  # (n, 3, H, W)
+            if show_recorded:
+                streams.append(round_.images[end + first : end + first + len(inputs)])
+            yield compose_frames(streams, inputs, titles=titles, scale=args.scale, fps=fps, first_frame=first)
+        progress.close()
+
+    path = write_video(args.out, chunks(), fps=fps)
     seconds = time.perf_counter() - started
     logger.info(
-        "%d frames in %.1f s (%.2f frames/s, %d steps)", len(frames), seconds, len(frames) / seconds, args.steps
-    )
-
-    # 3. Write the video, beside the recorded frames where the round has them
-    generated = (frames * 255).round().astype(np.uint8).transpose(0, 3, 1, 2)  # (N, H, W, 3) -> (N, 3, H, W)
-    streams, titles = [generated], ["generated"]
-    recorded = round_.images[end : end + len(generated)]
-    if not args.no_ground_truth and len(recorded) == len(generated):
-        streams.append(recorded)
-        titles.append("recorded")
-    fps = round_.fps or 15.0
-    canvas = compose_frames(streams, actions, titles=titles, scale=args.scale, fps=fps)
-    path = write_video(args.out, canvas, fps=fps)
+        "%d frames in %.1f s (%.2f frames/s, %d steps, video included)",
+        len(actions), seconds, len(actions) / seconds, args.steps,
+    )  # fmt: skip
     logger.info("wrote %s", path)
     return 0
 
