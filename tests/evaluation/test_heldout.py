@@ -98,6 +98,9 @@ def test_evaluate_command_scores_a_copying_model_as_the_vae_reconstruction_of_th
         pooled_psnr(real[:, 2:6], real[:, 3:])
     )
     assert len(results["open_loop"]["recorded_inputs"]["pooled_psnr_at_k"]) == 4
+    # open loop, --context-noise 0: the first generated frame is the same copy of the last context frame
+    first = results["open_loop"]["recorded_inputs"]["pooled_psnr_at_k"][0]
+    assert first == pytest.approx(pooled_psnr(previous[:, :1], real[:, 3:4]), abs=1e-3)
     assert [item["frames"] for item in results["long_rollouts"]] == [6, 6]
     assert "## pipe" in (tmp_path / "evaluation.md").read_text()
 

@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     # 3. Open-loop rollouts under the recorded and under shuffled inputs, vs holding the last context frame
     def rollout(inputs: torch.Tensor) -> torch.Tensor:
         generator = torch.Generator().manual_seed(args.seed)  # the same noise for both input streams
-        generated = rollout_latents(pipe, latents, inputs, context, args.steps, generator)
+        generated = rollout_latents(pipe, latents, inputs, context, args.steps, generator, args.context_noise)
         return _to_unit(pipe.decode_latents(generated))
 
     shuffled_bits = torch.cat([bits[:, :context], bits.roll(1, dims=0)[:, context:]], dim=1)

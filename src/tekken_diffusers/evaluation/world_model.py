@@ -90,8 +90,10 @@ def rollout_latents(
     context_frames: int,
     num_inference_steps: int = 4,
     generator: torch.Generator | None = None,
+    context_noise: float | None = None,
 ) -> torch.Tensor:
-    """Open-loop generation of frames `context_frames..T-1` under the recorded inputs: `(B, T - ctx, C, h, w)`.
+    """Open-loop generation of frames `context_frames..T-1` under the recorded inputs: `(B, T - ctx, C, h, w)`;
+    `context_noise=None` is the scheduler's.
 
     `action_bits` are `(B, T, 8)`, or `(B, T, 2, 8)` (player 1, player 2) for a two-player model.
     """
@@ -106,6 +108,7 @@ def rollout_latents(
         context_latents=latents[:, :context_frames],
         context_actions=list(action_bits[:, :context_frames]),
         actions=list(action_bits[:, context_frames:]),
+        context_noise=context_noise,
         num_inference_steps=num_inference_steps,
         generator=generator,
         output_type="latent",
