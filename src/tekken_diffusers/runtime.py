@@ -13,6 +13,7 @@ sleep (`OMP_WAIT_POLICY=PASSIVE`) unless the user chose otherwise.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import math
 import os
@@ -25,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "DTYPE_CHOICES",
+    "add_runtime_arguments",
     "MAX_DEFAULT_THREADS",
     "THREADS_ENV",
     "configure_threads",
@@ -236,3 +238,20 @@ def configure_threads(threads: int | None = None) -> int:
         "%d torch threads (%s), OMP_WAIT_POLICY=%s", threads, source, os.environ.get("OMP_WAIT_POLICY", "unset")
     )
     return threads
+
+
+def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `--dtype` and `--threads` options every generating command shares (generate, play)."""
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        metavar="{auto,float32,bfloat16}",
+        help="transformer dtype (auto: bfloat16 where the CPU computes it natively, else float32)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help=f"torch CPU threads; when unset: ${THREADS_ENV}, else $OMP_NUM_THREADS, else one per physical core "
+        f"(at most {MAX_DEFAULT_THREADS})",
+    )

@@ -12,7 +12,7 @@ from pathlib import Path
 
 __all__ = [
     "atomic_output",
-    "file_fingerprint",
+    "file_digest",
     "looks_like_local_path",
     "move_into_place",
     "write_markdown_section",
@@ -24,7 +24,7 @@ def atomic_output(path: str | os.PathLike, *, folder: bool = False) -> Iterator[
     """Yield a temporary path beside `path`; on success it is moved onto `path`, on error it is removed.
 
     Readers never see a half-written file or folder: this is the one "write to a temporary name, then rename" of the
-    package. The temporary name is hidden (`.name.XXXX.tmp…`) and keeps the suffix, so tools that pick a format from
+    package. The temporary name is hidden (`.name.<rnd>.tmp…`) and keeps the suffix, so tools that pick a format from
     it (ffmpeg, PIL) still work; the result gets the mode a plain `open()` / `mkdir()` would have given it.
 
     Args:
@@ -93,7 +93,7 @@ def write_markdown_section(
         tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def file_fingerprint(path: str | os.PathLike, chunk_size: int = 1 << 20) -> dict[str, int | str]:
+def file_digest(path: str | os.PathLike, chunk_size: int = 1 << 20) -> dict[str, int | str]:
     """`{"size": bytes, "sha256": hex digest}` of a file's content: what a resumed job compares to know whether an
     input changed since it was processed (a modification time is not enough: `cp -p` keeps it)."""
     digest = hashlib.sha256()

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..utils import atomic_output, file_fingerprint, looks_like_local_path
+from ..utils import atomic_output, file_digest, looks_like_local_path
 from . import setup_logging
 
 logger = logging.getLogger(__name__)
@@ -238,7 +238,7 @@ def _source_path(work: Path, job: _Job) -> Path:
     return work / "shards" / job.split / f"{job.round_id}.source.json"
 
 
-def _input_fingerprint(job: _Job, args: argparse.Namespace) -> dict:
+def _input_digest(job: _Job, args: argparse.Namespace) -> dict:
     """Size and sha256 of every file a job reads: the round `.npz` (and its pose file), or a seed-cache round."""
     from ..data.pose import pose_path_for_round
 
@@ -250,7 +250,7 @@ def _input_fingerprint(job: _Job, args: argparse.Namespace) -> dict:
             pose = Path(pose_path_for_round(job.path, args.pose_dir))
             if pose.is_file():
                 files[f"pose:{pose.name}"] = pose
-    return {name: file_fingerprint(path) for name, path in files.items()}
+    return {name: file_digest(path) for name, path in files.items()}
 
 
 def _is_encoded(work: Path, job: _Job, args: argparse.Namespace) -> bool:
@@ -263,7 +263,7 @@ def _is_encoded(work: Path, job: _Job, args: argparse.Namespace) -> bool:
     except (OSError, ValueError):
         recorded = None  # a shard from before fingerprints, or one whose fingerprint was never written
     try:
-        current = _input_fingerprint(job, args)
+        current = _input_digest(job, args)
     except OSError:
         return False  # the input is gone: encoding it fails and names it
     if recorded != current:
@@ -411,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
             # input that changes during this run is at worst encoded once more, never kept stale.
             _source_path(work, job).unlink(missing_ok=True)
             try:
-                fingerprint = _input_fingerprint(job, args)
+                fingerprint = _input_digest(job, args)
                 with torch.no_grad(), accelerator.autocast():
                     row = _encode_job(job, args, vae)
             except (RoundFormatError, FileNotFoundError, ValueError) as error:

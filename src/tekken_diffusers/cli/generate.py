@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..runtime import DTYPE_CHOICES, MAX_DEFAULT_THREADS, THREADS_ENV, configure_threads, resolve_dtype
+from ..runtime import DTYPE_CHOICES, add_runtime_arguments, configure_threads, resolve_dtype
 from . import setup_logging
 
 # Frames composed and written per chunk: the video streams to disk, so memory does not grow with --frames.
@@ -56,19 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument("--scale", type=int, default=4, help="integer upscaling in the video")
     parser.add_argument("--no-ground-truth", action="store_true", help="do not show the recorded frames beside")
-    parser.add_argument(
-        "--dtype",
-        default="auto",
-        metavar="{auto,float32,bfloat16}",
-        help="transformer dtype (auto: bfloat16 where the CPU computes it natively, else float32)",
-    )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help=f"torch CPU threads; when unset: ${THREADS_ENV}, else $OMP_NUM_THREADS, else one per physical core "
-        f"(at most {MAX_DEFAULT_THREADS})",
-    )
+    add_runtime_arguments(parser)
     parser.add_argument(
         "--max-frames",
         type=int,

@@ -8,7 +8,7 @@ import argparse
 import torch
 
 from .. import demo as play_page
-from ..runtime import MAX_DEFAULT_THREADS, THREADS_ENV, configure_threads, resolve_dtype
+from ..runtime import add_runtime_arguments, configure_threads, resolve_dtype
 from . import setup_logging
 
 
@@ -27,19 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=7860, help="port")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed of each new session")
     parser.add_argument("--max-users", type=int, default=8, help="requests queued at once, beyond which users wait")
-    parser.add_argument(
-        "--dtype",
-        default="auto",
-        metavar="{auto,float32,bfloat16}",
-        help="transformer dtype (auto: bfloat16 where the CPU computes it natively, else float32)",
-    )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help=f"torch CPU threads; when unset: ${THREADS_ENV}, else $OMP_NUM_THREADS, else one per physical core "
-        f"(at most {MAX_DEFAULT_THREADS})",
-    )
+    add_runtime_arguments(parser)
     args = parser.parse_args(argv)
     setup_logging()
     if args.steps < 1 or args.max_frames < 1 or args.context_frames < 1:
