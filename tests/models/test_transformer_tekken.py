@@ -393,6 +393,48 @@ def test_copy_path_cached_rollout_equals_full_forward(overrides):
 
 @torch.no_grad()
 @pytest.mark.parametrize("overrides", [{}, COPY])
+def test_cache_leading_frames_writes_a_frame_in_the_next_frames_pass(overrides):
+    """Writing frame t into the cache in the same pass as the first step of frame t+1 equals two passes, after the
+    cache is full (eviction) too, and leaves the cache as the two passes would (copy path included)."""
+    model = randomize(make_model(**overrides), std=0.1)  # windows 6 and 3
+    latents, sigmas, actions = make_inputs(frames=10)
+    sigmas = sigmas.clamp_min(0.05)
+    noisy = torch.randn(latents.shape, generator=torch.Generator().manual_seed(9))
+    separate, merged = model.make_kv_cache(), model.make_kv_cache()
+    for cache in (separate, merged):
+        model(latents[:, :3], sigmas[:, :3], actions[:, :3], kv_cache=cache, update_kv_cache=True)
+    for t in range(3, 9):
+        model(
+            latents[:, t : t + 1], sigmas[:, t : t + 1], actions[:, t : t + 1], kv_cache=separate, update_kv_cache=True
+        )
+        expected = model(noisy[:, t + 1 : t + 2], 1.0, actions[:, t + 1 : t + 2], kv_cache=separate).sample
+        pair = torch.cat([latents[:, t : t + 1], noisy[:, t + 1 : t + 2]], dim=1)
+        pair_sigmas = torch.cat([sigmas[:, t : t + 1], torch.ones_like(sigmas[:, :1])], dim=1)
+        output = model(
+            pair, pair_sigmas, actions[:, t : t + 2], kv_cache=merged, update_kv_cache=True, cache_leading_frames=1
+        ).sample
+        torch.testing.assert_close(output[:, 1:], expected, rtol=1e-4, atol=1e-4)
+        assert merged.next_frame == separate.next_frame == t + 1
+        for layer in range(2):
+            torch.testing.assert_close(merged.get(layer)[0], separate.get(layer)[0], rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(merged.get(layer)[1], separate.get(layer)[1], rtol=1e-4, atol=1e-5)
+        if overrides:
+            assert torch.equal(merged.prev_latents, separate.prev_latents)
+    with pytest.raises(ValueError, match="needs update_kv_cache"):
+        model(latents[:, :2], sigmas[:, :2], actions[:, :2], kv_cache=merged, cache_leading_frames=1)
+    with pytest.raises(ValueError, match=r"in \[1, 2\]"):
+        model(
+            latents[:, :2],
+            sigmas[:, :2],
+            actions[:, :2],
+            kv_cache=merged,
+            update_kv_cache=True,
+            cache_leading_frames=3,
+        )
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("overrides", [{}, COPY])
 def test_teacher_forcing_equals_denoising_against_a_cache_of_the_context(overrides):
     model = randomize(make_model(**overrides), std=0.1)  # windows: global 6, local 3
     latents, sigmas, actions = make_inputs(frames=9)

@@ -42,7 +42,34 @@ def test_rollout_equals_the_pipeline_call():
     latents = rollout.generate(future_bits, generator)
     assert latents.shape == (2, 4, 4, 4, 4)
     torch.testing.assert_close(latents, expected, rtol=0, atol=0)
+    # the last frame waits (re-noised) for the next frame's first pass; flush() writes it now
+    assert rollout.cache.next_frame == 3 + 3
+    rollout.flush()
     assert rollout.cache.next_frame == 3 + 4
+
+
+@torch.no_grad()
+def test_a_frame_costs_num_inference_steps_forwards_and_equals_writing_it_in_its_own_pass():
+    pipe = build_random_pipeline("tiny", seed=0, vae=None, prev_frame_conditioning=True)
+    pipe.set_progress_bar_config(disable=True)
+    context_latents, context_bits, future_bits = inputs(frames=6)
+    calls = []
+    hook = pipe.transformer.register_forward_hook(lambda module, args, output: calls.append(1))
+    merged = TekkenRollout(pipe, batch_size=2, num_inference_steps=3, guidance_scale=2.0)
+    generator = torch.Generator().manual_seed(4)
+    merged.append(context_latents, context_bits, generator)
+    fast = merged.generate(future_bits, generator)
+    assert len(calls) == 6 * 3  # the context and every finished frame ride along with the next frame's first step
+    hook.remove()
+    separate = TekkenRollout(pipe, batch_size=2, num_inference_steps=3, guidance_scale=2.0)
+    generator = torch.Generator().manual_seed(4)
+    separate.append(context_latents, context_bits, generator)
+    separate.flush()
+    frames = []
+    for t in range(6):
+        frames.append(separate.next_frame(future_bits[:, t : t + 1], generator))
+        separate.flush()  # its own pass, as before the merge
+    torch.testing.assert_close(fast, torch.cat(frames, dim=1), rtol=1e-4, atol=1e-4)
 
 
 def test_generate_counts_callback_steps_over_the_whole_call():

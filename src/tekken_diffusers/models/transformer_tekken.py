@@ -135,7 +135,8 @@ class TekkenKVCache:
     global layers more, and memory and time per frame stay constant however long the rollout.
 
     Usage, driven by the pipeline: prefill with the context (`update_kv_cache=True`), denoise the next frame against
-    the read-only cache (`update_kv_cache=False`), then append the finished frame (`update_kv_cache=True`).
+    the read-only cache (`update_kv_cache=False`), then append the finished frame (`update_kv_cache=True`), in a pass
+    of its own or in front of the next frame's first denoising pass (`cache_leading_frames`).
 
     Args:
         max_frames (`Sequence[int]`):
@@ -499,6 +500,7 @@ class TekkenAttnProcessor:
         kv_cache: TekkenKVCache | None = None,
         layer_idx: int = 0,
         update_kv_cache: bool = False,
+        cache_leading_frames: int | None = None,
     ) -> torch.Tensor:
         batch_size, num_frames, tokens_per_frame, _ = hidden_states.shape
         query = attn.to_q(hidden_states).unflatten(-1, (attn.heads, -1))  # (B, T, N, H, Dh)
@@ -510,7 +512,11 @@ class TekkenAttnProcessor:
         key = apply_rotary_emb(rms_norm_fp32(key, attn.norm_k), rotary_emb).to(value.dtype)
 
         if kv_cache is not None and update_kv_cache:
-            key, value = kv_cache.append(layer_idx, key, value)
+            keep = num_frames if cache_leading_frames is None else cache_leading_frames
+            cached_key, cached_value = kv_cache.append(layer_idx, key[:, :keep], value[:, :keep])
+            # Frames after the kept ones see them (and the cache) but are not written: (B, F + T, N, H, Dh).
+            key = torch.cat([cached_key, key[:, keep:]], dim=1) if keep < num_frames else cached_key
+            value = torch.cat([cached_value, value[:, keep:]], dim=1) if keep < num_frames else cached_value
         elif kv_cache is not None and (past := kv_cache.get(layer_idx)) is not None:
             key = torch.cat([past[0], key], dim=1)  # (B, F + T, N, H, Dh)
             value = torch.cat([past[1], value], dim=1)
@@ -572,6 +578,7 @@ class TekkenAttention(nn.Module, AttentionModuleMixin):
         kv_cache: TekkenKVCache | None = None,
         layer_idx: int = 0,
         update_kv_cache: bool = False,
+        cache_leading_frames: int | None = None,
     ) -> torch.Tensor:
         return self.processor(
             self,
@@ -581,6 +588,7 @@ class TekkenAttention(nn.Module, AttentionModuleMixin):
             kv_cache=kv_cache,
             layer_idx=layer_idx,
             update_kv_cache=update_kv_cache,
+            cache_leading_frames=cache_leading_frames,
         )
 
 
@@ -625,6 +633,7 @@ class TekkenTransformerBlock(nn.Module):
         kv_cache: TekkenKVCache | None = None,
         layer_idx: int = 0,
         update_kv_cache: bool = False,
+        cache_leading_frames: int | None = None,
     ) -> torch.Tensor:
         # cond: (B, T, D), already through SiLU. One modulation per frame, (B, T, 1, D) to broadcast over tokens.
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (
@@ -638,6 +647,7 @@ class TekkenTransformerBlock(nn.Module):
             kv_cache=kv_cache,
             layer_idx=layer_idx,
             update_kv_cache=update_kv_cache,
+            cache_leading_frames=cache_leading_frames,
         )
         hidden_states = hidden_states + gate_msa * attn_output
         norm_hidden_states = self.norm2(hidden_states) * (1 + scale_mlp) + shift_mlp
@@ -1015,6 +1025,7 @@ class TekkenWorldModelTransformer(ModelMixin, ConfigMixin, AttentionMixin):
         frame_offset: int | None = None,
         kv_cache: TekkenKVCache | None = None,
         update_kv_cache: bool = False,
+        cache_leading_frames: int | None = None,
         context_latents: torch.Tensor | None = None,
         context_sigmas: torch.Tensor | float | None = None,
         return_dict: bool = True,
@@ -1046,6 +1057,11 @@ class TekkenWorldModelTransformer(ModelMixin, ConfigMixin, AttentionMixin):
             update_kv_cache (`bool`, defaults to `False`):
                 Append the input frames' keys and values to `kv_cache` (then evict beyond each layer's window). Use
                 `False` while denoising a frame and `True` to prefill the context or append a finished frame.
+            cache_leading_frames (`int`, *optional*):
+                With `update_kv_cache`, append only the first `cache_leading_frames` input frames; the frames after
+                them attend to them as to cached frames but are not kept. A rollout uses it to write a finished
+                frame in the same pass as the first denoising step of the next frame (one forward fewer per frame;
+                the result equals the two separate passes, since no frame attends to a later one).
             context_latents (`torch.Tensor`, same shape as `hidden_states`, *optional*):
                 Teacher forcing (training): the same frames at a low noise level. Frame `t` of `hidden_states` is then
                 predicted from context frames `< t` and itself, exactly as when it is denoised against a KV cache
@@ -1095,6 +1111,11 @@ class TekkenWorldModelTransformer(ModelMixin, ConfigMixin, AttentionMixin):
             raise ValueError("context_sigmas was given without context_latents")
         if update_kv_cache and kv_cache is None:
             raise ValueError("update_kv_cache=True needs a kv_cache")
+        if cache_leading_frames is not None:
+            if not update_kv_cache:
+                raise ValueError("cache_leading_frames needs update_kv_cache=True")
+            if not 1 <= cache_leading_frames <= num_frames:
+                raise ValueError(f"cache_leading_frames must be in [1, {num_frames}], got {cache_leading_frames}")
         if kv_cache is not None:
             if kv_cache.num_layers != self.config.num_layers:
                 raise ValueError(f"kv_cache has {kv_cache.num_layers} layers, the model {self.config.num_layers}")
@@ -1128,7 +1149,8 @@ class TekkenWorldModelTransformer(ModelMixin, ConfigMixin, AttentionMixin):
                 first = first.expand(batch_size, 1, channels, height, width)
             prev_latents = torch.cat([first.to(history.dtype), history[:, :-1]], dim=1)  # (B, T, C, H, W)
             if kv_cache is not None and update_kv_cache:
-                kv_cache.prev_latents = hidden_states[:, -1:].detach()
+                last_kept = num_frames if cache_leading_frames is None else cache_leading_frames
+                kv_cache.prev_latents = hidden_states[:, last_kept - 1 : last_kept].detach()
         targets = hidden_states  # the frames whose prediction is returned
         if teacher_forcing:
             # Context frames first, then the targets, at the same positions: (B, 2T, ...).
@@ -1239,6 +1261,7 @@ class TekkenWorldModelTransformer(ModelMixin, ConfigMixin, AttentionMixin):
                     kv_cache=kv_cache,
                     layer_idx=layer_idx,
                     update_kv_cache=update_kv_cache,
+                    cache_leading_frames=cache_leading_frames,
                 )
         if teacher_forcing:
             hidden_states, cond = hidden_states[:, num_frames:], cond[:, num_frames:]  # the targets only

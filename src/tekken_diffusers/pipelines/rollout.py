@@ -89,6 +89,9 @@ class TekkenRollout:
         self.branches = guidance_branches(guidance_scale, self.num_players)
         self.device = torch.device(device) if device is not None else pipe._execution_device
         self.cache: TekkenKVCache = pipe.transformer.make_kv_cache(max_frames=attention_window)
+        # Frames appended but not yet written into the cache: (re-noised latents, sigmas, bits). They are written by
+        # the first denoising pass of the next frame (one forward fewer per frame) or by `flush()`.
+        self._pending: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         # A private copy of the schedule, stepped with the stateless `step_per_frame`: sessions and calls must not
         # disturb each other through the scheduler's step index.
         pipe.scheduler.set_timesteps(num_inference_steps, device=self.device)
@@ -105,7 +108,14 @@ class TekkenRollout:
         """The shape of one generated frame's latents: `(batch_size, 1, C, h, w)`."""
         return (self.batch_size, 1, self.pipe.transformer.config.in_channels, *self.pipe.latent_size)
 
-    def _forward(self, latents: torch.Tensor, sigmas: torch.Tensor, bits: torch.Tensor, update: bool) -> torch.Tensor:
+    def _forward(
+        self,
+        latents: torch.Tensor,
+        sigmas: torch.Tensor,
+        bits: torch.Tensor,
+        update: bool,
+        cache_leading_frames: int | None = None,
+    ) -> torch.Tensor:
         """Run the transformer on `(B, F, C, h, w)` latents under bits `(B, F, [P,] 8)`, one copy of the batch per
         guidance branch. Returns the fp32 velocity."""
         transformer = self.pipe.transformer
@@ -122,6 +132,7 @@ class TekkenRollout:
             action_mask=mask,
             kv_cache=self.cache,
             update_kv_cache=update,
+            cache_leading_frames=cache_leading_frames,
         ).sample.float()
         if len(self.branches) == 2:
             cond, uncond = velocity.chunk(2)
@@ -139,12 +150,35 @@ class TekkenRollout:
     def append(
         self, latents: torch.Tensor, bits: torch.Tensor, generator: torch.Generator | list[torch.Generator] | None
     ) -> None:
-        """Re-noise finished (or context) frames `(B, F, C, h, w)` to `context_noise` through the scheduler and write
-        them, under their inputs `(B, F, [P,] 8)`, into the cache."""
+        """Re-noise finished (or context) frames `(B, F, C, h, w)` to `context_noise` through the scheduler and queue
+        them, under their inputs `(B, F, [P,] 8)`, for the cache.
+
+        The noise is drawn now; the frames' keys and values are written by the first denoising pass of the next
+        frame, which carries them in front of the new frame (so a frame costs `num_inference_steps` forwards, not one
+        more), or by [`flush`].
+        """
         noisy, sigmas = self.pipe.scheduler.add_context_noise(
             latents.float(), generator=generator, context_noise=self.context_noise
         )
-        self._forward(noisy, sigmas, bits, update=True)
+        if self._pending is not None:
+            noisy, sigmas, bits = (
+                torch.cat([old, new], dim=1) for old, new in zip(self._pending, (noisy, sigmas, bits))
+            )
+        self._pending = (noisy, sigmas, bits)
+
+    def flush(self) -> None:
+        """Write the queued frames into the cache now (one forward pass); nothing to do when none are queued."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            self._forward(*pending, update=True)
+
+    def state(self) -> tuple[TekkenKVCache, tuple[torch.Tensor, ...] | None]:
+        """A copy of everything a later frame depends on (the cache and the queued frames), for [`restore`]."""
+        return copy.deepcopy((self.cache, self._pending))
+
+    def restore(self, state: tuple[TekkenKVCache, tuple[torch.Tensor, ...] | None]) -> None:
+        """Return to a [`state`] (which stays usable for another restore)."""
+        self.cache, self._pending = copy.deepcopy(state)
 
     def _check_noise(self, noise: Any) -> None:
         shape = self.frame_shape
@@ -181,7 +215,19 @@ class TekkenRollout:
         latents = latents.float()
         for step, (sigma, sigma_next) in enumerate(zip(self.sigmas[:-1], self.sigmas[1:])):
             sigmas = sigma.expand(self.batch_size, 1)
-            velocity = self._forward(latents, sigmas, bits, update=False)
+            if step == 0 and self._pending is not None:
+                # The queued frames go into the cache in this same pass, in front of the new frame.
+                (queued, queued_sigmas, queued_bits), self._pending = self._pending, None
+                count = queued.shape[1]
+                velocity = self._forward(
+                    torch.cat([queued, latents], dim=1),
+                    torch.cat([queued_sigmas.to(sigmas.dtype), sigmas], dim=1),
+                    torch.cat([queued_bits, bits.to(queued_bits.dtype)], dim=1),
+                    update=True,
+                    cache_leading_frames=count,
+                )[:, count:]
+            else:
+                velocity = self._forward(latents, sigmas, bits, update=False)
             latents = self.pipe.scheduler.step_per_frame(
                 velocity, sigmas, latents, sigma_next.expand(self.batch_size, 1)
             ).prev_sample
@@ -249,12 +295,13 @@ class TekkenWorldModelSession:
         self.side = side
         self.generator = generator
         self.rollout = rollout
-        self._initial_cache = copy.deepcopy(rollout.cache)
+        self._initial_state = rollout.state()
         self.num_steps = 0
 
     @property
     def cache(self) -> TekkenKVCache:
-        """The rollout's KV cache."""
+        """The rollout's KV cache, holding every frame so far (the last frame is written into it first)."""
+        self.rollout.flush()
         return self.rollout.cache
 
     @staticmethod
@@ -313,5 +360,5 @@ class TekkenWorldModelSession:
 
     def reset(self) -> None:
         """Forget every generated frame: back to the state right after the context."""
-        self.rollout.cache = copy.deepcopy(self._initial_cache)
+        self.rollout.restore(self._initial_state)
         self.num_steps = 0
