@@ -330,13 +330,13 @@ def test_session_step_refuses_bad_noise(pipe, context):
 
 
 def test_a_batch_of_contexts_is_encoded_in_bounded_chunks(pipe, context, monkeypatch):
-    from tekken_diffusers.pipelines import pipeline_tekken
+    from tekken_diffusers.pipelines import vae_io
 
     frames = torch.rand(5, 3, 3, 8, 8) * 2 - 1  # 15 frames
     whole = pipe.encode_frames(frames)
     sizes = []
     encode = pipe.vae.encode
-    monkeypatch.setattr(pipeline_tekken, "VAE_CHUNK_FRAMES", 4)
+    monkeypatch.setattr(vae_io, "VAE_CHUNK_FRAMES", 4)
     monkeypatch.setattr(pipe.vae, "encode", lambda x: sizes.append(len(x)) or encode(x))
     torch.testing.assert_close(pipe.encode_frames(frames), whole)
     assert sizes == [4, 4, 4, 3]

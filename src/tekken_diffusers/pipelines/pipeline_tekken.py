@@ -4,7 +4,9 @@ Sampling: the context frames are encoded, re-noised to a small `context_noise` a
 transformer's KV cache. Each new frame starts from pure noise and is denoised in `num_inference_steps` Euler steps
 against the read-only cache, conditioned on its input; the finished frame is re-noised to `context_noise` and
 appended to the cache, which evicts frames beyond each layer's window, so time and memory per frame stay constant.
-That loop is [`TekkenRollout`] (`rollout.py`); this module checks and converts the inputs and decodes the outputs.
+That loop is [`TekkenRollout`] (`rollout.py`). The pipeline's other parts live beside this module: `inputs.py` checks
+and converts frames and player inputs, `vae_io.py` encodes and decodes through the VAE, `saved_folder.py` checks a
+folder being loaded, and `model_card.py` writes the files a saved folder carries beside diffusers' own.
 
 A two-player model (`transformer.config.num_players == 2`) takes player 2's inputs beside player 1's: `actions_p2`
 and `context_actions_p2` in `__call__` and `start_session`, `session.step(p1, p2)`. Player 2 stands on the other side,
@@ -13,10 +15,8 @@ so notation reads *forward* for each player towards the opponent.
 
 from __future__ import annotations
 
-import json
-import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,34 +29,42 @@ from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import BaseOutput, logging, replace_example_docstring
 from diffusers.video_processor import VideoProcessor
 
-from ..actions import NUM_BUTTONS, ids_to_bits, parse_action_sequence, validate_action_ids
-from ..models.autoencoders.latent_norm import denormalize_latents, normalize_latents
 from ..models.transformer_tekken import TekkenWorldModelTransformer
 from ..schedulers.scheduling_tekken_flow_match import TekkenFlowMatchScheduler
+from . import vae_io
+from .inputs import (
+    MAX_FRAMES_PER_CALL,
+    ActionsInput,
+    FramesInput,
+    actions_to_bits,
+    check_call_inputs,
+    check_players,
+    context_bits,
+    context_frames,
+    frames_to_tensor,
+    future_bits,
+    opponent_side,
+)
 from .model_card import MODEL_CARD_TEMPLATE, default_model_card, write_pipeline_py
 from .rollout import GuidanceScale, TekkenRollout, TekkenWorldModelSession
+from .saved_folder import check_finite_weights, check_pipeline_source, check_weights_match
+from .vae_io import VAE_CHUNK_FRAMES
 
 logger = logging.get_logger(__name__)
 
-# `MODEL_CARD_TEMPLATE` and `TekkenWorldModelSession` live in `model_card.py` and `rollout.py`; importing them from
-# here keeps working.
+# Names that live in `inputs.py`, `vae_io.py`, `model_card.py` and `rollout.py`; importing them from here keeps
+# working.
 __all__ = [
+    "MAX_FRAMES_PER_CALL",
     "MODEL_CARD_TEMPLATE",
+    "VAE_CHUNK_FRAMES",
+    "ActionsInput",
+    "FramesInput",
     "TekkenRollout",
     "TekkenWorldModelPipeline",
     "TekkenWorldModelPipelineOutput",
     "TekkenWorldModelSession",
 ]
-
-ActionsInput = str | Sequence[int] | Sequence[str] | np.ndarray | torch.Tensor
-FramesInput = PIL.Image.Image | Sequence[PIL.Image.Image] | np.ndarray | torch.Tensor
-
-# What one call may ask for, so that a typo (`num_frames=10**6`, "f*1000000000") fails at once instead of running for
-# days or filling the memory. 10,000 frames is 11 minutes of 15 Hz play; raise `pipe.max_frames_per_call` for more,
-# or play longer with a session, whose time and memory per frame are constant.
-MAX_FRAMES_PER_CALL = 10_000
-# Frames per VAE call when encoding a context or decoding the output: a batch of many clips is split into such calls.
-VAE_CHUNK_FRAMES = 64
 
 EXAMPLE_DOC_STRING = """
     Examples:
@@ -86,56 +94,6 @@ class TekkenWorldModelPipelineOutput(BaseOutput):
     """
 
     frames: list[list[PIL.Image.Image]] | np.ndarray | torch.Tensor
-
-
-def _check_pipeline_folder(folder: Path) -> None:
-    """Name what a local pipeline folder lacks before diffusers reports it from somewhere else."""
-    index_path = folder / "model_index.json"
-    if not index_path.is_file():
-        raise FileNotFoundError(f"{folder}: no model_index.json (not a pipeline folder saved with save_pretrained)")
-    try:
-        index = json.loads(index_path.read_text(encoding="utf-8"))
-    except ValueError as error:
-        raise ValueError(f"{index_path}: not valid JSON ({error})") from None
-    for name, entry in index.items():
-        if name.startswith("_") or not isinstance(entry, list) or None in entry:
-            continue
-        component = folder / name
-        if not any((component / config).is_file() for config in ("config.json", "scheduler_config.json")):
-            raise FileNotFoundError(
-                f"{component}: missing or without its config (model_index.json lists a {entry[-1]} there)"
-            )
-
-
-def _saved_weight_names(component: Path, variant: str | None) -> set[str] | None:
-    """The tensor names of a component's safetensors weights (from the file headers), or None if there are none."""
-    from safetensors import safe_open
-
-    stem = "diffusion_pytorch_model" + (f".{variant}" if variant else "")
-    index = component / f"{stem}.safetensors.index.json"
-    if index.is_file():
-        return set(json.loads(index.read_text(encoding="utf-8"))["weight_map"])
-    single = component / f"{stem}.safetensors"
-    if not single.is_file():
-        return None
-    with safe_open(str(single), framework="pt") as weights:
-        return set(weights.keys())
-
-
-def _check_weights_match(source: Path, name: str, model: torch.nn.Module, variant: str | None) -> None:
-    """Raise when a component's config and its weights describe different models (diffusers only warns)."""
-    saved = _saved_weight_names(source / name, variant)
-    if saved is None:
-        return
-    expected = set(model.state_dict())
-    missing, unexpected = sorted(expected - saved), sorted(saved - expected)
-    if missing or unexpected:
-        details = "; ".join(
-            f"{label} {len(keys)} ({', '.join(keys[:3])}{', …' if len(keys) > 3 else ''})"
-            for label, keys in (("missing", missing), ("unexpected", unexpected))
-            if keys
-        )
-        raise ValueError(f"{source / name}: config.json and the weights describe different models: weights {details}")
 
 
 class TekkenWorldModelPipeline(DiffusionPipeline):
@@ -177,26 +135,16 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
         Pass `disable_mmap=False` to map the files instead (less memory while loading).
         """
         source = os.fspath(pretrained_model_name_or_path)  # diffusers reads a missing Path as a repo id, and fails
-        folder = Path(source)
-        if folder.exists():
-            _check_pipeline_folder(folder)
-        elif source.startswith((".", "/", "~")) or source.count("/") > 1 or "\\" in source:
-            raise FileNotFoundError(f"{source}: no such pipeline folder (nor a Hub repo id of the form owner/name)")
+        folder = check_pipeline_source(source)
         kwargs.setdefault("disable_mmap", True)
         pipe = super().from_pretrained(source, **kwargs)
-        if folder.exists():
-            for name in ("transformer", "vae"):
-                if getattr(pipe, name, None) is not None:
-                    _check_weights_match(folder, name, getattr(pipe, name), kwargs.get("variant"))
-        with torch.no_grad():
-            for name, component in (("transformer", pipe.transformer), ("vae", pipe.vae)):
-                if component is None:
-                    continue
-                for parameter_name, parameter in component.named_parameters():
-                    if not torch.isfinite(parameter).all():
-                        raise ValueError(
-                            f"{source}: {name}/{parameter_name} holds NaN or inf weights: the weights file is damaged"
-                        )
+        for name in ("transformer", "vae"):
+            component = getattr(pipe, name, None)
+            if component is None:
+                continue
+            if folder is not None:
+                check_weights_match(folder, name, component, kwargs.get("variant"))
+            check_finite_weights(source, name, component)
         return pipe
 
     # -----------------------------------------------------------------------------------------------------------------
@@ -239,295 +187,37 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
         height, width = self.transformer.config.sample_size
         return int(height), int(width)
 
-    def _check_vae(self) -> None:
-        ratio = getattr(self.vae, "temporal_compression_ratio", 1) or 1
-        if ratio != 1:
-            raise ValueError(
-                f"the pipeline generates one latent per frame, but {type(self.vae).__name__} compresses time by "
-                f"{ratio}; encode clips yourself and pass `context_latents`, with output_type='latent'"
-            )
-
     @staticmethod
     def _frames_to_tensor(context: FramesInput, name: str = "context") -> torch.Tensor:
-        """One clip of frames → float `(T, 3, H, W)` in [-1, 1]."""
-        if isinstance(context, PIL.Image.Image):
-            context = [context]
-        if isinstance(context, (list, tuple)):
-            if not context or not all(isinstance(f, PIL.Image.Image) for f in context):
-                raise ValueError(f"{name}: a list must hold PIL images (one clip), got {[type(f) for f in context]}")
-            context = np.stack([np.asarray(f.convert("RGB")) for f in context])  # (T, H, W, 3)
-        if isinstance(context, (np.ndarray, torch.Tensor)) and context.ndim == 4 and context.shape[0] == 0:
-            raise ValueError(f"{name}: expected at least one context frame, got shape {tuple(context.shape)}")
-        if isinstance(context, np.ndarray):
-            if context.dtype != np.uint8:
-                raise ValueError(f"{name}: numpy frames must be uint8 (0-255), got {context.dtype}")
-            if context.ndim == 3:
-                context = context[None]
-            if context.ndim != 4 or 3 not in (context.shape[1], context.shape[-1]):
-                raise ValueError(f"{name}: expected uint8 (T, 3, H, W) or (T, H, W, 3), got shape {context.shape}")
-            if context.shape[1] != 3:
-                context = context.transpose(0, 3, 1, 2)  # (T, H, W, 3) -> (T, 3, H, W)
-            return torch.from_numpy(np.ascontiguousarray(context)).float() / 127.5 - 1.0
-        if isinstance(context, torch.Tensor):
-            if not context.is_floating_point():
-                raise ValueError(f"{name}: tensor frames must be float in [0, 1], got {context.dtype}")
-            if context.ndim == 3:
-                context = context[None]
-            if context.ndim != 4 or context.shape[1] != 3:
-                raise ValueError(f"{name}: expected a float (T, 3, H, W) tensor in [0, 1], got {tuple(context.shape)}")
-            if not torch.isfinite(context).all():
-                raise ValueError(f"{name}: tensor frames hold NaN or inf values")
-            if context.min() < 0 or context.max() > 1:
-                raise ValueError(
-                    f"{name}: tensor frames must lie in [0, 1], got [{context.min():.3f}, {context.max():.3f}]"
-                )
-            return context.float() * 2.0 - 1.0
-        raise ValueError(f"{name}: expected PIL images, a uint8 numpy array or a float tensor, got {type(context)}")
-
-    @staticmethod
-    def _split_batch(value: Any, is_single: Callable[[Any], bool], name: str, expected: str) -> list[Any]:
-        if is_single(value):
-            return [value]
-        if isinstance(value, (list, tuple)) and value and all(is_single(v) for v in value):
-            return list(value)
-        if isinstance(value, (np.ndarray, torch.Tensor)):
-            return list(value)
-        raise ValueError(f"{name}: expected {expected}, or a list of those (a batch); got {type(value).__name__}")
-
-    @classmethod
-    def _frames_batch(cls, context: Any) -> list[torch.Tensor]:
-        """`context` for one clip or a batch (a list of clips, or a 5-D array) → list of `(T, 3, H, W)` in [-1, 1]."""
-
-        def single(value: Any) -> bool:
-            if isinstance(value, PIL.Image.Image):
-                return True
-            if isinstance(value, (list, tuple)):
-                return bool(value) and isinstance(value[0], PIL.Image.Image)
-            return isinstance(value, (np.ndarray, torch.Tensor)) and value.ndim in (3, 4)
-
-        expected = "PIL images, a uint8 (T, H, W, 3) or (T, 3, H, W) array, or a float (T, 3, H, W) tensor in [0, 1]"
-        clips = cls._split_batch(context, single, "context", expected)
-        return [cls._frames_to_tensor(clip, f"context[{index}]") for index, clip in enumerate(clips)]
+        """One clip of frames → float `(T, 3, H, W)` in [-1, 1] (`inputs.frames_to_tensor`)."""
+        return frames_to_tensor(context, name)
 
     @staticmethod
     def actions_to_bits(
         actions: ActionsInput, side: str = "left", name: str = "actions", max_inputs: int = MAX_FRAMES_PER_CALL
     ) -> torch.Tensor:
-        """One clip's inputs → float bits `(N, 8)`.
+        """One clip's inputs → float bits `(N, 8)`: Tekken notation, action ids or bit vectors
+        (`inputs.actions_to_bits`)."""
+        return actions_to_bits(actions, side, name, max_inputs)
 
-        Accepts Tekken notation (one string `"f*4, d/f+2, n"` or a list of per-frame strings), action ids (ints or an
-        integer array `(N,)`), or bit vectors (a bool/float array `(N, 8)`, values in [0, 1]). Notation that expands
-        to more than `max_inputs` inputs is refused before it is expanded.
-        """
-        if isinstance(actions, str):
-            ids = parse_action_sequence(actions, side, max_inputs=max_inputs)
-        elif isinstance(actions, (list, tuple)) and actions and all(isinstance(a, str) for a in actions):
-            ids = parse_action_sequence(list(actions), side, max_inputs=max_inputs)
-        elif isinstance(actions, (np.ndarray, torch.Tensor)) and (
-            actions.dtype in (torch.bool, np.bool_)
-            or (actions.is_floating_point() if isinstance(actions, torch.Tensor) else actions.dtype.kind == "f")
-        ):
-            bits = (
-                actions.float() if isinstance(actions, torch.Tensor) else torch.from_numpy(actions.astype(np.float32))
-            )
-            if bits.ndim != 2 or bits.shape[1] != NUM_BUTTONS:
-                hint = " (float/bool inputs are bit vectors; action ids must be integers)" if bits.ndim < 2 else ""
-                raise ValueError(
-                    f"{name}: bit vectors must have shape (N, {NUM_BUTTONS}), got {tuple(bits.shape)}{hint}"
-                )
-            if not torch.isfinite(bits).all() or bits.min() < 0 or bits.max() > 1:
-                raise ValueError(
-                    f"{name}: bit vectors must hold values in [0, 1], found [{bits.min():.3g}, {bits.max():.3g}]"
-                    + (" and NaN" if bits.isnan().any() else "")
-                )
-            return bits
-        elif isinstance(actions, (list, tuple)) and any(isinstance(a, float) for a in actions):
-            raise ValueError(f"{name}: action ids must be integers in [0, 255], got floats {list(actions)[:4]}")
-        else:
-            ids = actions.cpu().numpy() if isinstance(actions, torch.Tensor) else np.asarray(actions)
-            if ids.ndim != 1 or ids.size == 0:
-                raise ValueError(f"{name}: action ids must be a non-empty (N,) sequence, got shape {ids.shape}")
-            validate_action_ids(ids, name)
-        return torch.from_numpy(ids_to_bits(np.asarray(ids)).astype(np.float32))
+    @staticmethod
+    def _opponent_side(side: str) -> str:
+        """Where player 2 stands when player 1 stands on `side` (`inputs.opponent_side`)."""
+        return opponent_side(side)
 
-    @classmethod
-    def _actions_batch(
-        cls, actions: Any, side: str, name: str, max_inputs: int = MAX_FRAMES_PER_CALL
-    ) -> list[torch.Tensor]:
-        def single(value: Any) -> bool:
-            if isinstance(value, str):
-                return True
-            if isinstance(value, (list, tuple)):
-                return bool(value) and isinstance(value[0], (int, np.integer, str)) and not isinstance(value[0], bool)
-            if isinstance(value, (np.ndarray, torch.Tensor)):
-                is_bits = value.dtype in (torch.bool, np.bool_) or (
-                    value.is_floating_point() if isinstance(value, torch.Tensor) else value.dtype.kind == "f"
-                )
-                return value.ndim == (2 if is_bits else 1)
-            return False
-
-        if isinstance(actions, (list, tuple)) and actions and all(isinstance(a, str) for a in actions):
-            clips = list(actions)  # a list of notation strings is a batch: one sequence per clip
-        elif isinstance(actions, (np.ndarray, torch.Tensor)) and actions.ndim < 2:
-            clips = [actions]  # one clip: (N,) ids, or floats that `actions_to_bits` names as such
-        elif isinstance(actions, (list, tuple)) and actions and all(isinstance(a, float) for a in actions):
-            clips = [actions]
-        else:
-            expected = "Tekken notation, (N,) integer action ids or (N, 8) bool/float bits"
-            clips = cls._split_batch(actions, single, name, expected)
-        return [
-            cls.actions_to_bits(clip, side, f"{name}[{index}]" if len(clips) > 1 else name, max_inputs)
-            for index, clip in enumerate(clips)
-        ]
-
-    @torch.no_grad()
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """Pixel frames `(B, T, 3, H, W)` in [-1, 1] → normalised latents `(B, T, C, h, w)` (the VAE's mode)."""
-        self._check_vae()
-        batch, num_frames = frames.shape[:2]
-        pixels = frames.flatten(0, 1)  # (B*T, 3, H, W)
-        latents = []
-        for chunk in pixels.split(VAE_CHUNK_FRAMES):  # bounded memory per VAE call, whatever the batch
-            encoded = self.vae.encode(chunk.to(self._execution_device, self.vae.dtype)).latent_dist.mode()
-            latents.append(normalize_latents(encoded.float(), self.vae, channel_dim=1))
-        return torch.cat(latents).unflatten(0, (batch, num_frames))
+        return vae_io.encode_frames(self.vae, frames, self._execution_device)
 
-    @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Normalised latents `(B, T, C, h, w)` → frames `(B, 3, T, H, W)` in [-1, 1] (diffusers' video layout)."""
-        self._check_vae()
-        batch, num_frames = latents.shape[:2]
-        raw = denormalize_latents(latents.flatten(0, 1).float(), self.vae, channel_dim=1)
-        frames = torch.cat(
-            [
-                self.vae.decode(chunk.to(self.vae.dtype)).sample.float().clamp(-1, 1)
-                for chunk in raw.split(VAE_CHUNK_FRAMES)
-            ]
-        )  # (B*T, 3, H, W)
-        return frames.unflatten(0, (batch, num_frames)).permute(0, 2, 1, 3, 4)
+        return vae_io.decode_latents(self.vae, latents)
 
     # -----------------------------------------------------------------------------------------------------------------
     # Inputs
     # -----------------------------------------------------------------------------------------------------------------
-    def check_inputs(
-        self,
-        context: Any,
-        context_latents: torch.Tensor | None,
-        num_frames: int | None,
-        actions: Any,
-        num_inference_steps: int,
-        guidance_scale: float,
-        context_noise: float | None,
-        attention_window: int | None,
-        output_type: str,
-        latents: torch.Tensor | None,
-        generator: Any,
-        callback_on_step_end_tensor_inputs: list[str] | None,
-    ) -> None:
-        """Raise one concise `ValueError` for every inconsistent input."""
-        if (context is None) == (context_latents is None):
-            raise ValueError("pass exactly one of `context` (frames) and `context_latents`")
-        if context is not None and self.vae is None:
-            raise ValueError(
-                "`context` frames need a VAE to encode them; this pipeline has vae=None: pass `context_latents`"
-            )
-        if context_latents is not None:
-            expected = (self.transformer.config.in_channels, *self.latent_size)
-            if context_latents.ndim != 5 or tuple(context_latents.shape[2:]) != expected:
-                raise ValueError(
-                    f"`context_latents` must have shape (batch, frames, {expected[0]}, {expected[1]}, {expected[2]}), "
-                    f"got {tuple(context_latents.shape)}"
-                )
-            if context_latents.shape[1] == 0:
-                raise ValueError("`context_latents` must hold at least one frame")
-            if not torch.isfinite(context_latents).all():
-                raise ValueError("`context_latents` holds NaN or inf values")
-        if num_frames is None and actions is None:
-            raise ValueError("pass `actions` (one input per generated frame) or `num_frames` (neutral inputs)")
-        if num_frames is not None and num_frames < 1:
-            raise ValueError(f"`num_frames` must be >= 1, got {num_frames}")
-        if num_frames is not None and num_frames > self.max_frames_per_call:
-            raise ValueError(
-                f"`num_frames` must be at most pipe.max_frames_per_call = {self.max_frames_per_call}, got "
-                f"{num_frames} (raise that attribute for longer calls, or play on with a session)"
-            )
-        if num_inference_steps < 1:
-            raise ValueError(f"`num_inference_steps` must be >= 1, got {num_inference_steps}")
-        if isinstance(guidance_scale, (tuple, list)):
-            if self.num_players == 1 or len(guidance_scale) != 2:
-                raise ValueError(
-                    f"`guidance_scale`: a pair (player 1, player 2) needs a two-player model and two values; this "
-                    f"model has num_players={self.num_players}, got {guidance_scale!r}"
-                )
-            scales = [float(scale) for scale in guidance_scale]
-        else:
-            scales = [guidance_scale]
-        if not all(math.isfinite(scale) and scale >= 1.0 for scale in scales):
-            raise ValueError(f"`guidance_scale` must be >= 1 and finite (1 disables guidance), got {guidance_scale}")
-        if context_noise is not None and not 0.0 <= context_noise < 1.0:
-            raise ValueError(f"`context_noise` must lie in [0, 1), got {context_noise}")
-        if attention_window is not None and attention_window < 1:
-            raise ValueError(f"`attention_window` must be >= 1 frame, got {attention_window}")
-        if output_type not in ("pil", "np", "pt", "latent"):
-            raise ValueError(f"`output_type` must be one of 'pil', 'np', 'pt', 'latent', got {output_type!r}")
-        if output_type != "latent" and self.vae is None:
-            raise ValueError(f"output_type={output_type!r} needs a VAE; this pipeline has vae=None: use 'latent'")
-        if latents is not None and latents.ndim != 5:
-            raise ValueError(
-                f"`latents` (initial noise) must be 5-D (batch, frames, C, h, w), got {tuple(latents.shape)}"
-            )
-        if latents is not None and not torch.isfinite(latents).all():
-            raise ValueError("`latents` (initial noise) holds NaN or inf values")
-        if callback_on_step_end_tensor_inputs is not None:
-            unknown = [k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]
-            if unknown:
-                raise ValueError(
-                    f"`callback_on_step_end_tensor_inputs` {unknown} are not in {self._callback_tensor_inputs}"
-                )
-        if isinstance(generator, list) and not generator:
-            raise ValueError("`generator` is an empty list")
-
-    def _check_players(self, actions: Any, actions_p2: Any, context_actions: Any, context_actions_p2: Any) -> None:
-        """One error when a two-player model gets one player's inputs, or a one-player model gets two."""
-        if self.num_players == 1:
-            for name, value in (("actions_p2", actions_p2), ("context_actions_p2", context_actions_p2)):
-                if value is not None:
-                    raise ValueError(
-                        f"`{name}`: this pipeline's transformer conditions on player 1 only (num_players=1); it "
-                        "cannot take player 2's inputs"
-                    )
-            return
-        for p1_name, p1, p2_name, p2 in (
-            ("actions", actions, "actions_p2", actions_p2),
-            ("context_actions", context_actions, "context_actions_p2", context_actions_p2),
-        ):
-            if (p1 is None) != (p2 is None):
-                given, missing = (p1_name, p2_name) if p2 is None else (p2_name, p1_name)
-                raise ValueError(
-                    f"`{missing}`: this pipeline's transformer is a two-player model (num_players=2) and got "
-                    f"`{given}` without `{missing}`: pass both players' inputs (or neither, for neutral inputs)"
-                )
-
-    @staticmethod
-    def _opponent_side(side: str) -> str:
-        """Where player 2 stands when player 1 stands on `side` (its *forward* points the other way)."""
-        return {"left": "right", "right": "left"}.get(side, side)  # a bad `side` is named by the notation parser
-
-    def _context_bits(
-        self, context_actions: Any, batch: int, num_context: int, side: str, name: str = "context_actions"
-    ) -> torch.Tensor:
-        """One player's context inputs → bits `(B, T, 8)` (neutral when not given)."""
-        if context_actions is None:
-            return torch.zeros(batch, num_context, NUM_BUTTONS)
-        clips = self._actions_batch(context_actions, side, name)
-        if len(clips) == 1 and batch > 1:
-            clips = clips * batch
-        if len(clips) != batch or any(len(c) != num_context for c in clips):
-            raise ValueError(
-                f"`{name}` must give {num_context} inputs for each of the {batch} context clips, got "
-                f"{[len(c) for c in clips]}"
-            )
-        return torch.stack(clips)
+    # diffusers pipelines check their arguments in `self.check_inputs(...)`; the checks live in `inputs.py`.
+    check_inputs = check_call_inputs
 
     def _prepare(
         self,
@@ -541,54 +231,15 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
         two-player model (player 2's notation read from the other side)."""
         device = self._execution_device
         if context_latents is None:
-            clips = self._frames_batch(context)
-            lengths = {clip.shape for clip in clips}
-            if len(lengths) != 1:
-                raise ValueError(f"`context`: every clip needs the same shape, got {sorted(lengths)}")
-            frames = torch.stack(clips)  # (B, T, 3, H, W)
-            expected = tuple(s * self.vae_scale_factor for s in self.latent_size)
-            if tuple(frames.shape[-2:]) != expected:
-                raise ValueError(
-                    f"`context` frames are {tuple(frames.shape[-2:])} but this model works on {expected} frames "
-                    f"(latents {self.latent_size} × VAE factor {self.vae_scale_factor})"
-                )
+            frames = context_frames(context, self.latent_size, self.vae_scale_factor)  # (B, T, 3, H, W)
             context_latents = self.encode_frames(frames)
         context_latents = context_latents.to(device, torch.float32)
         batch, num_context = context_latents.shape[:2]
-        bits = self._context_bits(context_actions, batch, num_context, side)
+        bits = context_bits(context_actions, batch, num_context, side)
         if self.num_players == 2:
-            bits_p2 = self._context_bits(
-                context_actions_p2, batch, num_context, self._opponent_side(side), "context_actions_p2"
-            )
+            bits_p2 = context_bits(context_actions_p2, batch, num_context, opponent_side(side), "context_actions_p2")
             bits = torch.stack([bits, bits_p2], dim=2)  # (B, T, 2, 8)
         return context_latents, bits.to(device)
-
-    def _future_actions(
-        self, actions: Any, num_frames: int | None, batch: int, side: str, name: str = "actions"
-    ) -> torch.Tensor:
-        if actions is None:
-            return torch.zeros(batch, num_frames, NUM_BUTTONS, device=self._execution_device)
-        clips = self._actions_batch(actions, side, name, self.max_frames_per_call)
-        if len(clips) == 1 and batch > 1:
-            clips = clips * batch
-        if len(clips) != batch:
-            hint = ""
-            if isinstance(actions, (np.ndarray, torch.Tensor)) and actions.ndim == 2:
-                hint = (
-                    f": an integer {tuple(actions.shape)} array is read as {actions.shape[0]} clips of "
-                    f"{actions.shape[1]} action ids; for one clip of bit vectors pass a bool or float array"
-                )
-            raise ValueError(f"`{name}` has {len(clips)} clips but `context` has {batch}{hint}")
-        lengths = [len(c) for c in clips]
-        if max(lengths) > self.max_frames_per_call:
-            raise ValueError(
-                f"`{name}` asks for {max(lengths)} frames, more than pipe.max_frames_per_call = "
-                f"{self.max_frames_per_call}"
-            )
-        needed = num_frames or lengths[0]
-        if any(length != needed for length in lengths):
-            raise ValueError(f"`{name}` must give one input per generated frame ({needed}), got {lengths}")
-        return torch.stack(clips).to(self._execution_device)
 
     # -----------------------------------------------------------------------------------------------------------------
     # Generation
@@ -679,7 +330,7 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
             generator,
             callback_on_step_end_tensor_inputs,
         )
-        self._check_players(actions, actions_p2, context_actions, context_actions_p2)
+        check_players(self.num_players, actions, actions_p2, context_actions, context_actions_p2)
         device = self._execution_device
 
         # 2. Context latents and inputs
@@ -687,11 +338,14 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
             context, context_latents, context_actions, side, context_actions_p2
         )
         batch = context_latents.shape[0]
-        future_bits = self._future_actions(actions, num_frames, batch, side)  # (B, N, 8)
-        num_frames = future_bits.shape[1]
+        bits = future_bits(actions, num_frames, batch, side, self.max_frames_per_call)  # (B, N, 8)
+        num_frames = bits.shape[1]
         if self.num_players == 2:
-            bits_p2 = self._future_actions(actions_p2, num_frames, batch, self._opponent_side(side), "actions_p2")
-            future_bits = torch.stack([future_bits, bits_p2], dim=2)  # (B, N, 2, 8)
+            bits_p2 = future_bits(
+                actions_p2, num_frames, batch, opponent_side(side), self.max_frames_per_call, "actions_p2"
+            )
+            bits = torch.stack([bits, bits_p2], dim=2)  # (B, N, 2, 8)
+        bits = bits.to(device)
         if isinstance(generator, list) and len(generator) != batch:
             raise ValueError(f"`generator` is a list of {len(generator)} but the batch has {batch} clips")
         if latents is not None:
@@ -722,7 +376,7 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
                 outputs = callback_on_step_end(self, step, timestep, callback_kwargs)
                 return outputs.pop("latents", frame_latents)
 
-            video_latents = rollout.generate(future_bits, generator, noise=latents, on_step=on_step)  # (B, N, C, h, w)
+            video_latents = rollout.generate(bits, generator, noise=latents, on_step=on_step)  # (B, N, C, h, w)
 
         # 5. Decode
         if output_type == "latent":
@@ -772,7 +426,7 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
         )
         if isinstance(generator, list):
             raise ValueError("a session plays one clip: pass one `generator`, not a list")
-        self._check_players(None, None, context_actions, context_actions_p2)
+        check_players(self.num_players, None, None, context_actions, context_actions_p2)
         context_latents, context_bits = self._prepare(
             context, context_latents, context_actions, side, context_actions_p2
         )

@@ -1,0 +1,92 @@
+"""Checks of a saved pipeline folder, so that a damaged one is named with what it lacks.
+
+diffusers reports a missing component from somewhere else, only warns when a config and its weights describe
+different models, and loads NaN weights silently; `TekkenWorldModelPipeline.from_pretrained` runs these checks
+before and after loading instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+__all__ = ["check_finite_weights", "check_pipeline_folder", "check_pipeline_source", "check_weights_match"]
+
+
+def check_pipeline_source(source: str | os.PathLike) -> Path | None:
+    """The local folder `source` names (checked with `check_pipeline_folder`), or None for a Hub repo id.
+
+    A path that does not exist, but cannot be a Hub repo id (`owner/name`) either, raises `FileNotFoundError` here:
+    diffusers would read it as a repo id and fail with an error about the Hub.
+    """
+    text = os.fspath(source)
+    folder = Path(text)
+    if folder.exists():
+        check_pipeline_folder(folder)
+        return folder
+    if text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text:
+        raise FileNotFoundError(f"{text}: no such pipeline folder (nor a Hub repo id of the form owner/name)")
+    return None
+
+
+def check_pipeline_folder(folder: Path) -> None:
+    """Name what a local pipeline folder lacks before diffusers reports it from somewhere else."""
+    index_path = folder / "model_index.json"
+    if not index_path.is_file():
+        raise FileNotFoundError(f"{folder}: no model_index.json (not a pipeline folder saved with save_pretrained)")
+    try:
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise ValueError(f"{index_path}: not valid JSON ({error})") from None
+    for name, entry in index.items():
+        if name.startswith("_") or not isinstance(entry, list) or None in entry:
+            continue
+        component = folder / name
+        if not any((component / config).is_file() for config in ("config.json", "scheduler_config.json")):
+            raise FileNotFoundError(
+                f"{component}: missing or without its config (model_index.json lists a {entry[-1]} there)"
+            )
+
+
+def _saved_weight_names(component: Path, variant: str | None) -> set[str] | None:
+    """The tensor names of a component's safetensors weights (from the file headers), or None if there are none."""
+    from safetensors import safe_open
+
+    stem = "diffusion_pytorch_model" + (f".{variant}" if variant else "")
+    index = component / f"{stem}.safetensors.index.json"
+    if index.is_file():
+        return set(json.loads(index.read_text(encoding="utf-8"))["weight_map"])
+    single = component / f"{stem}.safetensors"
+    if not single.is_file():
+        return None
+    with safe_open(str(single), framework="pt") as weights:
+        return set(weights.keys())
+
+
+def check_weights_match(source: Path, name: str, model: torch.nn.Module, variant: str | None) -> None:
+    """Raise when a component's config and its weights describe different models (diffusers only warns)."""
+    saved = _saved_weight_names(source / name, variant)
+    if saved is None:
+        return
+    expected = set(model.state_dict())
+    missing, unexpected = sorted(expected - saved), sorted(saved - expected)
+    if missing or unexpected:
+        details = "; ".join(
+            f"{label} {len(keys)} ({', '.join(keys[:3])}{', …' if len(keys) > 3 else ''})"
+            for label, keys in (("missing", missing), ("unexpected", unexpected))
+            if keys
+        )
+        raise ValueError(f"{source / name}: config.json and the weights describe different models: weights {details}")
+
+
+@torch.no_grad()
+def check_finite_weights(source: str | os.PathLike, name: str, model: torch.nn.Module) -> None:
+    """Raise when a loaded component holds NaN or inf weights (a damaged weights file)."""
+    for parameter_name, parameter in model.named_parameters():
+        if not torch.isfinite(parameter).all():
+            raise ValueError(
+                f"{os.fspath(source)}: {name}/{parameter_name} holds NaN or inf weights: the weights file is damaged"
+            )
