@@ -56,17 +56,68 @@ def test_generic_loading_through_the_bundled_shim(pipe, context, tmp_path):
     loaded = DiffusionPipeline.from_pretrained(folder, custom_pipeline=str(folder), trust_remote_code=True)
     assert type(loaded).__name__ == "TekkenWorldModelPipeline"
     loaded.set_progress_bar_config(disable=True)
-    # This route builds the pipeline without TekkenWorldModelPipeline.from_pretrained, so the weights stay
-    # memory-mapped (diffusers' default) at unaligned offsets: equal up to the last bits of the CPU matmul kernels.
+    # This route builds the pipeline without TekkenWorldModelPipeline.from_pretrained (and without its checks); the
+    # weights are memory-mapped from the same aligned files, so the outputs agree.
     np.testing.assert_allclose(run(loaded, context), run(pipe, context), atol=1e-6)
 
 
 def test_memory_mapped_loading_stays_available(pipe, context, tmp_path):
-    """`from_pretrained` reads the weights into memory by default (bit-identical, above); mapping them is opt-in."""
+    """Memory-mapped loading is diffusers' default and `from_pretrained` keeps it; `disable_mmap=False` still works."""
     pipe.save_pretrained(tmp_path / "pipe")
     mapped = TekkenWorldModelPipeline.from_pretrained(tmp_path / "pipe", disable_mmap=False)
     mapped.set_progress_bar_config(disable=True)
     np.testing.assert_allclose(run(mapped, context), run(pipe, context), atol=1e-6)  # the last bits may differ
+
+
+def test_saved_weights_are_aligned_so_mapped_loading_is_exact(context, tmp_path):
+    """Memory-mapped weights lie where the file puts them; at unaligned offsets the CPU matmul kernels took another
+    path and a loaded pipeline differed from the saved one in the last bits. `save_pretrained` aligns every tensor."""
+    from diffusers import DiffusionPipeline
+
+    pipe = build_random_pipeline("compact", vae=None, seed=0)  # large enough for the matmul kernels to differ
+    pipe.set_progress_bar_config(disable=True)
+    pipe.save_pretrained(tmp_path / "pipe")
+    latents = torch.randn(1, 4, 16, 8, 8, generator=gen(1))
+
+    def latent_run(pipeline):
+        return pipeline(context_latents=latents, actions="f,1", num_inference_steps=1, generator=gen()).frames
+
+    expected = latent_run(pipe)
+    for loaded in (
+        TekkenWorldModelPipeline.from_pretrained(tmp_path / "pipe"),
+        DiffusionPipeline.from_pretrained(
+            tmp_path / "pipe", custom_pipeline=str(tmp_path / "pipe"), trust_remote_code=True
+        ),
+    ):
+        assert all(parameter.data_ptr() % 64 == 0 for parameter in loaded.transformer.parameters())
+        loaded.set_progress_bar_config(disable=True)
+        torch.testing.assert_close(latent_run(loaded), expected, rtol=0, atol=0)
+
+
+def test_align_safetensors_keeps_every_tensor(tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from tekken_diffusers.pipelines.saved_folder import align_safetensors
+
+    tensors = {
+        "a.bias": torch.arange(3, dtype=torch.float32),  # 12 bytes: every tensor after it would be unaligned
+        "b.weight": torch.randn(16, 16),
+        "c.scale": torch.randn(5).to(torch.bfloat16),
+        "d.weight": torch.randn(32, 8).to(torch.bfloat16),
+        "e.empty": torch.zeros(0),
+    }
+    path = tmp_path / "weights.safetensors"
+    save_file(tensors, str(path), metadata={"format": "pt"})
+    assert align_safetensors(path) and not align_safetensors(path)  # a second pass finds nothing to change
+    loaded = load_file(str(path))
+    assert loaded.keys() == tensors.keys() and all(torch.equal(loaded[name], tensors[name]) for name in tensors)
+    with safe_open(str(path), framework="pt") as handle:
+        assert handle.metadata() == {"format": "pt"}
+    header_size = int.from_bytes(path.read_bytes()[:8], "little")
+    assert (8 + header_size) % 64 == 0
+    header = json.loads(path.read_bytes()[8 : 8 + header_size])
+    assert all(header[name]["data_offsets"][0] % 64 == 0 for name in ("b.weight", "d.weight", "a.bias"))
 
 
 def test_bf16_loading(pipe, context, tmp_path):

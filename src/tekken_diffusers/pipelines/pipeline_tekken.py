@@ -47,7 +47,7 @@ from .inputs import (
 )
 from .model_card import MODEL_CARD_TEMPLATE, default_model_card, write_pipeline_py
 from .rollout import GuidanceScale, TekkenRollout, TekkenWorldModelSession
-from .saved_folder import check_finite_weights, check_pipeline_source, check_weights_match
+from .saved_folder import align_safetensors, check_finite_weights, check_pipeline_source, check_weights_match
 from .vae_io import VAE_CHUNK_FRAMES
 
 logger = logging.get_logger(__name__)
@@ -125,18 +125,18 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> TekkenWorldModelPipeline:
-        """`DiffusionPipeline.from_pretrained` that names a damaged folder, and reads the weights without mmap.
+        """`DiffusionPipeline.from_pretrained`, with checks that name a damaged folder; it loads what diffusers loads.
 
-        Before loading, a local folder's `model_index.json` and component configs are checked; after it, the
-        weight names must match each model's config and every weight must be finite (diffusers only warns, or
-        loads NaN weights silently). `disable_mmap` defaults to `True`: memory-mapped safetensors leave the weights
-        at arbitrary offsets of the file, where the CPU matmul kernels take a different path, so a loaded pipeline
-        differed from the saved one in the last bits (~1e-7); read into memory, it reproduces the saved one exactly.
-        Pass `disable_mmap=False` to map the files instead (less memory while loading).
+        Before loading, the source is checked: a local folder's `model_index.json` and component configs, or, for a
+        path that does not exist, that it could be a Hub repo id at all. After it, the weight names must match each
+        model's config and every weight must be finite (diffusers only warns, or loads NaN weights silently).
+
+        It passes every argument on unchanged. It is an override, not a hook, because diffusers reads a path that does
+        not exist as a Hub repo id before anything else runs (a `Path` fails with an `AttributeError`), where these
+        checks name it instead.
         """
         source = os.fspath(pretrained_model_name_or_path)  # diffusers reads a missing Path as a repo id, and fails
         folder = check_pipeline_source(source)
-        kwargs.setdefault("disable_mmap", True)
         pipe = super().from_pretrained(source, **kwargs)
         for name in ("transformer", "vae"):
             component = getattr(pipe, name, None)
@@ -450,7 +450,9 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
         **kwargs,
     ) -> None:
         """Save like any diffusers pipeline, plus a model card (`README.md`) and a one-line `pipeline.py` so that
-        `DiffusionPipeline.from_pretrained(dir, custom_pipeline=dir, trust_remote_code=True)` also works.
+        `DiffusionPipeline.from_pretrained(dir, custom_pipeline=dir, trust_remote_code=True)` also works. The weights
+        files are laid out with every tensor aligned (`saved_folder.align_safetensors`), so that a pipeline loaded
+        from them, memory-mapped, reproduces this one exactly.
 
         Args:
             model_card (`str`, *optional*): Markdown for `README.md`; by default one is written from the configs
@@ -461,6 +463,8 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
             save_directory, safe_serialization=safe_serialization, variant=variant, max_shard_size=max_shard_size
         )
         folder = Path(save_directory)
+        for weights in sorted(folder.glob("*/*.safetensors")):
+            align_safetensors(weights)  # memory-mapped loading then reproduces this pipeline exactly
         write_pipeline_py(folder)
         card_path = folder / "README.md"
         if model_card is not None or not card_path.exists():
