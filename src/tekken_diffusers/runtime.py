@@ -35,6 +35,7 @@ __all__ = [
     "default_num_threads",
     "native_bf16",
     "resolve_dtype",
+    "BF16_MIN_CPU_WIDTH",
     "resolve_mixed_precision",
 ]
 
@@ -45,6 +46,11 @@ THREADS_ENV = "TEKKEN_NUM_THREADS"
 # lift it.
 MAX_DEFAULT_THREADS = 8
 NATIVE_BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+# Batch-1 generation on a CPU: below this transformer width the matmuls are too small for bf16 to gain even with
+# native support (per-call overhead and the casts around the fp32 parts dominate). Measured on an AMD EPYC with
+# avx512_bf16: the 256-wide `compact` model ran 1.08x slower in bf16 than in fp32 at 4 steps, while the 384-wide
+# `small` one ran 1.3x faster on a Zen 4 (docs/benchmarks.md).
+BF16_MIN_CPU_WIDTH = 384
 
 _DTYPE_NAMES = {
     "float32": torch.float32,
@@ -104,17 +110,35 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() and not use_cpu else "cpu"
 
 
-def resolve_dtype(dtype: str | torch.dtype = "auto", device: str | torch.device = "cpu") -> torch.dtype:
+def resolve_dtype(
+    dtype: str | torch.dtype = "auto", device: str | torch.device = "cpu", model_width: int | None = None
+) -> torch.dtype:
     """The compute dtype for `device`: "auto" is bf16 where `native_bf16(device)`, else fp32.
 
     Explicit "float32"/"bfloat16" are kept (bf16 without native support runs, emulated, with a warning); fp16 on a CPU
     raises ValueError with the reason.
+
+    Args:
+        dtype: "auto", "float32", "bfloat16" (or their short names), or a torch dtype.
+        device: where the model runs.
+        model_width: for batch-1 generation on a CPU, the transformer's hidden width; "auto" then keeps fp32 below
+            `BF16_MIN_CPU_WIDTH`, where bf16 is slower even with native support. None (training, large batches)
+            decides by the hardware alone.
     """
     device = torch.device(device)
     if isinstance(dtype, str):
         name = dtype.strip().lower()
         if name == "auto":
             reason = native_bf16(device)
+            if reason and device.type == "cpu" and model_width is not None and model_width < BF16_MIN_CPU_WIDTH:
+                logger.info(
+                    "dtype auto -> float32 (%s, but a %d-wide model gains nothing from bf16 at batch 1; it does from "
+                    "width %d)",
+                    reason,
+                    model_width,
+                    BF16_MIN_CPU_WIDTH,
+                )
+                return torch.float32
             resolved = torch.bfloat16 if reason else torch.float32
             logger.info(
                 "dtype auto -> %s (%s)",

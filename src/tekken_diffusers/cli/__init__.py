@@ -14,3 +14,16 @@ def setup_logging(verbose: bool = False) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+
+
+def transformer_width(pipeline: str) -> int | None:
+    """Hidden width of a pipeline's transformer, read from its config (a local folder or a Hub id) before loading the
+    weights, so that `--dtype auto` can keep fp32 for narrow models (`runtime.BF16_MIN_CPU_WIDTH`). None where the
+    config cannot be read; loading the pipeline then reports why."""
+    from ..models import TekkenWorldModelTransformer
+
+    try:
+        config = TekkenWorldModelTransformer.load_config(pipeline, subfolder="transformer")
+        return int(config["num_attention_heads"]) * int(config["attention_head_dim"])
+    except Exception:  # missing folder, offline Hub, another model: from_pretrained gives the user the real error
+        return None

@@ -16,7 +16,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..runtime import DTYPE_CHOICES, add_runtime_arguments, configure_threads, resolve_dtype
-from . import setup_logging
+from . import setup_logging, transformer_width
 
 # Frames composed and written per chunk: the video streams to disk, so memory does not grow with --frames.
 VIDEO_CHUNK = 64
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--actions: {error}")
 
     # 2. The pipeline
-    dtype = resolve_dtype(args.dtype, "cpu")
+    dtype = resolve_dtype(args.dtype, "cpu", model_width=transformer_width(args.pipeline))
     try:
         pipe = TekkenWorldModelPipeline.from_pretrained(
             args.pipeline, dtype={"transformer": dtype, "default": torch.float32}

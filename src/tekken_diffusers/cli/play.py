@@ -9,7 +9,7 @@ import torch
 
 from .. import demo as play_page
 from ..runtime import add_runtime_arguments, configure_threads, resolve_dtype
-from . import setup_logging
+from . import setup_logging, transformer_width
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads is not None and args.threads < 1:
         parser.error(f"--threads must be >= 1, got {args.threads}")
     try:
-        dtype = resolve_dtype(args.dtype, "cpu")
+        dtype = resolve_dtype(args.dtype, "cpu", model_width=transformer_width(args.pipeline))
     except ValueError as error:
         parser.error(f"--dtype {args.dtype}: {error}")
     try:
