@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -66,7 +67,7 @@ from tekken_diffusers.training_utils import (
     save_checkpoint,
     trim_loss_history,
 )
-from tekken_diffusers.utils import looks_like_local_path
+from tekken_diffusers.utils import looks_like_local_path, move_into_place
 from tekken_diffusers.visualization import compose_frames, write_contact_sheet, write_video
 
 logger = logging.getLogger("train_world_model")
@@ -863,16 +864,12 @@ def save_final_pipeline(pipe, output_dir: Path, config, global_step: int, metric
         metrics="\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items())) or "| (no validation split) | |",
         rounds=info.splits[config.train_split].rounds if config.train_split in info.splits else "?",
     )  # fmt: skip
-    staging = output_dir / ".pipeline.tmp"
-    pipe.save_pretrained(staging, model_card=card)
-    for item in staging.iterdir():
-        target = output_dir / item.name
-        if target.is_dir():
-            import shutil
-
-            shutil.rmtree(target)
-        os.replace(item, target)
-    staging.rmdir()
+    # The folder also holds checkpoints and logs, so the pipeline is staged beside them and each of its files and
+    # component folders is then moved into place, replacing the previous one.
+    with tempfile.TemporaryDirectory(prefix=".pipeline.", suffix=".tmp", dir=output_dir) as staging:
+        pipe.save_pretrained(staging, model_card=card)
+        for item in sorted(Path(staging).iterdir()):
+            move_into_place(item, output_dir / item.name)
     logger.info("saved the pipeline to %s", output_dir)
     if config.push_to_hub:
         pipe.save_pretrained(output_dir, push_to_hub=True, repo_id=config.hub_model_id or output_dir.name,

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..utils import write_markdown_section
 from . import setup_logging
 
 logger = logging.getLogger(__name__)
@@ -202,17 +203,7 @@ def _section(args: argparse.Namespace, description: str, windows, encoding) -> s
 
 def write_section(path: str | os.PathLike, section: str) -> None:
     """Replace (or append) the `## Latent windows` section of a markdown file, leaving the other sections alone."""
-    path = Path(path)
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    lines = text.splitlines()
-    if SECTION in lines:
-        start = lines.index(SECTION)
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        lines[start:end] = section.rstrip("\n").splitlines() + ([""] if end < len(lines) else [])
-    else:
-        lines += ([""] if lines and lines[-1] else []) + section.rstrip("\n").splitlines()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_markdown_section(path, section, heading=SECTION)
 
 
 def main(argv: list[str] | None = None) -> int:

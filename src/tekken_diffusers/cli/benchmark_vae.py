@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ..utils import write_markdown_section
 from . import setup_logging
 
 logger = logging.getLogger(__name__)
@@ -138,19 +139,7 @@ def section(args: argparse.Namespace, vae, rows: list[dict], load_before: float)
 
 def write_section(path: str | os.PathLike, text: str, heading: str = SECTION) -> None:
     """Replace (or append) the section that starts with `heading`, up to the next `## `, leaving the rest alone."""
-    path = Path(path)
-    lines = (path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n").splitlines()
-    new = text.rstrip("\n").splitlines()
-    if heading in lines:
-        start = lines.index(heading)
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        lines[start:end] = new + ([""] if end < len(lines) else [])
-    else:
-        lines += ([""] if lines and lines[-1] else []) + new
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
+    write_markdown_section(path, text, heading=heading)
 
 
 def main(argv: list[str] | None = None) -> int:

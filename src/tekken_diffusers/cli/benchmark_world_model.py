@@ -11,7 +11,6 @@ import argparse
 import logging
 import os
 import platform
-import re
 import statistics
 import time
 from datetime import date
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from ..utils import write_markdown_section
 from . import setup_logging
 
 logger = logging.getLogger("benchmark_world_model")
@@ -145,11 +145,8 @@ def table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
 
 
 def write_section(path: Path, body: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"\n## {SECTION}\n.*?(?=\n## |\Z)", re.S)
-    section = f"\n## {SECTION}\n\n{body.strip()}\n"
-    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n" + section
-    path.write_text(text)
+    """Replace (or append) the `## World model` section of a markdown file, leaving the other sections alone."""
+    write_markdown_section(path, f"## {SECTION}\n\n{body.strip()}\n")
 
 
 def main(argv: list[str] | None = None) -> int:

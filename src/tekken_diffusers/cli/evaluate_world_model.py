@@ -24,7 +24,6 @@ import argparse
 import json
 import logging
 import platform
-import re
 import time
 import warnings
 from pathlib import Path
@@ -35,7 +34,7 @@ import torch
 from ..evaluation.heldout import boxer_positions, load_heldout_windows, pooled_psnr, rollout_health
 from ..evaluation.metrics import psnr
 from ..evaluation.world_model import rollout_latents, teacher_forced_next_frames
-from ..utils import atomic_output
+from ..utils import atomic_output, write_markdown_section
 from . import setup_logging
 
 logger = logging.getLogger("tekken_diffusers.evaluate")
@@ -270,14 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp.write_text(json.dumps(results, indent=2))
     section = format_section(results)
     if not args.no_docs:
-        docs = Path(args.docs)
-        text = docs.read_text() if docs.exists() else "# World-model evaluation\n"
-        pattern = re.compile(rf"\n## {re.escape(Path(args.pipeline).name)}\n.*?(?=\n## |\Z)", re.S)
-        text = (
-            pattern.sub(lambda _: "\n" + section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section
-        )
-        with atomic_output(docs) as tmp:
-            tmp.write_text(text)
+        write_markdown_section(args.docs, section, default_text="# World-model evaluation\n")
     logger.info("\n%s", section)
     logger.info("wrote %s%s", out, "" if args.no_docs else f" and the section of {args.docs}")
     return 0
