@@ -226,18 +226,21 @@ def generate_argv(tiny, *argv) -> list[str]:
             "--frames", "2", "--steps", "1", "--out", str(tiny["root"] / "out.mp4"), *argv]  # fmt: skip
 
 
-def test_generate_picks_the_dtype_for_the_cpu(tiny, loaded, fake_cpu):
+def test_generate_picks_the_dtype_for_the_cpu(tiny, loaded, fake_cpu, monkeypatch):
     from tekken_diffusers.cli.generate import main as generate
 
     fake_cpu(ZEN3_FLAGS)
     assert generate(generate_argv(tiny)) == 0
     fake_cpu(ZEN4_FLAGS)
+    assert generate(generate_argv(tiny)) == 0  # the 32-wide tiny model is too narrow for bf16 to pay
+    monkeypatch.setattr(runtime, "BF16_MIN_CPU_WIDTH", 32)  # as if it were wide enough
     assert generate(generate_argv(tiny)) == 0
     assert generate(generate_argv(tiny, "--dtype", "float32")) == 0
-    assert [pipe.transformer.dtype for pipe in loaded] == [torch.float32, torch.bfloat16, torch.float32]
+    expected = [torch.float32, torch.float32, torch.bfloat16, torch.float32]
+    assert [pipe.transformer.dtype for pipe in loaded] == expected
     # The timestep embedding stays fp32 in a bf16 transformer (`_keep_in_fp32_modules`).
-    assert {p.dtype for p in loaded[1].transformer.time_embed.parameters()} == {torch.float32}
-    assert loaded[1].vae.dtype == torch.float32
+    assert {p.dtype for p in loaded[2].transformer.time_embed.parameters()} == {torch.float32}
+    assert loaded[2].vae.dtype == torch.float32
 
 
 def test_generate_passes_threads(tiny, loaded, one_thread_after):
@@ -289,7 +292,10 @@ def test_app_picks_the_dtype_and_threads(tiny, loaded, fake_cpu, monkeypatch, on
     fake_cpu(ZEN3_FLAGS)
     assert demo.main(argv) == 0
     fake_cpu(ZEN4_FLAGS)
+    assert demo.main(argv) == 0  # too narrow for bf16
+    monkeypatch.setattr(runtime, "BF16_MIN_CPU_WIDTH", 32)
     assert demo.main(argv) == 0
     assert demo.main([*argv, "--dtype", "float32", "--threads", "2"]) == 0
-    assert [pipe.transformer.dtype for pipe in loaded] == [torch.float32, torch.bfloat16, torch.float32]
+    expected = [torch.float32, torch.float32, torch.bfloat16, torch.float32]
+    assert [pipe.transformer.dtype for pipe in loaded] == expected
     assert torch.get_num_threads() == 2
