@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tekken_diffusers.cli.generate import main as generate
@@ -109,3 +110,51 @@ def test_generate_streams_long_videos_in_chunks(setup, monkeypatch):
     assert generate(argv) == 0
     assert composed == [(2, 0, 2), (2, 2, 2), (1, 4, 2)]  # generated beside recorded, panels from 0, 2, 4
     assert iio.imread(out).shape[0] == 5
+
+
+@pytest.fixture(scope="module")
+def setup_2p(setup) -> dict[str, Path]:
+    """A two-player tiny pipeline and a round with both players' inputs."""
+    root = setup["root"]
+    build_random_pipeline("tiny", seed=1, num_players=2).save_pretrained(root / "pipe2")
+    save_round(root / "round2.npz", make_round(16, size=(8, 8), actions_p2=np.arange(16, dtype=np.uint8)))
+    return {"root": root, "pipe": root / "pipe2", "round": root / "round2.npz"}
+
+
+def test_generate_drives_both_players_of_a_two_player_pipeline(setup, setup_2p, monkeypatch, capsys):
+    """Player 2's inputs come from --actions-p2 or the round's recording and reach session.step(p1, p2) and the
+    video's second input panel; a one-player pipeline refuses --actions-p2."""
+    from tekken_diffusers import visualization
+    from tekken_diffusers.pipelines.rollout import TekkenWorldModelSession
+
+    steps, panels = [], []
+    original_step = TekkenWorldModelSession.step
+
+    def step(self, action, action_p2=None, noise=None):
+        steps.append((action, action_p2))
+        return original_step(self, action, action_p2, noise)
+
+    compose = visualization.compose_frames
+
+    def spy(*args, **kwargs):
+        panels.append(kwargs["actions_p2"])
+        return compose(*args, **kwargs)
+
+    monkeypatch.setattr(TekkenWorldModelSession, "step", step)
+    monkeypatch.setattr(visualization, "compose_frames", spy)
+    out = str(setup_2p["root"] / "two.mp4")
+    base = ["--pipeline", str(setup_2p["pipe"]), "--context", str(setup_2p["round"]), "--context-frames", "4",
+            "--steps", "1", "--out", out]  # fmt: skip
+    assert generate([*base, "--actions", "f*3", "--actions-p2", "b, 1"]) == 0
+    # player 2 stands on the right: its "b" is a step to the right, and the shorter list holds its last input
+    from tekken_diffusers.actions import notation_to_id
+
+    back_p2, punch = notation_to_id("b", "right"), notation_to_id("1", "right")
+    assert [p2 for _, p2 in steps] == [back_p2, punch, punch]
+    assert list(panels[-1]) == [back_p2, punch, punch]
+    steps.clear()
+    assert generate([*base, "--frames", "3"]) == 0  # replays both players' recorded inputs after the context
+    assert [p2 for _, p2 in steps] == [4, 5, 6]
+    one_player = [*base, "--actions-p2", "f"]
+    one_player[1] = str(setup["pipe"])
+    assert "conditions on player 1 only" in error_of(one_player, capsys)

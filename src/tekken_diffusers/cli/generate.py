@@ -41,6 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--actions", help='inputs in Tekken notation, e.g. "f*8, d/f+2, 1+2, n"')
     source.add_argument("--actions-file", help="text file of inputs (notation, comma/space/newline separated)")
+    source_p2 = parser.add_mutually_exclusive_group()
+    source_p2.add_argument(
+        "--actions-p2",
+        help="a two-player pipeline's player-2 inputs in notation, read from player 2's side (default: the round's "
+        "recorded player-2 inputs after the context, else neutral)",
+    )
+    source_p2.add_argument("--actions-p2-file", help="text file of player-2 inputs")
     parser.add_argument(
         "--frames",
         type=int,
@@ -94,6 +101,8 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         parser.error(f"--start must be >= 0, got {args.start}")
     if args.actions is not None and not args.actions.strip(" ,\n"):
         parser.error("--actions is empty: give at least one input (e.g. 'n'), or leave it out to replay the round")
+    if args.actions_p2 is not None and not args.actions_p2.strip(" ,\n"):
+        parser.error("--actions-p2 is empty: give at least one input (e.g. 'n'), or leave it out to replay the round")
     out = Path(args.out)
     if out.is_dir():
         parser.error(f"--out {out}: is a folder (expected a video file name)")
@@ -148,6 +157,15 @@ def main(argv: list[str] | None = None) -> int:
             actions = round_.actions_p1[end : end + (args.frames or available)]
     except (ValueError, OSError) as error:
         parser.error(f"--actions: {error}")
+    actions_p2 = None
+    if args.actions_p2 is not None or args.actions_p2_file is not None:
+        flag = "--actions-p2" if args.actions_p2 is not None else "--actions-p2-file"
+        try:
+            text = args.actions_p2 if args.actions_p2 is not None else Path(args.actions_p2_file).read_text()
+            side_p2 = "right" if args.side == "left" else "left"
+            actions_p2 = parse_action_sequence(text.replace("\n", " "), side_p2, max_inputs=args.max_frames)
+        except (ValueError, OSError) as error:
+            parser.error(f"{flag}: {error}")
 
     # 2. The pipeline
     dtype = resolve_dtype(args.dtype, "cpu", model_width=transformer_width(args.pipeline))
@@ -159,12 +177,33 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--pipeline {args.pipeline}: cannot load it ({type(error).__name__}: {error})")
     if pipe.vae is None:
         parser.error(f"--pipeline {args.pipeline}: has no VAE (vae/), which generate.py needs to decode frames")
+    two_player = pipe.num_players == 2
+    if actions_p2 is not None and not two_player:
+        parser.error(
+            f"--actions-p2: {args.pipeline} conditions on player 1 only (num_players=1); leave --actions-p2 out"
+        )
+    context_p2 = {}
+    if two_player:
+        recorded_p2 = round_.actions_p2
+        if recorded_p2 is None:
+            logger.warning("%s has no player-2 inputs: player 2 is neutral in the context", args.context)
+            recorded_p2 = np.zeros(round_.num_frames, np.uint8)
+        context_p2 = {"context_actions_p2": recorded_p2[args.start : end]}
+        if actions_p2 is None:  # replay player 2's recorded inputs after the context, then hold neutral
+            actions_p2 = recorded_p2[end : end + len(actions)]
+            if len(actions_p2) < len(actions):
+                logger.info("player 2: %d recorded inputs after the context, then neutral", len(actions_p2))
+        # one player-2 input per player-1 input: the shorter list holds its last input (neutral when empty)
+        hold = actions_p2[-1] if len(actions_p2) else 0
+        actions_p2 = np.concatenate([actions_p2, np.full(max(0, len(actions) - len(actions_p2)), hold, np.uint8)])
+        actions_p2 = actions_p2[: len(actions)].astype(np.uint8)
 
     # 3. Generate through a session and stream the video to disk chunk by chunk: memory stays constant however many
     # frames are asked for (a batch call would hold every frame until the end).
     session = pipe.start_session(
         context=round_.images[args.start : end],
         context_actions=round_.actions_p1[args.start : end],
+        **context_p2,
         num_inference_steps=args.steps,
         guidance_scale=args.guidance_scale,
         context_noise=args.context_noise,
@@ -181,12 +220,18 @@ def main(argv: list[str] | None = None) -> int:
         progress = tqdm(total=len(actions), unit="frame", desc="generating")
         for first in range(0, len(actions), VIDEO_CHUNK):
             inputs = actions[first : first + VIDEO_CHUNK]
-            frames = np.stack([session.step(int(action)) for action in inputs])  # (n, H, W, 3) in [0, 1]
+            inputs_p2 = None if actions_p2 is None else actions_p2[first : first + VIDEO_CHUNK]
+            if inputs_p2 is None:
+                frames = np.stack([session.step(int(action)) for action in inputs])  # (n, H, W, 3) in [0, 1]
+            else:
+                frames = np.stack([session.step(int(a), int(b)) for a, b in zip(inputs, inputs_p2)])
             progress.update(len(inputs))
             streams = [(frames * 255).round().astype(np.uint8).transpose(0, 3, 1, 2)]  # (n, 3, H, W)
             if show_recorded:
                 streams.append(round_.images[end + first : end + first + len(inputs)])
-            yield compose_frames(streams, inputs, titles=titles, scale=args.scale, fps=fps, first_frame=first)
+            yield compose_frames(
+                streams, inputs, titles=titles, actions_p2=inputs_p2, scale=args.scale, fps=fps, first_frame=first
+            )
         progress.close()
 
     path = write_video(args.out, chunks(), fps=fps)
