@@ -35,6 +35,18 @@ from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from diffusers.utils import BaseOutput, logging
 
+from .attention_tekken import (
+    ATTENTION_CHUNK_TOKENS,
+    DENSE_ATTENTION_MAX_TOKENS,
+    AttentionChunk,
+    chunked_frame_attention,
+    plan_frame_attention,
+)
+
+# The masks lived here before attention_tekken.py; importing them from this module keeps working.
+from .attention_tekken import frame_attention_mask as frame_attention_mask
+from .attention_tekken import teacher_forcing_attention_mask as teacher_forcing_attention_mask
+
 logger = logging.get_logger(__name__)
 
 # The model sees sigma in [0, 1]; the sinusoidal embedding gets sigma * 1000, the scale of diffusers' `timesteps`
@@ -391,66 +403,6 @@ def rms_norm_fp32(hidden_states: torch.Tensor, norm: nn.RMSNorm) -> torch.Tensor
     return F.rms_norm(hidden_states.float(), norm.normalized_shape, weight, norm.eps)
 
 
-def frame_attention_mask(
-    num_query_frames: int, num_cached_frames: int, window: int, tokens_per_frame: int, device: torch.device
-) -> torch.Tensor | None:
-    """
-    Boolean attention mask for new frames attending to cached plus new frames, or `None` when nothing is masked.
-
-    Query frame `q` may attend key frame `k` iff `k <= q` (causal over frames, bidirectional within a frame) and
-    `q - k < window` (as the original's `get_block_mask`). The cached frames come right before the new ones.
-
-    Args:
-        num_query_frames (`int`): New frames (queries).
-        num_cached_frames (`int`): Cached frames before them (keys only).
-        window (`int`): Frame window of the layer.
-        tokens_per_frame (`int`): Tokens per frame.
-        device (`torch.device`): Where to build the mask.
-
-    Returns:
-        `None` or a bool tensor `(1, 1, Lq, Lk)` with `Lq = num_query_frames * tokens_per_frame` and
-        `Lk = (num_cached_frames + num_query_frames) * tokens_per_frame`.
-    """
-    query_frames = torch.arange(num_query_frames, device=device)[:, None] + num_cached_frames
-    key_frames = torch.arange(num_cached_frames + num_query_frames, device=device)[None, :]
-    allowed = (key_frames <= query_frames) & (query_frames - key_frames < window)  # (Tq, Tk)
-    if bool(allowed.all()):
-        # The usual rollout step (one frame against a cache trimmed to the window) needs no mask at all.
-        return None
-    allowed = allowed.repeat_interleave(tokens_per_frame, 0).repeat_interleave(tokens_per_frame, 1)  # (Lq, Lk)
-    # 4D so the native backend never mistakes a square (Lq == batch) mask for a (batch, Lk) padding mask.
-    return allowed[None, None]
-
-
-def teacher_forcing_attention_mask(
-    num_frames: int, window: int, tokens_per_frame: int, device: torch.device
-) -> torch.Tensor:
-    """
-    Boolean attention mask of a teacher-forced window: `num_frames` context frames followed by the same number of
-    noisy target frames, where target frame `t` sees context frames `t - window + 1 .. t - 1` and itself, exactly what
-    it sees when it is denoised against a KV cache that holds the context. Context frames see context frames as in
-    [`frame_attention_mask`].
-
-    Returns:
-        A bool tensor `(1, 1, 2 * num_frames * tokens_per_frame, 2 * num_frames * tokens_per_frame)`.
-    """
-    query = torch.arange(num_frames, device=device)[:, None]
-    key = torch.arange(num_frames, device=device)[None, :]
-    in_window = query - key < window
-    context_to_context = (key <= query) & in_window  # (T, T)
-    target_to_context = (key < query) & in_window
-    target_to_target = torch.eye(num_frames, dtype=torch.bool, device=device)
-    allowed = torch.cat(
-        [
-            torch.cat([context_to_context, torch.zeros_like(context_to_context)], dim=1),
-            torch.cat([target_to_context, target_to_target], dim=1),
-        ],
-        dim=0,
-    )  # (2T, 2T)
-    allowed = allowed.repeat_interleave(tokens_per_frame, 0).repeat_interleave(tokens_per_frame, 1)
-    return allowed[None, None]
-
-
 def prev_frame_prior(sigmas: torch.Tensor, variance: float) -> tuple[torch.Tensor, torch.Tensor]:
     """
     Coefficients of the `prev_frame_residual` parameterisation at noise levels `sigmas`.
@@ -485,7 +437,8 @@ class TekkenAttnProcessor:
     Attention processor of [`TekkenAttention`]: QK-RMSNorm, 3D RoPE, optional KV cache, windowed frame-causal mask.
 
     Attention goes through diffusers' `dispatch_attention_fn`, so `model.set_attention_backend(...)` picks the kernel
-    (PyTorch SDPA by default).
+    (PyTorch SDPA by default): one call with the dense `attention_mask`, or, for long windows, one call per chunk of
+    query frames (`attention_chunks`, see `attention_tekken.py`).
     """
 
     _attention_backend = None
@@ -497,6 +450,7 @@ class TekkenAttnProcessor:
         hidden_states: torch.Tensor,
         rotary_emb: tuple[torch.Tensor, torch.Tensor],
         attention_mask: torch.Tensor | None = None,
+        attention_chunks: Sequence[AttentionChunk] | None = None,
         kv_cache: TekkenKVCache | None = None,
         layer_idx: int = 0,
         update_kv_cache: bool = False,
@@ -521,17 +475,29 @@ class TekkenAttnProcessor:
             key = torch.cat([past[0], key], dim=1)  # (B, F + T, N, H, Dh)
             value = torch.cat([past[1], value], dim=1)
 
-        hidden_states = dispatch_attention_fn(
-            query.flatten(1, 2),  # (B, T*N, H, Dh): diffusers' BSHD layout
-            key.flatten(1, 2),
-            value.flatten(1, 2),
-            attn_mask=attention_mask,
-            backend=self._attention_backend,
-            parallel_config=self._parallel_config,
-        )
+        if attention_chunks is None:
+            hidden_states = dispatch_attention_fn(
+                query.flatten(1, 2),  # (B, T*N, H, Dh): diffusers' BSHD layout
+                key.flatten(1, 2),
+                value.flatten(1, 2),
+                attn_mask=attention_mask,
+                backend=self._attention_backend,
+                parallel_config=self._parallel_config,
+            )
+        else:
+            # Long windows: each chunk of query frames attends to the key frames it may see (no dense mask).
+            hidden_states = chunked_frame_attention(query, key, value, attention_chunks, self._attend)
         hidden_states = hidden_states.flatten(2, 3).type_as(query)  # (B, T*N, D)
         hidden_states = attn.to_out(hidden_states)
         return hidden_states.unflatten(1, (num_frames, tokens_per_frame))  # (B, T, N, D)
+
+    def _attend(
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """One chunk of chunked attention, through the same dispatcher and backend as the dense call."""
+        return dispatch_attention_fn(
+            query, key, value, attn_mask=mask, backend=self._attention_backend, parallel_config=self._parallel_config
+        )
 
 
 class TekkenAttention(nn.Module, AttentionModuleMixin):
@@ -575,6 +541,7 @@ class TekkenAttention(nn.Module, AttentionModuleMixin):
         hidden_states: torch.Tensor,
         rotary_emb: tuple[torch.Tensor, torch.Tensor],
         attention_mask: torch.Tensor | None = None,
+        attention_chunks: Sequence[AttentionChunk] | None = None,
         kv_cache: TekkenKVCache | None = None,
         layer_idx: int = 0,
         update_kv_cache: bool = False,
@@ -585,6 +552,7 @@ class TekkenAttention(nn.Module, AttentionModuleMixin):
             hidden_states,
             rotary_emb=rotary_emb,
             attention_mask=attention_mask,
+            attention_chunks=attention_chunks,
             kv_cache=kv_cache,
             layer_idx=layer_idx,
             update_kv_cache=update_kv_cache,
@@ -630,6 +598,7 @@ class TekkenTransformerBlock(nn.Module):
         cond: torch.Tensor,
         rotary_emb: tuple[torch.Tensor, torch.Tensor],
         attention_mask: torch.Tensor | None = None,
+        attention_chunks: Sequence[AttentionChunk] | None = None,
         kv_cache: TekkenKVCache | None = None,
         layer_idx: int = 0,
         update_kv_cache: bool = False,
@@ -644,6 +613,7 @@ class TekkenTransformerBlock(nn.Module):
             norm_hidden_states,
             rotary_emb=rotary_emb,
             attention_mask=attention_mask,
+            attention_chunks=attention_chunks,
             kv_cache=kv_cache,
             layer_idx=layer_idx,
             update_kv_cache=update_kv_cache,
@@ -674,6 +644,12 @@ class TekkenWorldModelTransformer(ModelMixin, ConfigMixin, AttentionMixin):
 
     Load in bf16 with `from_pretrained(path, dtype=torch.bfloat16)`: the timestep embedding stays fp32
     (`_keep_in_fp32_modules`). Because of that, `low_cpu_mem_usage=False` is refused by diffusers.
+
+    Long windows attend chunk by chunk instead of through one dense token mask: an attention with more than
+    `attention_dense_max_tokens` key tokens (cache included) cuts its query frames into chunks of
+    `attention_chunk_tokens` tokens (at least one frame) that attend only to the key frames they may see, so memory
+    grows with the window rather than its square (`attention_tekken.py`). Both are plain attributes, not config: they
+    change the cost, never the result (equal within float rounding).
 
     Args:
         in_channels (`int`, defaults to `16`): Latent channels.
@@ -884,6 +860,10 @@ class TekkenWorldModelTransformer(ModelMixin, ConfigMixin, AttentionMixin):
         self.proj_out = nn.Linear(inner_dim, out_channels * patch_size * patch_size)
 
         self.gradient_checkpointing = False
+        # Dense mask up to this many key tokens, chunked attention beyond (attention_tekken.py); not config, since
+        # they trade speed for memory without changing the outputs.
+        self.attention_dense_max_tokens = DENSE_ATTENTION_MAX_TOKENS
+        self.attention_chunk_tokens = ATTENTION_CHUNK_TOKENS
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -1234,30 +1214,34 @@ class TekkenWorldModelTransformer(ModelMixin, ConfigMixin, AttentionMixin):
         if teacher_forcing:
             rotary_emb = tuple(torch.cat([angles, angles]) for angles in rotary_emb)  # context and target share t
 
-        # 5. Blocks; one mask per distinct (cached frames, window), None where nothing is masked
-        masks: dict[tuple[int, int], torch.Tensor | None] = {}
+        # 5. Blocks; one attention plan per distinct (cached frames, window): a dense mask (None where nothing is
+        # masked) or, for long windows, chunks of query frames with the key frames each may see
+        plans: dict[tuple[int, int], tuple[torch.Tensor | None, tuple[AttentionChunk, ...] | None]] = {}
         windows = self.cache_layer_windows if kv_cache is not None else self.layer_windows
         for layer_idx, (block, window) in enumerate(zip(self.transformer_blocks, windows)):
             num_cached = kv_cache.num_frames(layer_idx) if kv_cache is not None else 0
-            if (num_cached, window) not in masks:
-                if teacher_forcing:
-                    masks[num_cached, window] = teacher_forcing_attention_mask(
-                        num_frames, window, tokens_per_frame, hidden_states.device
-                    )
-                else:
-                    masks[num_cached, window] = frame_attention_mask(
-                        num_frames, num_cached, window, tokens_per_frame, hidden_states.device
-                    )
-            mask = masks[num_cached, window]
+            if (num_cached, window) not in plans:
+                plans[num_cached, window] = plan_frame_attention(
+                    num_frames,
+                    num_cached,
+                    window,
+                    tokens_per_frame,
+                    hidden_states.device,
+                    teacher_forcing=teacher_forcing,
+                    dense_max_tokens=self.attention_dense_max_tokens,
+                    chunk_tokens=self.attention_chunk_tokens,
+                )
+            mask, chunks = plans[num_cached, window]
             # Never checkpoint with a cache: recomputation in backward would append the frames a second time.
             if torch.is_grad_enabled() and self.gradient_checkpointing and kv_cache is None:
-                hidden_states = self._gradient_checkpointing_func(block, hidden_states, cond, rotary_emb, mask)
+                hidden_states = self._gradient_checkpointing_func(block, hidden_states, cond, rotary_emb, mask, chunks)
             else:
                 hidden_states = block(
                     hidden_states,
                     cond,
                     rotary_emb,
                     attention_mask=mask,
+                    attention_chunks=chunks,
                     kv_cache=kv_cache,
                     layer_idx=layer_idx,
                     update_kv_cache=update_kv_cache,
