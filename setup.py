@@ -54,6 +54,7 @@ setup(
             "tekken-benchmark=tekken_diffusers.cli.benchmark_world_model:main",
             "tekken-benchmark-vae=tekken_diffusers.cli.benchmark_vae:main",
             "tekken-benchmark-dataloader=tekken_diffusers.cli.benchmark_dataloader:main",
+            "tekken-benchmark-long-window=tekken_diffusers.cli.benchmark_long_window:main",
             "tekken-generate=tekken_diffusers.cli.generate:main",
             "tekken-play=tekken_diffusers.cli.play:main",
             "tekken-presets=tekken_diffusers.cli.list_presets:main",
