@@ -52,16 +52,16 @@ from tekken_diffusers.data.rounds import list_rounds, load_round
 from tekken_diffusers.evaluation.metrics import psnr, ssim
 from tekken_diffusers.models.autoencoders import TekkenAutoencoderDC
 from tekken_diffusers.training_utils import (
-    CHECKPOINT_PATTERN,
+    register_checkpoint_hooks,
     resolve_resume,
     resolve_trackers,
+    resume_from_checkpoint,
     save_checkpoint,
     save_pretrained_atomically,
 )
 
 logger = get_logger(__name__)
 
-EMA_STATE_FILE = "ema_state.json"
 REPORT_TO_CHOICES = ("auto", "tensorboard", "wandb", "all", "none")
 
 
@@ -386,27 +386,6 @@ def log_images(accelerator: Accelerator, grid: np.ndarray, step: int) -> None:
             tracker.log({"reconstructions": wandb.Image(grid, caption="top: frames, bottom: reconstructions")})
 
 
-# --- checkpoints ---------------------------------------------------------------------------------------------------
-
-
-def save_ema(ema: EMAModel, checkpoint: Path) -> None:
-    """The EMA weights as a diffusers folder `vae_ema/` (a usable VAE) and its counters in `ema_state.json`."""
-    state = ema.state_dict()
-    state.pop("shadow_params")
-    model = TekkenAutoencoderDC.from_config(ema.model_config)
-    ema.copy_to(model.parameters())
-    model.save_pretrained(checkpoint / "vae_ema")
-    (checkpoint / EMA_STATE_FILE).write_text(json.dumps(state, indent=2), encoding="utf-8")
-
-
-def load_ema(ema: EMAModel, checkpoint: Path) -> None:
-    """Restore what `save_ema` wrote."""
-    state = json.loads((checkpoint / EMA_STATE_FILE).read_text(encoding="utf-8"))
-    model = TekkenAutoencoderDC.from_pretrained(checkpoint / "vae_ema")
-    state["shadow_params"] = [parameter.detach().clone() for parameter in model.parameters()]
-    ema.load_state_dict(state)
-
-
 # --- main ----------------------------------------------------------------------------------------------------------
 
 
@@ -462,37 +441,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         num_training_steps=config.max_train_steps * accelerator.num_processes,
     )
 
-    # 4. Checkpoints are diffusers folders: the hooks save/load the model and the EMA with save_pretrained.
-    def save_model_hook(models: list[torch.nn.Module], weights: list[dict], output_dir: str) -> None:
-        if accelerator.is_main_process:
-            if ema is not None:
-                save_ema(ema, Path(output_dir))
-            for saved in models:
-                accelerator.unwrap_model(saved).save_pretrained(os.path.join(output_dir, "vae"))
-        for _ in range(len(weights)):
-            weights.pop()  # keep accelerate from pickling the model too
-
-    def load_model_hook(models: list[torch.nn.Module], input_dir: str) -> None:
-        if ema is not None:
-            load_ema(ema, Path(input_dir))
-        for _ in range(len(models)):
-            target = models.pop()
-            loaded = TekkenAutoencoderDC.from_pretrained(input_dir, subfolder="vae")
-            accelerator.unwrap_model(target).load_state_dict(loaded.state_dict())
-
-    accelerator.register_save_state_pre_hook(save_model_hook)
-    accelerator.register_load_state_pre_hook(load_model_hook)
+    # 4. Checkpoints are diffusers folders: vae/, and vae_ema/ with the EMA weights (a usable VAE).
+    register_checkpoint_hooks(accelerator, TekkenAutoencoderDC, "vae", ema)
     model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
     if ema is not None:
         ema.to(accelerator.device)
 
     # 5. Resume.
-    global_step = 0
-    resume_path = resolve_resume(config.resume_from_checkpoint, config.output_dir)
-    if resume_path is not None:
-        accelerator.load_state(str(resume_path))
-        global_step = int(CHECKPOINT_PATTERN.match(resume_path.name).group(1))
-        logger.info(f"resumed from {resume_path} at step {global_step}")
+    global_step = resume_from_checkpoint(accelerator, resolve_resume(config.resume_from_checkpoint, config.output_dir))
 
     if accelerator.is_main_process and trackers:
         tracker_config = {key: str(value) if isinstance(value, list | None) else value

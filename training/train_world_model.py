@@ -56,14 +56,15 @@ from tekken_diffusers.models import TRANSFORMER_PRESETS, TekkenWorldModelTransfo
 from tekken_diffusers.models.transformer_tekken import prev_frame_prior
 from tekken_diffusers.runtime import configure_threads, resolve_mixed_precision
 from tekken_diffusers.training_utils import (
-    CHECKPOINT_PATTERN,
     ConfigError,
     StopSignal,
     add_config_arguments,
     config_overrides,
     load_config,
+    register_checkpoint_hooks,
     resolve_resume,
     resolve_trackers,
+    resume_from_checkpoint,
     save_checkpoint,
     trim_loss_history,
 )
@@ -684,42 +685,20 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         num_training_steps=config.max_train_steps * accelerator.num_processes,
     )  # fmt: skip
 
-    # 4. Checkpoints are diffusers folders: the hooks save and load the transformer and its EMA with save_pretrained
-    def save_model_hook(models: list[torch.nn.Module], weights: list[dict], folder: str) -> None:
-        if accelerator.is_main_process:
-            for saved in models:
-                accelerator.unwrap_model(saved).save_pretrained(os.path.join(folder, "transformer"))
-            if ema is not None:
-                ema.save_pretrained(os.path.join(folder, "transformer_ema"))
-        for _ in range(len(weights)):
-            weights.pop()  # accelerate must not pickle the model as well
-
-    def load_model_hook(models: list[torch.nn.Module], folder: str) -> None:
-        if ema is not None:
-            loaded = EMAModel.from_pretrained(os.path.join(folder, "transformer_ema"), TekkenWorldModelTransformer)
-            ema.load_state_dict(loaded.state_dict())
-        for _ in range(len(models)):
-            target = models.pop()
-            loaded = TekkenWorldModelTransformer.from_pretrained(folder, subfolder="transformer")
-            accelerator.unwrap_model(target).load_state_dict(loaded.state_dict())
-
-    accelerator.register_save_state_pre_hook(save_model_hook)
-    accelerator.register_load_state_pre_hook(load_model_hook)
+    # 4. Checkpoints are diffusers folders: transformer/, and transformer_ema/ with the EMA weights
+    register_checkpoint_hooks(accelerator, TekkenWorldModelTransformer, "transformer", ema)
     model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
     if ema is not None:
         ema.to(accelerator.device)
 
     # 5. Resume: weights, EMA, optimizer and LR schedule from the checkpoint; the data position from its step
-    global_step = 0
     if resume_path is not None:
         problem = checkpoint_mismatch(resume_path, accelerator.unwrap_model(model))
         if problem:
             raise usage_error(f"--resume_from_checkpoint {resume_path}: {problem}")
-        accelerator.load_state(str(resume_path))
-        global_step = int(CHECKPOINT_PATTERN.match(resume_path.name).group(1))
-        logger.info("resumed from %s at step %d", resume_path, global_step)
-        if accelerator.is_main_process:
-            trim_loss_history(output_dir / "loss_history.jsonl", global_step)  # the steps after it are run again
+    global_step = resume_from_checkpoint(accelerator, resume_path)
+    if resume_path is not None and accelerator.is_main_process:
+        trim_loss_history(output_dir / "loss_history.jsonl", global_step)  # the steps after it are run again
     if trackers:
         tracker_config = {k: v if isinstance(v, (int, float, str, bool)) else str(v)
                           for k, v in dataclasses.asdict(config).items()}  # fmt: skip

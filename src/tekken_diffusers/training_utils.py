@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import os
 import re
@@ -29,6 +30,11 @@ __all__ = [
     "list_checkpoints",
     "save_checkpoint",
     "resolve_resume",
+    "register_checkpoint_hooks",
+    "resume_from_checkpoint",
+    "save_ema",
+    "load_ema",
+    "config_overrides",
     "save_pretrained_atomically",
     "trim_loss_history",
     "resolve_trackers",
@@ -221,8 +227,6 @@ def resolve_resume(spec: str | None, output_dir: str | os.PathLike) -> Path | No
 def trim_loss_history(path: str | os.PathLike, step: int) -> None:
     """Drop the rows after `step` from a `loss_history.jsonl` (atomically): a run resumed from checkpoint `step`
     computes those steps again, and a history must hold each step once."""
-    import json
-
     path = Path(path)
     if not path.is_file():
         return
@@ -236,6 +240,89 @@ def trim_loss_history(path: str | os.PathLike, step: int) -> None:
             kept.append(line + "\n")
     with atomic_output(path) as tmp:
         tmp.write_text("".join(kept), encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# What a checkpoint holds besides accelerate's own state: the model as a diffusers folder, and its EMA.
+# ---------------------------------------------------------------------------------------------------------------------
+EMA_STATE_FILE = "ema_state.json"
+
+
+def save_ema(ema, folder: str | os.PathLike, name: str) -> None:
+    """The EMA weights as a diffusers folder `{name}_ema/` (a usable model) and its counters (decay, step, …) in
+    `ema_state.json`."""
+    folder = Path(folder)
+    state = ema.state_dict()
+    state.pop("shadow_params")
+    model = ema.model_cls.from_config(ema.model_config)
+    ema.copy_to(model.parameters())
+    model.save_pretrained(folder / f"{name}_ema")
+    (folder / EMA_STATE_FILE).write_text(json.dumps(state, indent=2), encoding="utf-8")
+
+
+def load_ema(ema, folder: str | os.PathLike, name: str) -> None:
+    """Restore what `save_ema` wrote into `ema`, its weights on the device they were on.
+
+    Checkpoints written before `ema_state.json` existed hold the counters in `{name}_ema/config.json`, as diffusers'
+    `EMAModel.save_pretrained` writes them; those load too.
+    """
+    folder = Path(folder)
+    device = ema.shadow_params[0].device if ema.shadow_params else None
+    state_path = folder / EMA_STATE_FILE
+    if state_path.is_file():
+        state = json.loads(state_path.read_text(encoding="utf-8"))
+        model = ema.model_cls.from_pretrained(folder / f"{name}_ema")
+        state["shadow_params"] = [parameter.detach().clone() for parameter in model.parameters()]
+    else:
+        from diffusers.training_utils import EMAModel
+
+        state = EMAModel.from_pretrained(str(folder / f"{name}_ema"), ema.model_cls).state_dict()
+    ema.load_state_dict(state)
+    if device is not None:
+        ema.to(device)
+
+
+def register_checkpoint_hooks(accelerator, model_cls: type, name: str, ema=None) -> None:
+    """Make `accelerator.save_state` / `load_state` keep the prepared model as a diffusers folder `name/` (instead of
+    pickling it) and, with an `EMAModel`, its EMA (`save_ema`): a checkpoint is then also a set of usable models.
+
+    Args:
+        accelerator: the run's `Accelerator`; call this before `accelerator.prepare`.
+        model_cls: the model's class (a diffusers `ModelMixin`), which loads `name/` back.
+        name: the model's folder in a checkpoint, e.g. `"transformer"` or `"vae"`.
+        ema: the run's `diffusers.training_utils.EMAModel` of the model, if it keeps one.
+    """
+
+    def save_model_hook(models: list, weights: list, folder: str) -> None:
+        if accelerator.is_main_process:
+            if ema is not None:
+                save_ema(ema, folder, name)
+            for saved in models:
+                accelerator.unwrap_model(saved).save_pretrained(os.path.join(folder, name))
+        for _ in range(len(weights)):
+            weights.pop()  # accelerate must not pickle the model as well
+
+    def load_model_hook(models: list, folder: str) -> None:
+        if ema is not None:
+            load_ema(ema, folder, name)
+        for _ in range(len(models)):
+            target = models.pop()
+            loaded = model_cls.from_pretrained(folder, subfolder=name)
+            accelerator.unwrap_model(target).load_state_dict(loaded.state_dict())
+
+    accelerator.register_save_state_pre_hook(save_model_hook)
+    accelerator.register_load_state_pre_hook(load_model_hook)
+
+
+def resume_from_checkpoint(accelerator, checkpoint: Path | None) -> int:
+    """Load a `checkpoint-N` folder (from `resolve_resume`) into everything the accelerator prepared, through the
+    hooks of `register_checkpoint_hooks`, and return its step N: the step the run continues from (0 without one)."""
+    if checkpoint is None:
+        return 0
+    accelerator.load_state(str(checkpoint))
+    step = int(CHECKPOINT_PATTERN.match(Path(checkpoint).name).group(1))
+    logger.info("resumed from %s at step %d", checkpoint, step)
+    return step
 
 
 def save_pretrained_atomically(obj, folder: str | os.PathLike, **kwargs) -> Path:
