@@ -171,3 +171,22 @@ def test_bad_arguments_are_reported(synthetic_rounds, tmp_path):
         train(synthetic_rounds, tmp_path / "run", "--resume_from_checkpoint", "checkpoint-7", "--report_to", "none")
     with pytest.raises(SystemExit):
         train_vae.parse_args(["--output_dir", "x"])  # no --data_dir
+
+
+def test_the_shared_config_system_keeps_the_flags(tmp_path):
+    """Typed configs (`training_utils.load_config`): YAML values are checked, command-line options win, and a bool
+    is a flag (`--use_ema`, `--no-use_ema`) or takes a value (`--use_ema false`)."""
+    config = tmp_path / "config.yaml"
+    stages = "block_out_channels: [8, 8]\nencoder_layers_per_block: [1, 1]\ndecoder_layers_per_block: [1, 1]\n"
+    config.write_text("data_dir: somewhere\nuse_ema: false\n" + stages)
+    parsed = train_vae.parse_args(["--config", str(config)])
+    assert parsed.use_ema is False and parsed.block_out_channels == [8, 8] and parsed.show_progress is True
+    parsed = train_vae.parse_args(["--config", str(config), "--use_ema", "--no-show_progress", "--seed", "3"])
+    assert parsed.use_ema is True and parsed.show_progress is False and parsed.seed == 3
+    assert train_vae.parse_args(["--data_dir", "x", "--use_ema", "false"]).use_ema is False
+    with pytest.raises(ValueError, match="learning_rate: expected a number"):
+        train_vae.parse_args(["--data_dir", "x", "--learning_rate", "fast"])
+    assert (
+        train_vae.parse_args(["--config", str(ROOT / "training" / "configs" / "vae_boxing.yaml")]).latent_channels
+        == 16
+    )

@@ -29,7 +29,6 @@ import json
 import logging
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +36,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import ProjectConfiguration, set_seed
@@ -52,6 +50,10 @@ from tekken_diffusers.data.rounds import list_rounds, load_round
 from tekken_diffusers.evaluation.metrics import psnr, ssim
 from tekken_diffusers.models.autoencoders import TekkenAutoencoderDC
 from tekken_diffusers.training_utils import (
+    ConfigError,
+    add_config_arguments,
+    config_overrides,
+    load_config,
     register_checkpoint_hooks,
     resolve_resume,
     resolve_trackers,
@@ -69,46 +71,68 @@ REPORT_TO_CHOICES = ("auto", "tensorboard", "wandb", "all", "none")
 class TrainVAEConfig:
     """Everything one `train_vae.py` run depends on (the command line, or a YAML file with these keys)."""
 
-    data_dir: str
-    output_dir: str = "outputs/dcae"
-    pose_dir: str | None = None
-    # model: a pretrained folder / Hub id (TekkenAutoencoderDC or diffusers AutoencoderDC), or a new one from these.
-    pretrained_model_name_or_path: str | None = None
-    latent_channels: int = 16
-    block_out_channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
-    encoder_layers_per_block: list[int] = field(default_factory=lambda: [1, 1, 2, 2])
-    decoder_layers_per_block: list[int] = field(default_factory=lambda: [1, 2, 2, 2])
-    # optimisation
-    max_train_steps: int = 5000
-    train_batch_size: int = 32
-    gradient_accumulation_steps: int = 1
-    learning_rate: float = 1e-3
-    lr_scheduler: str = "cosine"
-    lr_warmup_steps: int = 200
+    # Data
+    data_dir: str | None = field(default=None, metadata={"help": "folder with train/ and val/ round .npz files"})
+    output_dir: str = field(default="outputs/dcae", metadata={"help": "checkpoints, logs and the final vae/ folder"})
+    pose_dir: str | None = field(
+        default=None, metadata={"help": "folder of {round}_two_player_poses.npz: train a 4-channel RGB + pose VAE"}
+    )
+    # Model: a pretrained folder / Hub id (TekkenAutoencoderDC or diffusers AutoencoderDC), or a new one from these
+    pretrained_model_name_or_path: str | None = field(
+        default=None, metadata={"help": "start from this TekkenAutoencoderDC / AutoencoderDC"}
+    )
+    latent_channels: int = field(default=16, metadata={"help": "latent channels of a new model"})
+    block_out_channels: list[int] = field(
+        default_factory=lambda: [16, 32, 64, 128], metadata={"help": "stage widths; each stage halves H and W"}
+    )
+    encoder_layers_per_block: list[int] = field(
+        default_factory=lambda: [1, 1, 2, 2], metadata={"help": "residual blocks per encoder stage"}
+    )
+    decoder_layers_per_block: list[int] = field(
+        default_factory=lambda: [1, 2, 2, 2], metadata={"help": "residual blocks per decoder stage"}
+    )
+    # Optimisation
+    max_train_steps: int = field(default=5000, metadata={"help": "optimizer steps in total (a resumed run counts on)"})
+    train_batch_size: int = field(default=32, metadata={"help": "frames per process per micro-step"})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "micro-steps per optimizer step"})
+    learning_rate: float = field(default=1e-3, metadata={"help": "peak AdamW learning rate"})
+    lr_scheduler: str = field(
+        default="cosine", metadata={"help": "diffusers scheduler name: constant, cosine, linear, ..."}
+    )
+    lr_warmup_steps: int = field(default=200, metadata={"help": "linear warmup steps"})
     adam_beta1: float = 0.9
     adam_beta2: float = 0.99
     adam_weight_decay: float = 1e-4
-    max_grad_norm: float = 1.0
-    mse_weight: float = 1.0
-    l1_weight: float = 0.0
-    gradient_weight: float = 0.0
-    use_ema: bool = True
-    ema_max_decay: float = 0.999
-    mixed_precision: str = "no"
-    seed: int = 0
-    # checkpoints, validation, logging
-    checkpointing_steps: int = 1000
-    checkpoints_total_limit: int | None = 2
-    resume_from_checkpoint: str | None = None
-    validation_steps: int = 500
-    num_validation_frames: int = 256
-    num_image_frames: int = 8
-    eval_batch_size: int = 256
-    stats_max_frames: int = 20000
-    eval_max_frames: int | None = None
-    report_to: str = "auto"
-    tracker_project_name: str = "tekken-dcae"
-    show_progress: bool = True
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
+    mse_weight: float = field(default=1.0, metadata={"help": "weight of the pixel MSE"})
+    l1_weight: float = field(default=0.0, metadata={"help": "weight of the pixel L1"})
+    gradient_weight: float = field(default=0.0, metadata={"help": "weight of the L1 between image gradients (edges)"})
+    use_ema: bool = field(default=True, metadata={"help": "keep an EMA of the weights"})
+    ema_max_decay: float = field(default=0.999, metadata={"help": "EMA decay ceiling (the decay warms up to it)"})
+    mixed_precision: str = field(default="no", metadata={"help": "no, bf16 or fp16 (never fp16 on a CPU)"})
+    seed: int = field(default=0, metadata={"help": "seeds the weights and the batch order"})
+    # Checkpoints, validation, logging
+    checkpointing_steps: int = field(default=1000, metadata={"help": "save checkpoint-N every this many steps"})
+    checkpoints_total_limit: int | None = field(default=2, metadata={"help": "keep at most this many checkpoints"})
+    resume_from_checkpoint: str | None = field(
+        default=None, metadata={"help": "a checkpoint-N folder, or 'latest' in --output_dir"}
+    )
+    validation_steps: int = field(
+        default=500, metadata={"help": "log held-out PSNR/SSIM and images every this many steps"}
+    )
+    num_validation_frames: int = field(default=256, metadata={"help": "held-out frames scored at each validation"})
+    num_image_frames: int = field(default=8, metadata={"help": "frames in the logged reconstruction image"})
+    eval_batch_size: int = field(default=256, metadata={"help": "frames per forward pass when scoring"})
+    stats_max_frames: int = field(default=20000, metadata={"help": "training frames used to measure latent mean/std"})
+    eval_max_frames: int | None = field(
+        default=None, metadata={"help": "held-out frames in the final score (default: all)"}
+    )
+    report_to: str = field(
+        default="auto",
+        metadata={"help": f"{', '.join(REPORT_TO_CHOICES)}; auto: wandb if installed, else tensorboard"},
+    )
+    tracker_project_name: str = field(default="tekken-dcae", metadata={"help": "tracker project / run group"})
+    show_progress: bool = field(default=True, metadata={"help": "progress bar"})
 
     def __post_init__(self) -> None:
         positive = ("max_train_steps", "train_batch_size", "gradient_accumulation_steps", "checkpointing_steps")
@@ -134,73 +158,37 @@ class TrainVAEConfig:
             raise ValueError(f"checkpoints_total_limit must be at least 1 or None, got {self.checkpoints_total_limit}")
 
 
-def parse_args(argv: list[str] | None = None) -> TrainVAEConfig:
-    """Command line (optionally on top of `--config file.yaml`) → `TrainVAEConfig`."""
-    defaults = {f.name: (f.default_factory() if callable(f.default_factory) else f.default)
-                for f in dataclasses.fields(TrainVAEConfig) if f.name != "data_dir"}  # fmt: skip
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0] + " Checkpoints are diffusers folders and resume exactly.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog="train_vae.py",
+        description=__doc__.split("\n\n")[0] + " Checkpoints are diffusers folders and resume exactly. Settings come "
+        "from --config and then from the options below.",
     )
     parser.add_argument("--config", help="YAML file whose keys are any of the options below (command line wins)")
-    data = parser.add_argument_group("data")
-    data.add_argument("--data_dir", help="folder with train/ and val/ round .npz files (required)")
-    data.add_argument("--pose_dir", help="folder of {round}_two_player_poses.npz: train a 4-channel RGB + pose VAE")
-    data.add_argument("--output_dir", help="checkpoints, logs and the final vae/ folder")
-    model = parser.add_argument_group("model")
-    model.add_argument("--pretrained_model_name_or_path", help="start from this TekkenAutoencoderDC / AutoencoderDC")
-    model.add_argument("--latent_channels", type=int, help="latent channels of a new model")
-    model.add_argument("--block_out_channels", type=int, nargs="+", help="stage widths; each stage halves H and W")
-    model.add_argument("--encoder_layers_per_block", type=int, nargs="+", help="residual blocks per encoder stage")
-    model.add_argument("--decoder_layers_per_block", type=int, nargs="+", help="residual blocks per decoder stage")
-    optim = parser.add_argument_group("optimisation")
-    optim.add_argument("--max_train_steps", type=int, help="optimizer steps in total (a resumed run counts on)")
-    optim.add_argument("--train_batch_size", type=int, help="frames per process per micro-step")
-    optim.add_argument("--gradient_accumulation_steps", type=int, help="micro-steps per optimizer step")
-    optim.add_argument("--learning_rate", type=float, help="peak AdamW learning rate")
-    optim.add_argument("--lr_scheduler", help="diffusers scheduler name: constant, cosine, linear, ...")
-    optim.add_argument("--lr_warmup_steps", type=int, help="linear warmup steps")
-    optim.add_argument("--adam_beta1", type=float, help="AdamW beta1")
-    optim.add_argument("--adam_beta2", type=float, help="AdamW beta2")
-    optim.add_argument("--adam_weight_decay", type=float, help="AdamW weight decay")
-    optim.add_argument("--max_grad_norm", type=float, help="gradient clipping norm")
-    optim.add_argument("--mse_weight", type=float, help="weight of the pixel MSE")
-    optim.add_argument("--l1_weight", type=float, help="weight of the pixel L1")
-    optim.add_argument("--gradient_weight", type=float, help="weight of the L1 between image gradients (edges)")
-    optim.add_argument("--use_ema", action=argparse.BooleanOptionalAction, help="keep an EMA of the weights")
-    optim.add_argument("--ema_max_decay", type=float, help="EMA decay ceiling (the decay warms up to it)")
-    optim.add_argument("--mixed_precision", choices=["no", "bf16", "fp16"], help="bf16 autocast (never fp16 on CPU)")
-    optim.add_argument("--seed", type=int, help="seeds the weights and the batch order")
-    run = parser.add_argument_group("checkpoints and logging")
-    run.add_argument("--checkpointing_steps", type=int, help="save checkpoint-N every this many steps")
-    run.add_argument("--checkpoints_total_limit", type=int, help="keep at most this many checkpoints")
-    run.add_argument("--resume_from_checkpoint", help="a checkpoint-N folder, or 'latest' in --output_dir")
-    run.add_argument("--validation_steps", type=int, help="log held-out PSNR/SSIM and images every this many steps")
-    run.add_argument("--num_validation_frames", type=int, help="held-out frames scored at each validation")
-    run.add_argument("--num_image_frames", type=int, help="frames in the logged reconstruction image")
-    run.add_argument("--eval_batch_size", type=int, help="frames per forward pass when scoring")
-    run.add_argument("--stats_max_frames", type=int, help="training frames used to measure latent mean/std")
-    run.add_argument("--eval_max_frames", type=int, help="held-out frames in the final score (default: all)")
-    run.add_argument("--report_to", choices=REPORT_TO_CHOICES, help="auto: wandb if installed, else tensorboard")
-    run.add_argument("--tracker_project_name", help="tracker project / run group")
-    run.add_argument("--show_progress", action=argparse.BooleanOptionalAction, help="progress bar")
-    parser.set_defaults(**defaults)
-    args = parser.parse_args(argv)
+    add_config_arguments(parser, TrainVAEConfig)
+    return parser
 
-    values = vars(args)
-    config_path = values.pop("config")
-    if config_path is not None:
-        with open(config_path, encoding="utf-8") as handle:
-            from_file = yaml.safe_load(handle) or {}
-        known = {f.name for f in dataclasses.fields(TrainVAEConfig)}
-        unknown = sorted(set(from_file) - known)
-        if unknown:
-            raise ValueError(f"{config_path}: unknown keys {unknown}; known keys: {sorted(known)}")
-        explicit = {key for key in values if f"--{key}" in (argv if argv is not None else sys.argv[1:])}
-        values.update({key: value for key, value in from_file.items() if key not in explicit})
-    if values.get("data_dir") is None:
+
+def parse_args(argv: list[str] | None = None) -> TrainVAEConfig:
+    """Command line (optionally on top of `--config file.yaml`) → `TrainVAEConfig`.
+
+    Raises:
+        ValueError: for a setting the config does not have, or a value it refuses (`ConfigError`).
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(TrainVAEConfig, args.config, config_overrides(args, TrainVAEConfig))
+    except ConfigError as error:
+        if error.unknown and args.config is not None:  # how this script has always named unknown YAML keys
+            known = sorted(f.name for f in dataclasses.fields(TrainVAEConfig))
+            raise ConfigError(
+                f"{args.config}: unknown keys {error.unknown}; known keys: {known}", error.unknown
+            ) from None
+        raise
+    if config.data_dir is None:
         parser.error("--data_dir is required (on the command line or in --config)")
-    return TrainVAEConfig(**values)
+    return config
 
 
 # --- data ----------------------------------------------------------------------------------------------------------

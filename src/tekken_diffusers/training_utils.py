@@ -45,7 +45,15 @@ CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 
 
 class ConfigError(ValueError):
-    """A config file or override that does not match the config dataclass."""
+    """A config file or override that does not match the config dataclass.
+
+    Attributes:
+        unknown: the settings it names that the dataclass does not have (empty for other errors).
+    """
+
+    def __init__(self, message: str, unknown: list[str] | None = None):
+        super().__init__(message)
+        self.unknown = unknown or []
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -139,11 +147,13 @@ def load_config(cls: type, path: str | os.PathLike | None = None, overrides: dic
             raise ConfigError(f"{path}: expected a mapping of settings, found {type(loaded).__name__}")
         for key, value in loaded.items():
             if key not in types_:
-                raise ConfigError(f"{path}: unknown setting {key!r}; known settings: {', '.join(sorted(types_))}")
+                known = ", ".join(sorted(types_))
+                unknown = sorted(set(loaded) - set(types_))
+                raise ConfigError(f"{path}: unknown setting {key!r}; known settings: {known}", unknown)
             values[key] = _coerce(value, types_[key], key, str(path))
     for key, value in (overrides or {}).items():
         if key not in types_:
-            raise ConfigError(f"unknown setting {key!r}; known settings: {', '.join(sorted(types_))}")
+            raise ConfigError(f"unknown setting {key!r}; known settings: {', '.join(sorted(types_))}", [key])
         values[key] = _coerce(value, types_[key], key, "command line")
     try:
         return cls(**values)
@@ -154,16 +164,27 @@ def load_config(cls: type, path: str | os.PathLike | None = None, overrides: dic
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One `--name VALUE` option per config field (all optional; unset options keep the YAML's value)."""
+    """One `--name VALUE` option per config field (all optional; unset options keep the YAML's value).
+
+    A list field takes its values one after another (`--name 1 2 3`); a `bool` field also works as a flag:
+    `--name` alone sets it and `--no-name` clears it.
+    """
+    types_ = _field_types(cls)
     for f in dataclasses.fields(cls):
         doc = (f.metadata or {}).get("help", "")
         default = f.default if f.default is not dataclasses.MISSING else None
         if f.default_factory is not dataclasses.MISSING:
             default = f.default_factory()
+        help_text = f"{doc} (default: {default!r})" if doc else f"default: {default!r}"
+        if types_[f.name] is bool:
+            parser.add_argument(f"--{f.name}", default=None, nargs="?", const="true", help=help_text)
+            parser.add_argument(
+                f"--no-{f.name}", dest=f.name, action="store_const", const="false", help=f"same as --{f.name} false"
+            )
+            continue
         parser.add_argument(
-            f"--{f.name}", default=None, nargs="+" if isinstance(default, (list, tuple)) else None,
-            help=f"{doc} (default: {default!r})" if doc else f"default: {default!r}",
-        )  # fmt: skip
+            f"--{f.name}", default=None, nargs="+" if isinstance(default, (list, tuple)) else None, help=help_text
+        )
 
 
 def config_overrides(args: argparse.Namespace, cls: type) -> dict[str, Any]:
