@@ -351,12 +351,13 @@ CSS = """
 def build_demo(
     pipe,
     contexts: ContextLibrary,
-    num_inference_steps: int = 4,
+    num_inference_steps: int | None = None,
     max_frames: int = 2000,
     frame_interval: float = 0.05,
     seed: int = 0,
 ):
-    """The Gradio Blocks app. `launch(server_name="127.0.0.1", head=KEYBOARD_JS, css=CSS)` serves it."""
+    """The Gradio Blocks app. `launch(server_name="127.0.0.1", head=KEYBOARD_JS, css=CSS)` serves it.
+    `num_inference_steps=None` samples with the pipeline's `default_inference_steps`."""
     import gradio as gr
 
     fps = 15.0

@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from tekken_diffusers import TekkenFlowMatchScheduler, TekkenRollout, TekkenWorldModelPipeline
@@ -142,3 +143,27 @@ def test_evaluation_uses_only_public_pipeline_api():
 
     source = Path(world_model.__file__).read_text(encoding="utf-8")
     assert not re.search(r"\b(pipe|rollout)\._\w", source) and "_Rollout" not in source
+
+
+@torch.no_grad()
+def test_steps_default_to_the_schedulers_default_inference_steps(tmp_path):
+    """`num_inference_steps=None` (the default of `__call__`, sessions and the rollout) samples with the scheduler's
+    `default_inference_steps`, saved with the pipeline; a scheduler saved before that setting existed gives 4."""
+    pipe = make_pipe()
+    context_latents, context_bits, future_bits = inputs(batch=1, frames=2)
+    pipe.scheduler = TekkenFlowMatchScheduler.from_config(pipe.scheduler.config, default_inference_steps=3)
+    pipe(context_latents=context_latents, context_actions=list(context_bits), actions=list(future_bits),
+         output_type="latent")  # fmt: skip
+    assert pipe.num_timesteps == 2 * 3
+    session = pipe.start_session(context_latents=context_latents, context_actions=context_bits[0])
+    assert session.rollout.num_inference_steps == 3
+    assert TekkenRollout(pipe).num_inference_steps == 3
+    pipe(context_latents=context_latents, actions=list(future_bits), num_inference_steps=2, output_type="latent")
+    assert pipe.num_timesteps == 2 * 2  # an explicit count wins
+    pipe.save_pretrained(tmp_path)
+    assert TekkenWorldModelPipeline.from_pretrained(tmp_path).default_inference_steps == 3
+    config = tmp_path / "scheduler" / "scheduler_config.json"
+    config.write_text(re.sub(r'\s*"default_inference_steps": 3,?', "", config.read_text()))
+    assert TekkenWorldModelPipeline.from_pretrained(tmp_path).default_inference_steps == 4
+    with pytest.raises(ValueError, match="default_inference_steps must be an integer >= 1"):
+        TekkenFlowMatchScheduler(default_inference_steps=0)

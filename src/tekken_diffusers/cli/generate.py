@@ -56,7 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
         "round's recorded inputs after the context are replayed)",
     )
     parser.add_argument("--out", default="outputs/generated.mp4", help="output video (.mp4)")
-    parser.add_argument("--steps", type=int, default=4, help="denoising steps per frame (the evaluation uses 4)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="denoising steps per frame (default: the pipeline's default_inference_steps, from its scheduler config)",
+    )
     parser.add_argument("--guidance-scale", type=float, default=1.0, help="action guidance (1 = off)")
     parser.add_argument("--context-noise", type=float, default=None, help="noise level of cached frames")
     parser.add_argument("--side", choices=["left", "right"], default="left", help="where player 1 stands")
@@ -76,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """One clear error per bad value, before anything is loaded."""
-    if args.steps < 1:
+    if args.steps is not None and args.steps < 1:
         parser.error(f"--steps must be >= 1, got {args.steps}")
     if not (math.isfinite(args.guidance_scale) and args.guidance_scale >= 1):
         parser.error(f"--guidance-scale must be a finite number >= 1 (1 = off), got {args.guidance_scale}")
@@ -238,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - started
     logger.info(
         "%d frames in %.1f s (%.2f frames/s, %d steps, video included)",
-        len(actions), seconds, len(actions) / seconds, args.steps,
+        len(actions), seconds, len(actions) / seconds, session.rollout.num_inference_steps,
     )  # fmt: skip
     logger.info("wrote %s", path)
     return 0

@@ -21,7 +21,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pipeline", required=True, help="pipeline folder (or Hub id)")
     parser.add_argument("--rounds", required=True, help="folder of round .npz files to take starting contexts from")
     parser.add_argument("--context-frames", type=int, default=8, help="frames of context given to the model")
-    parser.add_argument("--steps", type=int, default=4, help="denoising steps per frame (fewer = faster)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="denoising steps per frame, fewer = faster (default: the pipeline's default_inference_steps)",
+    )
     parser.add_argument("--max-frames", type=int, default=2000, help="frames one session may generate")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1 = this machine only)")
     parser.add_argument("--port", type=int, default=7860, help="port")
@@ -30,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     add_runtime_arguments(parser)
     args = parser.parse_args(argv)
     setup_logging()
-    if args.steps < 1 or args.max_frames < 1 or args.context_frames < 1:
+    if (args.steps is not None and args.steps < 1) or args.max_frames < 1 or args.context_frames < 1:
         parser.error("--steps, --max-frames and --context-frames must be >= 1")
     if args.threads is not None and args.threads < 1:
         parser.error(f"--threads must be >= 1, got {args.threads}")

@@ -162,6 +162,12 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
         return max(scales) > 1.0 if isinstance(scales, (tuple, list)) else scales > 1.0
 
     @property
+    def default_inference_steps(self) -> int:
+        """Euler steps per frame when a call does not say: the scheduler's `default_inference_steps` (4 for a
+        scheduler saved before that setting existed)."""
+        return int(self.scheduler.config.get("default_inference_steps", 4))
+
+    @property
     def num_players(self) -> int:
         """Players whose inputs the transformer takes (1, or 2 for a two-player model)."""
         return int(self.transformer.config.get("num_players", 1))
@@ -253,7 +259,7 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
         num_frames: int | None = None,
         context_latents: torch.Tensor | None = None,
         context_actions: ActionsInput | list[ActionsInput] | None = None,
-        num_inference_steps: int = 8,
+        num_inference_steps: int | None = None,
         guidance_scale: GuidanceScale = 1.0,
         context_noise: float | None = None,
         attention_window: int | None = None,
@@ -283,7 +289,8 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
                 Normalised latents `(B, T, C, h, w)` instead of `context` (e.g. from a latent dataset).
             context_actions (*optional*): The inputs of the context frames (same forms as `actions`); neutral if
                 not given.
-            num_inference_steps (`int`, defaults to 8): Euler steps per frame.
+            num_inference_steps (`int`, *optional*): Euler steps per frame; defaults to the scheduler's
+                `default_inference_steps` (the count the trained model samples best with; 4 where not set).
             guidance_scale (`float` or `(float, float)`, defaults to 1.0): Classifier-free guidance on the actions
                 (1 disables it; the null-action branch doubles the compute). For a two-player model one number
                 guides both players' inputs together; a pair `(player 1, player 2)` guides each player by its own
@@ -316,6 +323,7 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
         output_type = output_type or ("pil" if self.vae is not None else "latent")
+        num_inference_steps = self.default_inference_steps if num_inference_steps is None else num_inference_steps
         self.check_inputs(
             context,
             context_latents,
@@ -394,7 +402,7 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
         context: FramesInput | None = None,
         context_latents: torch.Tensor | None = None,
         context_actions: ActionsInput | None = None,
-        num_inference_steps: int = 8,
+        num_inference_steps: int | None = None,
         guidance_scale: GuidanceScale = 1.0,
         context_noise: float | None = None,
         attention_window: int | None = None,
@@ -410,6 +418,7 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
         sessions never affect each other; time and memory per step are constant (the cache's window).
         """
         output_type = output_type or ("pil" if self.vae is not None else "latent")
+        num_inference_steps = self.default_inference_steps if num_inference_steps is None else num_inference_steps
         self.check_inputs(
             context,
             context_latents,

@@ -53,7 +53,8 @@ class TekkenRollout:
     Args:
         pipe ([`TekkenWorldModelPipeline`]): Supplies the transformer, the scheduler and the latent size.
         batch_size (`int`, defaults to 1): Clips rolled out together.
-        num_inference_steps (`int`, defaults to 8): Euler steps per frame.
+        num_inference_steps (`int`, *optional*): Euler steps per frame; defaults to the pipeline's
+            `default_inference_steps` (from its scheduler's config).
         guidance_scale (`float` or `(float, float)`, defaults to 1.0): Classifier-free guidance on the inputs, as in
             `TekkenWorldModelPipeline.__call__` (each branch is one more copy of the batch in the cache).
         context_noise (`float`, *optional*): Noise level of the frames in the cache; `None` means the scheduler's
@@ -74,7 +75,7 @@ class TekkenRollout:
         self,
         pipe: TekkenWorldModelPipeline,
         batch_size: int = 1,
-        num_inference_steps: int = 8,
+        num_inference_steps: int | None = None,
         guidance_scale: GuidanceScale = 1.0,
         context_noise: float | None = None,
         attention_window: int | None = None,
@@ -82,6 +83,8 @@ class TekkenRollout:
     ):
         self.pipe = pipe
         self.batch_size = batch_size
+        if num_inference_steps is None:
+            num_inference_steps = pipe.default_inference_steps
         self.num_inference_steps = num_inference_steps
         self.context_noise = context_noise
         self.guidance_scale = guidance_scale

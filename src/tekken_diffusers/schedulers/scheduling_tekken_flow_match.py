@@ -76,6 +76,10 @@ class TekkenFlowMatchScheduler(SchedulerMixin, ConfigMixin):
         context_noise (`float`, defaults to `0.2`):
             Sigma at which past frames are re-noised before they enter the model's cache (the original owl-wms
             model's `noise_prev`): it matches the noisy history the model sees in diffusion-forcing training.
+        default_inference_steps (`int`, defaults to `4`):
+            Euler steps per frame that `TekkenWorldModelPipeline` and its sessions use when the caller does not say
+            (`num_inference_steps=None`). A sampling default of the trained model, kept beside `shift` and
+            `context_noise`: the right count depends on the model (docs/evaluation.md measures 1, 2 and 4 steps).
     """
 
     _compatibles = ["FlowMatchEulerDiscreteScheduler"]
@@ -97,6 +101,7 @@ class TekkenFlowMatchScheduler(SchedulerMixin, ConfigMixin):
         logit_mean: float = 0.0,
         logit_std: float = 1.0,
         context_noise: float = 0.2,
+        default_inference_steps: int = 4,
     ):
         if num_train_timesteps < 1:
             raise ValueError(f"num_train_timesteps must be >= 1, got {num_train_timesteps}")
@@ -108,6 +113,8 @@ class TekkenFlowMatchScheduler(SchedulerMixin, ConfigMixin):
             raise ValueError(f"logit_std must be > 0, got {logit_std}")
         if not 0.0 <= context_noise < 1.0:
             raise ValueError(f"context_noise must be in [0, 1), got {context_noise}")
+        if int(default_inference_steps) != default_inference_steps or default_inference_steps < 1:
+            raise ValueError(f"default_inference_steps must be an integer >= 1, got {default_inference_steps}")
 
         # The training grid, computed exactly as FlowMatchEulerDiscreteScheduler does: its end points (after the
         # static shift) are the end points of every inference schedule, so ours match theirs to the bit.
