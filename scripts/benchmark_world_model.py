@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""Benchmark the world model: generation frames/s, training tokens/s, cache memory. Run with --help; the code lives in
-tekken_diffusers.cli.benchmark_world_model (console script: tekken-benchmark)."""
+"""Benchmark the world model (generation, KV cache, neighbour load, sessions, training, loader, VAE). Run with --help;
+the code lives in tekken_diffusers.cli.benchmark_world_model (console script: tekken-benchmark)."""
 
 from tekken_diffusers.cli.benchmark_world_model import main
 

@@ -50,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _synthetic_dataset(folder: Path, rounds: int, frames: int, shape: tuple[int, int, int]) -> Path:
+def synthetic_dataset(folder: Path, rounds: int, frames: int, shape: tuple[int, int, int]) -> Path:
+    """Save a latent dataset of `rounds` random rounds (`frames` frames of `shape` latents each, random inputs) in
+    `folder`, one "train" split, and return `folder`."""
     import datasets
     import torch
 
@@ -77,7 +79,9 @@ def _rate(count: int, seconds: float) -> tuple[float, float]:
     return count / seconds, seconds / count * 1e6  # per second, microseconds each
 
 
-def _measure_windows(args: argparse.Namespace, dataset) -> list[tuple[str, float, float]]:
+def measure_windows(args: argparse.Namespace, dataset) -> list[tuple[str, float, float]]:
+    """`(label, windows/s, µs per window)` of each way of reading windows from `dataset`, with this command's options
+    `window_length`, `windows`, `batch_size` and `num_workers` (`build_parser().parse_args([...])` makes them)."""
     import torch
     from torch.utils.data import DataLoader
 
@@ -213,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-latents-") as tmp:
         if args.dataset is None:
-            folder = _synthetic_dataset(Path(tmp) / "latents", args.rounds, args.frames, tuple(args.latent_shape))
+            folder = synthetic_dataset(Path(tmp) / "latents", args.rounds, args.frames, tuple(args.latent_shape))
             c, h, w = args.latent_shape
             description = f"Synthetic dataset: {args.rounds} rounds × {args.frames} frames × {c}×{h}×{w} float16."
         else:
@@ -223,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
             dataset = load_latent_dataset(folder, split=args.split)
         except (FileNotFoundError, ValueError) as error:
             raise SystemExit(f"benchmark_dataloader.py: error: --dataset {folder}: {error}") from None
-        windows = _measure_windows(args, dataset)
+        windows = measure_windows(args, dataset)
     encoding = _measure_encoding(args.encode_frames) if args.encode_frames > 0 else []
     for label, rate, micro in windows + encoding:
         logger.info("%s: %.0f/s (%.1f µs each)", label, rate, micro)

@@ -1,0 +1,157 @@
+"""tekken-benchmark in quick mode on a tiny random pipeline: every part measures something, the JSON and the markdown
+section are written, and the neighbour process it starts is gone afterwards."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import pytest
+
+from tekken_diffusers.benchmarking import NeighbourLoad, cpu_model_name, interleaved_times, markdown_table
+from tekken_diffusers.cli import benchmark_world_model
+from tekken_diffusers.pipelines import build_random_pipeline
+
+
+@pytest.fixture(scope="module")
+def tiny_pipeline(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("benchmark") / "tiny"
+    build_random_pipeline("tiny", seed=0).save_pretrained(folder)  # with its tiny VAE
+    return folder
+
+
+def positive(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def assert_gone(pid: int) -> None:
+    """The process no longer exists (it was stopped and reaped, not left as a zombie)."""
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def test_quick_run_measures_every_part(tiny_pipeline, tmp_path):
+    doc, results_path = tmp_path / "benchmarks.md", tmp_path / "out" / "world_model.json"
+    doc.write_text("# Benchmarks\n\n## VAE\n\nkeep me\n\n## World model\n\nold numbers\n\n## Later\n\nme too\n")
+    argv = ["--pipeline", str(tiny_pipeline), "--quick", "--out", str(doc), "--json", str(results_path)]
+    assert benchmark_world_model.main(argv) == 0
+
+    results = json.loads(results_path.read_text())
+    assert set(results["parts"]) == set(benchmark_world_model.PARTS)
+    machine = results["machine"]
+    assert machine["cpu"] and machine["cpu"] != "unknown"
+    assert set(machine["flags"]) == {"avx512_bf16", "amx_bf16", "avx2"}
+    assert machine["torch_threads"] == 1 and machine["torch"] and machine["omp_wait_policy"]
+    assert positive(machine["ceilings_gflops"]["fp32"]) and positive(machine["ceilings_gflops"]["bf16"])
+    parts = results["parts"]
+
+    # Generation: both dtypes (the auto one marked) at every step count of the quick run.
+    generation = parts["generation"]["rows"]
+    assert {(row["dtype"], row["steps"]) for row in generation} == {(d, s) for d in ("fp32", "bf16") for s in (1, 2)}
+    assert sum(row["auto"] for row in generation) == 2 and parts["generation"]["decode"] is True
+    for row in generation:
+        assert all(positive(row[key]) for key in ("ms_p50", "ms_p95", "frames_per_second", "x_real_time"))
+        assert row["ms_p95"] >= row["ms_p50"] and row["frames"] >= 8
+        assert row["frames_per_second"] == pytest.approx(1000 / row["ms_p50"])
+
+    # The cache against full recomputation, one row per context length, with the ratio.
+    cache = parts["cache"]["rows"]
+    assert [row["context_frames"] for row in cache] == [4, 8]
+    for row in cache:
+        assert all(positive(row[key]) for key in ("cached_ms", "full_ms", "speedup", "cache_mb"))
+        assert row["speedup"] == pytest.approx(row["full_ms"] / row["cached_ms"])
+
+    # The neighbour worked, the rate beside it is compared with the rate alone, and the process is gone.
+    neighbour = parts["neighbour"]
+    assert neighbour["neighbour"]["matmuls"] > 0 and neighbour["neighbour"]["exit_code"] is not None
+    assert_gone(neighbour["neighbour"]["pid"])
+    alone, loaded = neighbour["rows"]
+    assert positive(alone["frames_per_second"]) and positive(loaded["frames_per_second"])
+    assert neighbour["ratio"] == pytest.approx(loaded["frames_per_second"] / alone["frames_per_second"])
+
+    # Sessions: per-session and aggregate rates for N = 1, 2, round-robin.
+    sessions = parts["sessions"]
+    assert sessions["stepper"] == "round-robin" and [row["sessions"] for row in sessions["rows"]] == [1, 2]
+    for row in sessions["rows"]:
+        assert positive(row["per_session_fps"])
+        assert row["aggregate_fps"] == pytest.approx(row["sessions"] * row["per_session_fps"])
+
+    # Training against the measured ceiling of each dtype.
+    training = parts["training"]["rows"]
+    assert {row["precision"] for row in training} == {"fp32", "bf16"}
+    for row in training:
+        assert all(positive(row[key]) for key in ("tokens_per_second", "gflops", "mfu", "ms_per_step"))
+        assert row["ceiling_gflops"] == machine["ceilings_gflops"][row["precision"]]
+        assert row["mfu"] == pytest.approx(row["gflops"] / row["ceiling_gflops"])
+
+    # Loader and VAE through the other benchmarks' functions.
+    assert parts["loader"]["rows"] and all(positive(row["windows_per_second"]) for row in parts["loader"]["rows"])
+    assert parts["loader"]["dataset"]["latent_shape"] == [4, 4, 4]
+    vae = parts["vae"]["rows"]
+    assert {(row["operation"], row["precision"]) for row in vae} == {
+        (op, p) for op in ("encode", "decode") for p in ("fp32", "bf16")
+    }
+    assert all(positive(row["frames_per_second"]) for row in vae)
+
+    # The markdown: the section replaced, its neighbours kept, every part's table there.
+    text = doc.read_text()
+    assert "old numbers" not in text and "keep me" in text and "me too" in text
+    assert text.count("## World model") == 1 and text.index("## VAE") < text.index("## World model")
+    section = text[text.index("## World model") : text.index("## Later")]
+    assert machine["cpu"] in section and "GFLOP/s" in section and "tekken-benchmark --pipeline" in section
+    for caption in ("**Generation**", "**KV cache", "**Beside a busy neighbour**", "**Concurrent sessions**"):
+        assert caption in section
+    for caption in ("**Training**", "**Loader**", "**VAE**", "round-robin", "| fp32 (auto) |"):
+        assert caption in section
+
+
+def test_parts_select_what_runs_and_a_missing_vae_is_reported(tmp_path):
+    folder = tmp_path / "latent-only"
+    build_random_pipeline("tiny", vae=None, seed=0).save_pretrained(folder)
+    results_path = tmp_path / "results.json"
+    argv = ["--pipeline", str(folder), "--quick", "--parts", "cache", "vae", "--contexts", "3"]
+    assert benchmark_world_model.main(argv + ["--out", str(tmp_path / "b.md"), "--json", str(results_path)]) == 0
+    parts = json.loads(results_path.read_text())["parts"]
+    assert set(parts) == {"cache", "vae"}
+    assert parts["vae"]["skipped"] == "the pipeline has no VAE"
+    assert [row["context_frames"] for row in parts["cache"]["rows"]] == [3]
+    assert "**VAE**: skipped" in (tmp_path / "b.md").read_text()
+
+
+def test_a_part_that_measures_nothing_fails(tiny_pipeline, monkeypatch):
+    from tekken_diffusers.cli import benchmark_dataloader
+
+    argv = ["--pipeline", str(tiny_pipeline), "--quick", "--no-write", "--parts"]
+    with monkeypatch.context() as patch:  # no timings at all
+        patch.setattr(benchmark_world_model, "interleaved_times", lambda cases, *a, **k: {name: [] for name in cases})
+        for part in ("generation", "cache", "sessions", "training"):
+            with pytest.raises(RuntimeError, match="measured nothing"):
+                benchmark_world_model.main(argv + [part])
+    with monkeypatch.context() as patch:  # a reused measurement that returns no rows
+        patch.setattr(benchmark_dataloader, "measure_windows", lambda *args: [])
+        with pytest.raises(RuntimeError, match="'loader' measured nothing"):
+            benchmark_world_model.main(argv + ["loader"])
+    with pytest.raises(RuntimeError, match="mfu"):
+        benchmark_world_model.require_positive("training", [{"mfu": 0.0}], ("mfu",))
+
+
+def test_neighbour_is_stopped_even_when_the_measurement_fails():
+    neighbour = NeighbourLoad(threads=1, size=64, lifetime=60)
+    with pytest.raises(KeyError), neighbour:
+        pid = neighbour.pid
+        neighbour.pause()
+        raise KeyError("a failing measurement")
+    assert neighbour.process.returncode is not None and neighbour.matmuls is not None
+    assert_gone(pid)
+
+
+def test_helpers():
+    assert cpu_model_name()
+    calls = []
+    times = interleaved_times(
+        {"a": lambda: calls.append("a") or 1.0, "b": lambda: calls.append("b") or 2.0}, rounds=2, per_round=2, warmup=1
+    )
+    assert times == {"a": [1.0] * 4, "b": [2.0] * 4}
+    assert calls == ["a", "b"] + ["a", "a", "b", "b"] * 2  # warm-up, then alternating rounds
+    assert markdown_table(("x", "y"), [("1", "2")]) == "| x | y |\n|---|---:|\n| 1 | 2 |"
