@@ -54,6 +54,40 @@ def tiny_ltx(seed: int = 2):
     ).eval()
 
 
+def tiny_video_vae(kind: str, seed: int = 0):
+    """A video VAE for 32×32 frames with 4×4 latents (the tiny transformer's size), random weights: `"ltx"`, an
+    `LTXVideoVAE` that compresses time by 8 like LTX-Video (8 channels); `"wan"`, a `WanVAE` that compresses time by 4
+    like Wan 2.1 (16 channels)."""
+    from tekken_diffusers.models.autoencoders import LTXVideoVAE, WanVAE
+
+    torch.manual_seed(seed)
+    if kind == "wan":
+        return WanVAE(
+            base_dim=3, z_dim=16, dim_mult=[1] * 4, num_res_blocks=1, temperal_downsample=[False, True, True]
+        ).eval()
+    if kind != "ltx":
+        raise ValueError(f"kind must be 'ltx' or 'wan', got {kind!r}")
+    return LTXVideoVAE(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=8,
+        block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8),
+        layers_per_block=(1, 1, 1, 1, 1),
+        decoder_layers_per_block=(1, 1, 1, 1, 1),
+        spatio_temporal_scaling=(True, True, True, False),
+        decoder_spatio_temporal_scaling=(True, True, True, False),
+        decoder_inject_noise=(False,) * 5,
+        upsample_residual=(False,) * 4,
+        upsample_factor=(1,) * 4,
+        timestep_conditioning=False,
+        patch_size=1,
+        patch_size_t=1,
+        encoder_causal=True,
+        decoder_causal=False,
+    ).eval()
+
+
 def make_round(num_frames: int = 12, size: tuple[int, int] = (16, 16), seed: int = 0, **overrides) -> Round:
     """A small synthetic round with random frames and inputs."""
     rng = np.random.default_rng(seed)

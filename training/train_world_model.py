@@ -14,6 +14,12 @@ their inputs with probability `action_dropout` (classifier-free guidance on the 
 (`model_overrides: {num_players: 2}`, on a dataset recorded with `--two-player`) sees both players' inputs, and each
 player's inputs are also dropped on their own with probability `player_action_dropout` (guidance per player).
 
+Video VAEs (a dataset whose `temporal_compression_ratio` r > 1, encoded with `LTXVideoVAE` or `WanVAE`): one model
+frame is one latent frame, r game frames; `window_length` and the validation frame counts count latent frames. The
+dataset stores one input per game frame, and each latent frame's input is pooled from the inputs of its game frames
+by `action_pooling` (`or`, `first` or `last`), which is saved in the pipeline so that generation pools the same way.
+Validation decodes latent clips with the video VAE (`1 + k` latent frames → `1 + k·r` frames).
+
 State: EMA weights; `checkpoint-N` folders written through accelerate's hooks as diffusers folders (never pickled
 models), under a temporary name renamed when complete, at most `checkpoints_total_limit` kept.
 `--resume_from_checkpoint latest` restores model, EMA, optimizer, LR schedule and the data position; the noise of
@@ -50,7 +56,9 @@ from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from tekken_diffusers import TekkenAutoencoderDC, TekkenFlowMatchScheduler, TekkenWorldModelPipeline
+from tekken_diffusers.actions import ACTION_POOLING_MODES
 from tekken_diffusers.data import LatentWindowDataset, WindowBatch, load_latent_dataset, load_latent_info
+from tekken_diffusers.data.latents import check_action_pooling
 from tekken_diffusers.evaluation.world_model import rollout_latents, score_frames, teacher_forced_next_frames
 from tekken_diffusers.models import TRANSFORMER_PRESETS, TekkenWorldModelTransformer
 from tekken_diffusers.models.transformer_tekken import prev_frame_prior
@@ -84,7 +92,17 @@ class TrainWorldModelConfig:
     dataset: str | None = field(default=None, metadata={"help": "latent dataset folder or Hub id (encode_latents.py)"})
     train_split: str = "train"
     val_split: str = "val"
-    window_length: int = field(default=16, metadata={"help": "frames per training window"})
+    window_length: int = field(
+        default=16, metadata={"help": "frames per training window (latent frames, for a video-VAE dataset)"}
+    )
+    action_pooling: str = field(
+        default="or",
+        metadata={
+            "help": "video-VAE datasets (temporal compression r > 1): how the inputs of the r game frames behind a "
+            f"latent frame become its input, one of {', '.join(ACTION_POOLING_MODES)} (or: a button pressed in any "
+            "of them; first/last: the first or last frame's input); saved in the pipeline for generation"
+        },
+    )
     # Model
     preset: str = field(default="small", metadata={"help": f"transformer size: {', '.join(TRANSFORMER_PRESETS)}"})
     model_overrides: dict = field(default_factory=dict, metadata={"help": "transformer config values over the preset"})
@@ -181,7 +199,9 @@ class TrainWorldModelConfig:
     num_validation_windows: int = 4
     validation_context_frames: int = 4
     validation_inference_steps: int = 4
-    validation_video_frames: int = field(default=48, metadata={"help": "generated frames in the validation video"})
+    validation_video_frames: int = field(
+        default=48, metadata={"help": "generated frames in the validation video (latent frames, for a video VAE)"}
+    )
 
     def __post_init__(self) -> None:
         if self.preset not in TRANSFORMER_PRESETS:
@@ -196,6 +216,7 @@ class TrainWorldModelConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.window_length < 2:
             raise ValueError(f"window_length must be >= 2, got {self.window_length}")
+        check_action_pooling(self.action_pooling)
         if self.diffusion_forcing_sigmas not in ("logit_normal", "shifted_uniform"):
             raise ValueError(
                 "diffusion_forcing_sigmas must be 'logit_normal' or 'shifted_uniform', got "
@@ -477,18 +498,23 @@ def validate(
             window = load_batch(video_windows, [0])
             context = config.validation_context_frames
             actions_p2 = None if window.actions_p2 is None else window.actions_p2[0, context:].numpy()
+            actions = window.actions[0, context:].numpy()
             generated = rollout_latents(
                 pipe, window.latents.float(), window.player_action_bits(num_players), context,
                 config.validation_inference_steps,
                 generator=torch.Generator().manual_seed(99),
             )  # fmt: skip
-            truth = pipe.decode_latents(window.latents[:, context:].float())[0].permute(1, 0, 2, 3)
-            frames = pipe.decode_latents(generated)[0].permute(1, 0, 2, 3)  # (N, 3, H, W)
+            # Decoded after the context: a video VAE decodes a latent frame in the light of the ones before it, to r
+            # game frames (r = 1 for a per-frame VAE), so each latent frame's input is drawn under its r frames.
+            ratio = pipe.temporal_compression_ratio
+            context_latents = window.latents[:, :context].float()
+            truth = pipe.decode_after(context_latents, window.latents[:, context:].float())[0].permute(1, 0, 2, 3)
+            frames = pipe.decode_after(context_latents, generated)[0].permute(1, 0, 2, 3)  # (N·r, 3, H, W)
             to_uint8 = lambda x: ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).cpu().numpy()  # noqa: E731
             canvas = compose_frames(
-                [to_uint8(frames), to_uint8(truth)], window.actions[0, context:].numpy().astype(np.uint8),
+                [to_uint8(frames), to_uint8(truth)], np.repeat(actions, ratio).astype(np.uint8),
                 titles=["generated", "recorded"], scale=3,
-                actions_p2=None if actions_p2 is None else actions_p2.astype(np.uint8),
+                actions_p2=None if actions_p2 is None else np.repeat(actions_p2, ratio).astype(np.uint8),
             )  # fmt: skip
             folder = Path(config.output_dir) / "validation"
             video_path = write_video(folder / f"step-{step:07d}.mp4", canvas, fps=15)
@@ -618,10 +644,17 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     try:
         info = load_latent_info(config.dataset)
         train_windows = LatentWindowDataset(
-            load_latent_dataset(config.dataset, split=config.train_split), config.window_length, seed=config.seed
-        )
+            load_latent_dataset(config.dataset, split=config.train_split), config.window_length, seed=config.seed,
+            action_pooling=config.action_pooling,
+        )  # fmt: skip
     except (FileNotFoundError, ValueError) as error:
         raise usage_error(f"--dataset {config.dataset}: {error}") from None
+    if info.temporal_compression_ratio > 1:
+        logger.info(
+            "the dataset's VAE compresses time by %d: one model frame is one latent frame of %d game frames, whose "
+            "inputs are pooled with action_pooling=%s",
+            info.temporal_compression_ratio, info.temporal_compression_ratio, config.action_pooling,
+        )  # fmt: skip
     needed = config.train_batch_size * accelerator.num_processes
     if len(train_windows) < needed:
         raise usage_error(
@@ -639,10 +672,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     except ValueError as error:
         logger.warning("no validation split (%s): validation is skipped", error)
     else:
-        val_windows = LatentWindowDataset(val_split, config.window_length, random_offset=False)
+        pooling = config.action_pooling
+        val_windows = LatentWindowDataset(val_split, config.window_length, random_offset=False, action_pooling=pooling)
         video_length = config.validation_context_frames + config.validation_video_frames
         try:
-            video_windows = LatentWindowDataset(val_split, video_length, random_offset=False)
+            video_windows = LatentWindowDataset(val_split, video_length, random_offset=False, action_pooling=pooling)
         except ValueError:
             video_windows = val_windows  # rounds shorter than the video: use the validation window itself
 
@@ -722,7 +756,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     )  # fmt: skip
 
     def make_pipeline(vae) -> TekkenWorldModelPipeline:
-        pipe = TekkenWorldModelPipeline(transformer=unwrapped, scheduler=noise_scheduler, vae=vae)
+        pipe = TekkenWorldModelPipeline(
+            transformer=unwrapped, scheduler=noise_scheduler, vae=vae, action_pooling=config.action_pooling
+        )
         pipe.set_progress_bar_config(disable=True)
         return pipe
 

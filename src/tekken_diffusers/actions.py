@@ -46,10 +46,12 @@ __all__ = [
     "atari_to_id",
     "id_to_atari",
     "keys_to_id",
+    "ACTION_POOLING_MODES",
     "POOL_MODES",
     "latent_frame_groups",
     "num_frames_for_latents",
     "num_latent_frames",
+    "pool_action_bits",
     "pool_actions",
 ]
 
@@ -164,8 +166,17 @@ def bits_to_ids(bits):
 #     latent frame    0 |   1   |    2     | …
 #
 # A per-frame VAE has `r = 1`. Actions are pooled over the same groups (`pool_actions`), so latent frame `j` is
-# conditioned on the inputs of the frames it encodes.
-POOL_MODES = ("or", "mean")
+# conditioned on the inputs of the frames it encodes. The modes:
+#
+#     or     a button is pressed for the latent frame if it is pressed in any of its frames (a one-frame tap counts)
+#     first  the input of the group's first frame
+#     last   the input of the group's last frame
+#     mean   the fraction of the group's frames in which each button is pressed (float bits, not an action id)
+#
+# A world model trains and samples on one action id per latent frame, so it takes the first three
+# (`ACTION_POOLING_MODES`); `mean` is there for analysis.
+POOL_MODES = ("or", "mean", "first", "last")
+ACTION_POOLING_MODES = ("or", "first", "last")
 
 
 def _check_ratio(temporal_compression_ratio: int) -> None:
@@ -210,6 +221,54 @@ def latent_frame_groups(num_frames: int, temporal_compression_ratio: int) -> lis
     return [range(0, 1)] + [range(1 + (j - 1) * r, 1 + j * r) for j in range(1, num_latent)]
 
 
+def _check_mode(mode: str) -> None:
+    if mode not in POOL_MODES:
+        raise ValueError(f"unknown action pooling mode {mode!r}; known modes: {', '.join(POOL_MODES)}")
+
+
+def pool_action_bits(
+    bits: torch.Tensor, temporal_compression_ratio: int, mode: str = "or", starts_clip: bool = True
+) -> torch.Tensor:
+    """Per-frame input bits `(..., T, 8)` → one bit vector per latent frame `(..., T', 8)`, pooled by `mode`.
+
+    Args:
+        bits: float bits in [0, 1], MSB first (`ids_to_bits`); a non-zero bit counts as pressed for `"or"`.
+        temporal_compression_ratio: `r`.
+        mode: one of `POOL_MODES` (see above); `"or"` takes each bit's maximum over the group (for 0/1 bits: pressed
+            in any of its frames).
+        starts_clip: the frames start a clip (`T = 1 + k·r`: frame 0 is latent frame 0 on its own, `T' = 1 + k`), or
+            continue one (`T = k·r`: every latent frame covers `r` frames, `T' = k`), as the inputs of frames
+            generated after a context do.
+
+    Raises:
+        ValueError: on an unknown mode or a frame count that does not fit.
+    """
+    _check_mode(mode)
+    _check_ratio(temporal_compression_ratio)
+    r = temporal_compression_ratio
+    num_frames = bits.shape[-2]
+    if starts_clip:
+        num_latent_frames(num_frames, r, name="pool_action_bits")
+        lone, rest = bits[..., :1, :], bits[..., 1:, :]  # frame 0 is a latent frame of its own
+    else:
+        if num_frames < 1 or num_frames % r:
+            raise ValueError(
+                f"pool_action_bits: {num_frames} frames after the start of a clip must be a multiple of {r} "
+                "(one latent frame per group of frames)"
+            )
+        lone, rest = bits[..., :0, :], bits
+    groups = rest.unflatten(-2, (rest.shape[-2] // r, r))  # (..., k, r, 8)
+    if mode == "or":
+        pooled = groups.amax(dim=-2)
+    elif mode == "mean":
+        pooled = groups.mean(dim=-2)
+    elif mode == "first":
+        pooled = groups[..., 0, :]
+    else:  # last
+        pooled = groups[..., -1, :]
+    return torch.cat([lone, pooled], dim=-2)
+
+
 def pool_actions(
     actions: torch.Tensor | np.ndarray, temporal_compression_ratio: int, mode: str = "or"
 ) -> torch.Tensor | np.ndarray:
@@ -218,29 +277,19 @@ def pool_actions(
     Args:
         actions: uint8 action ids `(..., T)` with `T = 1 + k·r` (torch or numpy; the result has the same kind).
         temporal_compression_ratio: `r`.
-        mode: `"or"`: a button counts as pressed for a latent frame if it is pressed in any of its frames; returns
-            uint8 ids `(..., 1 + k)`, so the world model's action input is unchanged. `"mean"`: the fraction of the
-            group's frames in which each button is pressed; returns float32 bits `(..., 1 + k, 8)`, MSB first.
+        mode: `"or"`: a button counts as pressed for a latent frame if it is pressed in any of its frames;
+            `"first"` / `"last"`: the input of the group's first / last frame; these return uint8 ids `(..., 1 + k)`,
+            so the world model's action input is unchanged. `"mean"`: the fraction of the group's frames in which
+            each button is pressed; returns float32 bits `(..., 1 + k, 8)`, MSB first.
 
     Raises:
         ValueError: on an invalid frame count or an unknown mode.
     """
-    if mode not in POOL_MODES:
-        raise ValueError(f"unknown action pooling mode {mode!r}; known modes: {', '.join(POOL_MODES)}")
+    _check_mode(mode)
     is_numpy = isinstance(actions, np.ndarray)
     ids = torch.as_tensor(actions)
-    num_frames = ids.shape[-1]
-    num_latent = num_latent_frames(num_frames, temporal_compression_ratio, name="pool_actions")
-    r = temporal_compression_ratio
-
-    bits = ids_to_bits(ids)  # (..., T, 8) float32
-    first = bits[..., :1, :]  # (..., 1, 8)
-    groups = bits[..., 1:, :].unflatten(-2, (num_latent - 1, r))  # (..., k, r, 8)
-    if mode == "or":
-        pooled = torch.cat([first, groups.amax(dim=-2)], dim=-2)  # (..., 1 + k, 8)
-        result = bits_to_ids(pooled)  # (..., 1 + k) uint8
-    else:
-        result = torch.cat([first, groups.mean(dim=-2)], dim=-2)  # (..., 1 + k, 8)
+    pooled = pool_action_bits(ids_to_bits(ids), temporal_compression_ratio, mode=mode)  # (..., 1 + k, 8) float32
+    result = pooled if mode == "mean" else bits_to_ids(pooled)  # (..., 1 + k, 8) or (..., 1 + k) uint8
     return result.numpy() if is_numpy else result
 
 

@@ -471,6 +471,14 @@ def test_temporal_compression_pools_actions_per_latent_frame():
     torch.testing.assert_close(window.latents, latents)
     with pytest.raises(ValueError, match="9 actions with temporal compression 2 need 5"):
         latent_row("r", "train", latents, actions, temporal_compression_ratio=2)
+    # The other pooling rules, by hand: groups [0], [1 2 3 4], [5 6 7 8] of the 9 frames' inputs.
+    dataset = datasets.Dataset.from_list([row], features=LATENT_FEATURES)
+    assert LatentWindowDataset(dataset, 3, action_pooling="first")[0].actions.tolist() == [1, 2, 32]
+    assert LatentWindowDataset(dataset, 3, action_pooling="last")[0].actions.tolist() == [1, 16, 3]
+    streamed = LatentWindowIterableDataset([row], 3, random_offset=False, action_pooling="last")
+    assert next(iter(streamed)).actions.tolist() == [1, 16, 3]
+    with pytest.raises(ValueError, match="action_pooling must be one of or, first, last .* got 'mean'"):
+        LatentWindowDataset(dataset, 3, action_pooling="mean")
 
 
 def test_encoding_with_a_video_vae_groups_frames():

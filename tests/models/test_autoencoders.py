@@ -11,7 +11,7 @@ from diffusers import AutoencoderDC, ModelMixin
 from diffusers.models.autoencoders.vae import DecoderOutput, DiagonalGaussianDistribution, IdentityDistribution
 from diffusers.models.modeling_outputs import AutoencoderKLOutput
 
-from tekken_diffusers.actions import DOWN, LEFT, LP, RIGHT, RK, UP
+from tekken_diffusers.actions import DOWN, LEFT, LP, RIGHT, RK, UP, bits_to_ids, ids_to_bits, pool_action_bits
 from tekken_diffusers.data.frames import frames_to_pixels, pixels_to_frames
 from tekken_diffusers.data.pose import load_pose_channel, load_pose_images, pose_path_for_round, pose_to_channel
 from tekken_diffusers.models.autoencoders import (
@@ -281,6 +281,21 @@ def test_pool_actions_or_and_mean():
         pool_actions(actions[:8], 4)
     with pytest.raises(ValueError, match="unknown action pooling mode 'max'; known modes: or, mean"):
         pool_actions(actions, 4, mode="max")
+
+
+def test_pool_first_last_and_frames_that_continue_a_clip():
+    # r = 4: frame 0 alone, then frames 1-4 and 5-8
+    actions = torch.tensor([UP, LP, 0, RIGHT, RK, DOWN, 0, LEFT, 0], dtype=torch.uint8)
+    assert pool_actions(actions, 4, mode="first").tolist() == [UP, LP, DOWN]
+    assert pool_actions(actions, 4, mode="last").tolist() == [UP, RK, 0]
+    assert pool_actions(actions, 4, mode="or").tolist() == [UP, LP | RIGHT | RK, DOWN | LEFT]
+    # Frames generated after a context continue a clip: every group has r frames, none is alone.
+    bits = ids_to_bits(actions[1:])  # 8 frames → 2 latent frames
+    continued = pool_action_bits(bits, 4, mode="or", starts_clip=False)
+    assert bits_to_ids(continued).tolist() == [LP | RIGHT | RK, DOWN | LEFT]
+    assert bits_to_ids(pool_action_bits(bits, 4, mode="last", starts_clip=False)).tolist() == [RK, 0]
+    with pytest.raises(ValueError, match="7 frames after the start of a clip must be a multiple of 4"):
+        pool_action_bits(bits[:7], 4, starts_clip=False)
 
 
 def test_per_frame_vae_passes_actions_through():

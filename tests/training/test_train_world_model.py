@@ -191,6 +191,7 @@ def test_config_errors(tmp_path, capsys):
         (["--report_to", "tensorbored"], "report_to must be one of tensorboard, wandb, all, auto, none"),
         (["--dataset", "./no/such/latents"], "--dataset ./no/such/latents: no such folder"),
         (["--vae", "no_such_vae"], "--vae no_such_vae: no such folder"),
+        (["--action_pooling", "mean"], "action_pooling must be one of or, first, last"),
     ],
 )
 def test_bad_settings_are_one_line_errors(args, message, capsys):

@@ -7,6 +7,10 @@
 Pixel metrics compare decoded frames with the VAE's decoding of the true latents, so they measure the world model and
 not the VAE (the VAE's own reconstruction error is reported separately). The shipped model's results are in
 docs/evaluation.md.
+
+Everything here works on latent frames. With a video VAE (temporal compression `r`) a latent frame is `r` game
+frames, its input the pooled input of those frames (as the latent windows give it), and `score_frames` decodes each
+predicted latent frame after the true ones before it (see `_score_video_frames`).
 """
 
 from __future__ import annotations
@@ -95,25 +99,16 @@ def rollout_latents(
     """Open-loop generation of frames `context_frames..T-1` under the recorded inputs: `(B, T - ctx, C, h, w)`;
     `context_noise=None` is the scheduler's.
 
-    `action_bits` are `(B, T, 8)`, or `(B, T, 2, 8)` (player 1, player 2) for a two-player model.
+    `action_bits` are `(B, T, 8)`, or `(B, T, 2, 8)` (player 1, player 2) for a two-player model: one input per latent
+    frame, so this runs the rollout itself rather than the pipeline's `__call__`, which takes one input per game frame
+    (the same thing for a per-frame VAE: the same calls in the same order, hence the same frames).
     """
-    player_2 = {}
-    if action_bits.ndim == 4:
-        player_2 = {
-            "context_actions_p2": list(action_bits[:, :context_frames, 1]),
-            "actions_p2": list(action_bits[:, context_frames:, 1]),
-        }
-        action_bits = action_bits[:, :, 0]
-    return pipe(
-        context_latents=latents[:, :context_frames],
-        context_actions=list(action_bits[:, :context_frames]),
-        actions=list(action_bits[:, context_frames:]),
-        context_noise=context_noise,
-        num_inference_steps=num_inference_steps,
-        generator=generator,
-        output_type="latent",
-        **player_2,
-    ).frames
+    if not 1 <= context_frames < latents.shape[1]:
+        raise ValueError(f"context_frames must lie in [1, {latents.shape[1] - 1}], got {context_frames}")
+    rollout = TekkenRollout(pipe, latents.shape[0], num_inference_steps, context_noise=context_noise)
+    latents, action_bits = latents.to(rollout.device, torch.float32), action_bits.to(rollout.device, torch.float32)
+    rollout.append(latents[:, :context_frames], action_bits[:, :context_frames], generator)
+    return rollout.generate(action_bits[:, context_frames:], generator)
 
 
 @torch.no_grad()
@@ -124,6 +119,8 @@ def score_frames(pipe, predicted: torch.Tensor, latents: torch.Tensor, context_f
         predicted: `(B, N, C, h, w)` predictions of true frames `context_frames .. context_frames + N - 1`.
         latents: the true latents `(B, T, C, h, w)`.
     """
+    if pipe.temporal_compression_ratio > 1:
+        return _score_video_frames(pipe, predicted, latents, context_frames)
     num_predicted = predicted.shape[1]
     truth = pipe.decode_latents(latents[:, context_frames - 1 : context_frames + num_predicted])  # (B, 3, N+1, H, W)
     truth = (truth.permute(0, 2, 1, 3, 4) + 1) / 2  # (B, N+1, 3, H, W) in [0, 1]
@@ -135,3 +132,34 @@ def score_frames(pipe, predicted: torch.Tensor, latents: torch.Tensor, context_f
         model_ssim=ssim(frames.flatten(0, 1), target.flatten(0, 1)).view(frames.shape[:2]).mean(0).cpu().numpy(),
         baseline_ssim=ssim(previous.flatten(0, 1), target.flatten(0, 1)).view(frames.shape[:2]).mean(0).cpu().numpy(),
     )
+
+
+@torch.no_grad()
+def _score_video_frames(pipe, predicted: torch.Tensor, latents: torch.Tensor, context_frames: int) -> NextFrameScores:
+    """`score_frames` for a video VAE (temporal compression `r`): one score per predicted latent frame, the mean
+    over its `r` game frames.
+
+    A video VAE decodes a latent frame in the light of the ones before it, so predicted latent frame `t` is decoded
+    as the end of the clip `[true frames 0 … t-1, prediction]`, and the target is true frame `t` decoded the same way
+    (one VAE call for both). The copy-last-frame baseline holds the last true game frame before them for all `r`.
+    """
+    ratio = pipe.temporal_compression_ratio
+    batch, num_predicted = predicted.shape[:2]
+    latents = latents.to(predicted.device, predicted.dtype)
+    scores: dict[str, list[float]] = {"model_psnr": [], "baseline_psnr": [], "model_ssim": [], "baseline_ssim": []}
+    for index in range(num_predicted):
+        t = context_frames + index
+        clips = torch.cat(
+            [
+                torch.cat([latents[:, :t], predicted[:, index : index + 1]], dim=1),
+                latents[:, : t + 1],
+            ]
+        )  # (2B, t + 1, C, h, w): the prediction's clip, then the truth's
+        decoded = (pipe.decode_latents(clips).permute(0, 2, 1, 3, 4) + 1) / 2  # (2B, 1 + t·r, 3, H, W) in [0, 1]
+        frames, target = decoded[:batch, -ratio:], decoded[batch:, -ratio:]  # (B, r, 3, H, W)
+        previous = decoded[batch:, -ratio - 1 : -ratio].expand_as(target)  # the last true game frame, held
+        scores["model_psnr"].append(float(psnr(frames, target).mean()))
+        scores["baseline_psnr"].append(float(psnr(previous, target).mean()))
+        scores["model_ssim"].append(float(ssim(frames.flatten(0, 1), target.flatten(0, 1)).mean()))
+        scores["baseline_ssim"].append(float(ssim(previous.flatten(0, 1), target.flatten(0, 1)).mean()))
+    return NextFrameScores(**{name: np.asarray(values, dtype=np.float32) for name, values in scores.items()})

@@ -15,7 +15,7 @@ import numpy as np
 import PIL.Image
 import torch
 
-from ..actions import NUM_BUTTONS, ids_to_bits, parse_action_sequence, validate_action_ids
+from ..actions import NUM_BUTTONS, ids_to_bits, parse_action_sequence, pool_action_bits, validate_action_ids
 
 if TYPE_CHECKING:
     from .pipeline_tekken import TekkenWorldModelPipeline
@@ -27,12 +27,14 @@ __all__ = [
     "actions_batch",
     "actions_to_bits",
     "check_call_inputs",
+    "check_clip_frames",
     "check_players",
     "context_bits",
     "context_frames",
     "frames_batch",
     "frames_to_tensor",
     "future_bits",
+    "latent_frame_bits",
     "opponent_side",
 ]
 
@@ -206,9 +208,9 @@ def check_players(
 
 
 def context_bits(
-    context_actions: Any, batch: int, num_context: int, side: str, name: str = "context_actions"
+    context_actions: Any, batch: int, num_context: int, side: str, name: str = "context_actions", note: str = ""
 ) -> torch.Tensor:
-    """One player's context inputs → bits `(B, T, 8)` (neutral when not given)."""
+    """One player's context inputs → bits `(B, T, 8)` (neutral when not given); `note` ends the error message."""
     if context_actions is None:
         return torch.zeros(batch, num_context, NUM_BUTTONS)
     clips = actions_batch(context_actions, side, name)
@@ -217,9 +219,41 @@ def context_bits(
     if len(clips) != batch or any(len(c) != num_context for c in clips):
         raise ValueError(
             f"`{name}` must give {num_context} inputs for each of the {batch} context clips, got "
-            f"{[len(c) for c in clips]}"
+            f"{[len(c) for c in clips]}{note}"
         )
     return torch.stack(clips)
+
+
+def check_clip_frames(num_frames: int, ratio: int, name: str, vae_name: str, starts_clip: bool = True) -> None:
+    """Raise one error naming `name` unless `num_frames` game frames fill whole latent frames of a video VAE.
+
+    A clip that starts with frame 0 (a context) needs `1 + k·r` frames; frames that continue a clip (the frames to
+    generate) need `k·r`, `r` per latent frame. A per-frame VAE (`ratio == 1`) takes any count.
+    """
+    if ratio == 1:
+        return
+    if starts_clip and (num_frames < 1 or (num_frames - 1) % ratio):
+        below = 1 + max(num_frames - 1, 0) // ratio * ratio
+        raise ValueError(
+            f"`{name}`: {vae_name} compresses time by {ratio}, so a context clip must have 1 + k·{ratio} frames "
+            f"(1, {1 + ratio}, {1 + 2 * ratio}, …: frame 0 is a latent frame of its own, then one per {ratio} "
+            f"frames); got {num_frames} (the nearest valid counts are {below} and {below + ratio})"
+        )
+    if not starts_clip and (num_frames < 1 or num_frames % ratio):
+        below = num_frames // ratio * ratio
+        nearest = f"{below} and {below + ratio}" if below else f"{ratio}"
+        raise ValueError(
+            f"`{name}`: {vae_name} compresses time by {ratio}, so frames are generated {ratio} at a time (one latent "
+            f"frame each) and need a multiple of {ratio} game frames; got {num_frames} (nearest: {nearest})"
+        )
+
+
+def latent_frame_bits(bits: torch.Tensor, ratio: int, mode: str, starts_clip: bool) -> torch.Tensor:
+    """One player's per-game-frame bits `(B, N, 8)` → one input per latent frame `(B, N', 8)`, pooled by `mode`
+    (`tekken_diffusers.actions.pool_action_bits`); the counts must already fit (`check_clip_frames`)."""
+    if ratio == 1:
+        return bits
+    return pool_action_bits(bits, ratio, mode=mode, starts_clip=starts_clip)
 
 
 def future_bits(
@@ -295,6 +329,8 @@ def check_call_inputs(
             f"`num_frames` must be at most pipe.max_frames_per_call = {pipe.max_frames_per_call}, got "
             f"{num_frames} (raise that attribute for longer calls, or play on with a session)"
         )
+    if num_frames is not None:
+        check_clip_frames(num_frames, pipe.temporal_compression_ratio, "num_frames", type(pipe.vae).__name__, False)
     if num_inference_steps < 1:
         raise ValueError(f"`num_inference_steps` must be >= 1, got {num_inference_steps}")
     if isinstance(guidance_scale, (tuple, list)):

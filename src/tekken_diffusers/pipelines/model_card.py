@@ -65,6 +65,11 @@ def default_model_card(pipe: TekkenWorldModelPipeline) -> str:
     t = pipe.transformer.config
     params = sum(p.numel() for p in pipe.transformer.parameters())
     vae = "none (the pipeline works on latents)" if pipe.vae is None else f"`{type(pipe.vae).__name__}`"
+    if pipe.temporal_compression_ratio > 1:
+        vae += (
+            f": one latent frame per {pipe.temporal_compression_ratio} game frames, whose inputs are pooled by "
+            f"`{pipe.action_pooling}` (`action_pooling`)"
+        )
     return MODEL_CARD_TEMPLATE.format(
         params=f"{params / 1e6:.1f} M",
         layers=t.num_layers,

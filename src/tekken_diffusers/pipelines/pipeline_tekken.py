@@ -11,6 +11,14 @@ folder being loaded, and `model_card.py` writes the files a saved folder carries
 A two-player model (`transformer.config.num_players == 2`) takes player 2's inputs beside player 1's: `actions_p2`
 and `context_actions_p2` in `__call__` and `start_session`, `session.step(p1, p2)`. Player 2 stands on the other side,
 so notation reads *forward* for each player towards the opponent.
+
+With a video VAE that compresses time by `r` (`LTXVideoVAE` ×8, `WanVAE` ×4) one model frame is one latent frame,
+`r` game frames. Frames and inputs stay per game frame at the pipeline's surface: a context of `1 + k·r` frames is
+encoded as one clip (`1 + k` latent frames), the inputs of the game frames behind each latent frame are pooled to one
+input by the pipeline's `action_pooling` rule (the one it was trained with; `tekken_diffusers.actions`), one latent
+frame is generated per step, and the output is decoded after the context as one clip, `r` game frames per generated
+latent frame (`vae_io.decode_after`). Sessions take one latent frame's inputs per step and return its `r` frames
+(`video_session.TekkenVideoWorldModelSession`).
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import BaseOutput, logging, replace_example_docstring
 from diffusers.video_processor import VideoProcessor
 
+from ..data.latents.windows import check_action_pooling
 from ..models.transformer_tekken import TekkenWorldModelTransformer
 from ..schedulers.scheduling_tekken_flow_match import TekkenFlowMatchScheduler
 from . import vae_io
@@ -38,17 +47,20 @@ from .inputs import (
     FramesInput,
     actions_to_bits,
     check_call_inputs,
+    check_clip_frames,
     check_players,
     context_bits,
     context_frames,
     frames_to_tensor,
     future_bits,
+    latent_frame_bits,
     opponent_side,
 )
 from .model_card import MODEL_CARD_TEMPLATE, default_model_card, write_pipeline_py
 from .rollout import GuidanceScale, TekkenRollout, TekkenWorldModelSession
 from .saved_folder import align_safetensors, check_finite_weights, check_pipeline_source, check_weights_match
 from .vae_io import VAE_CHUNK_FRAMES
+from .video_session import DEFAULT_DECODE_HISTORY, TekkenVideoWorldModelSession
 
 logger = logging.get_logger(__name__)
 
@@ -63,6 +75,7 @@ __all__ = [
     "TekkenRollout",
     "TekkenWorldModelPipeline",
     "TekkenWorldModelPipelineOutput",
+    "TekkenVideoWorldModelSession",
     "TekkenWorldModelSession",
 ]
 
@@ -103,9 +116,14 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
     Args:
         transformer ([`TekkenWorldModelTransformer`]): The frame-causal world model.
         scheduler ([`TekkenFlowMatchScheduler`]): Per-frame flow-matching scheduler (holds `context_noise`).
-        vae (`TekkenAutoencoderDC` or any per-frame VAE with the `AutoencoderKL` interface, *optional*):
-            Encodes context frames and decodes generated latents. Without it the pipeline takes `context_latents`
-            and returns latents.
+        vae (`TekkenAutoencoderDC`, `LTXVideoVAE`, `WanVAE` or another VAE with the `AutoencoderKL` interface,
+            *optional*): Encodes context frames and decodes generated latents. Without it the pipeline takes
+            `context_latents` and returns latents (one input per latent frame). A video VAE makes every model frame
+            a latent frame of `r` game frames (see the module docstring).
+        action_pooling (`str`, defaults to `"or"`): With a video VAE, how the inputs of the `r` game frames behind a
+            latent frame become its one input: `"or"` (a button pressed in any of them), `"first"` or `"last"` (the
+            input of the first or last of them). Saved in `model_index.json`; the trainer sets the rule the model was
+            trained with. Without temporal compression every rule is the identity.
     """
 
     model_cpu_offload_seq = "transformer->vae"
@@ -118,9 +136,11 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
         transformer: TekkenWorldModelTransformer,
         scheduler: TekkenFlowMatchScheduler,
         vae: Any | None = None,
+        action_pooling: str = "or",
     ):
         super().__init__()
         self.register_modules(transformer=transformer, scheduler=scheduler, vae=vae)
+        self.register_to_config(action_pooling=check_action_pooling(action_pooling))
         self.video_processor = VideoProcessor(vae_scale_factor=self.vae_scale_factor, do_resize=False)
 
     @classmethod
@@ -173,6 +193,16 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
         return int(self.transformer.config.get("num_players", 1))
 
     @property
+    def temporal_compression_ratio(self) -> int:
+        """Game frames per model frame: the VAE's temporal compression `r` (1 for a per-frame VAE or no VAE)."""
+        return vae_io.temporal_compression_ratio(getattr(self, "vae", None))
+
+    @property
+    def action_pooling(self) -> str:
+        """How the inputs of the game frames behind a latent frame are pooled to one (`or`, `first` or `last`)."""
+        return self.config.get("action_pooling", "or")
+
+    @property
     def num_timesteps(self) -> int:
         """Denoising steps of the current (or last) `__call__`: `num_frames * num_inference_steps`, the number of
         callback calls, whose `step` argument runs from 0 to `num_timesteps - 1`."""
@@ -212,12 +242,28 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
         return opponent_side(side)
 
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
-        """Pixel frames `(B, T, 3, H, W)` in [-1, 1] → normalised latents `(B, T, C, h, w)` (the VAE's mode)."""
+        """Pixel frames `(B, T, 3, H, W)` in [-1, 1] → normalised latents `(B, T', C, h, w)` (the VAE's mode);
+        `T' = T`, or `1 + (T - 1) / r` for a video VAE (`T = 1 + k·r`)."""
         return vae_io.encode_frames(self.vae, frames, self._execution_device)
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        """Normalised latents `(B, T, C, h, w)` → frames `(B, 3, T, H, W)` in [-1, 1] (diffusers' video layout)."""
+        """Normalised latents `(B, T, C, h, w)` → frames `(B, 3, T', H, W)` in [-1, 1] (diffusers' video layout);
+        `T' = T`, or `1 + (T - 1)·r` for a video VAE (the latents decoded as one clip)."""
         return vae_io.decode_latents(self.vae, latents)
+
+    def decode_after(self, context_latents: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        """The frames of `latents` `(B, N, C, h, w)` generated after `context_latents`: `(B, 3, N·r, H, W)` in
+        [-1, 1] (`vae_io.decode_after`; for a per-frame VAE the same as `decode_latents(latents)`)."""
+        return vae_io.decode_after(self.vae, context_latents, latents)
+
+    def _vae_name(self) -> str:
+        return "none" if self.vae is None else type(self.vae).__name__
+
+    def _latent_frame_bits(self, bits: torch.Tensor, name: str, starts_clip: bool) -> torch.Tensor:
+        """One player's per-game-frame bits `(B, N, 8)` → per latent frame, pooled by `action_pooling`; the count
+        is checked first, naming `name`."""
+        check_clip_frames(bits.shape[1], self.temporal_compression_ratio, name, self._vae_name(), starts_clip)
+        return latent_frame_bits(bits, self.temporal_compression_ratio, self.action_pooling, starts_clip)
 
     # -----------------------------------------------------------------------------------------------------------------
     # Inputs
@@ -234,16 +280,32 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
         context_actions_p2: Any = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Context → normalised latents `(B, T, C, h, w)` and their action bits `(B, T, 8)`, or `(B, T, 2, 8)` for a
-        two-player model (player 2's notation read from the other side)."""
+        two-player model (player 2's notation read from the other side).
+
+        With a video VAE the context frames (`1 + k·r` per clip) are encoded as one clip each, and the context inputs
+        are given per game frame (`1 + (T - 1)·r` of them for `T` latent frames) and pooled per latent frame."""
         device = self._execution_device
+        ratio = self.temporal_compression_ratio
         if context_latents is None:
             frames = context_frames(context, self.latent_size, self.vae_scale_factor)  # (B, T, 3, H, W)
+            check_clip_frames(frames.shape[1], ratio, "context", self._vae_name())
             context_latents = self.encode_frames(frames)
         context_latents = context_latents.to(device, torch.float32)
         batch, num_context = context_latents.shape[:2]
-        bits = context_bits(context_actions, batch, num_context, side)
+        num_inputs = 1 + (num_context - 1) * ratio  # game frames behind the context's latent frames
+        note = ""
+        if ratio > 1:
+            note = (
+                f" (one per game frame: {self._vae_name()} compresses time by {ratio}, so the context's {num_context} "
+                f"latent frames cover 1 + {num_context - 1}·{ratio} game frames)"
+            )
+        bits = context_bits(context_actions, batch, num_inputs, side, note=note)
+        bits = self._latent_frame_bits(bits, "context_actions", starts_clip=True)
         if self.num_players == 2:
-            bits_p2 = context_bits(context_actions_p2, batch, num_context, opponent_side(side), "context_actions_p2")
+            bits_p2 = context_bits(
+                context_actions_p2, batch, num_inputs, opponent_side(side), "context_actions_p2", note=note
+            )
+            bits_p2 = self._latent_frame_bits(bits_p2, "context_actions_p2", starts_clip=True)
             bits = torch.stack([bits, bits_p2], dim=2)  # (B, T, 2, 8)
         return context_latents, bits.to(device)
 
@@ -275,6 +337,12 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
     ) -> TekkenWorldModelPipelineOutput | tuple:
         r"""
         Generate `num_frames` frames after the context, one at a time, each under its player input.
+
+        With a video VAE (temporal compression `r`) frames and inputs are counted in game frames: `context` has
+        `1 + k·r` frames, `context_actions` one input per game frame of the context, `actions` (and `num_frames`) a
+        multiple of `r`; every `r` inputs are pooled to one latent frame's input (`action_pooling`), one latent frame
+        is generated per step, and each decodes to `r` frames. `latents` and `output_type="latent"` hold latent
+        frames, `num_frames / r` of them.
 
         Args:
             context (PIL images, `np.ndarray` or `torch.Tensor`, or a list of those for a batch):
@@ -341,18 +409,21 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
         check_players(self.num_players, actions, actions_p2, context_actions, context_actions_p2)
         device = self._execution_device
 
-        # 2. Context latents and inputs
+        # 2. Context latents and inputs (per game frame, pooled to one per latent frame for a video VAE)
         context_latents, context_bits = self._prepare(
             context, context_latents, context_actions, side, context_actions_p2
         )
         batch = context_latents.shape[0]
         bits = future_bits(actions, num_frames, batch, side, self.max_frames_per_call)  # (B, N, 8)
-        num_frames = bits.shape[1]
+        num_game_frames = bits.shape[1]
+        bits = self._latent_frame_bits(bits, "actions", starts_clip=False)
         if self.num_players == 2:
             bits_p2 = future_bits(
-                actions_p2, num_frames, batch, opponent_side(side), self.max_frames_per_call, "actions_p2"
+                actions_p2, num_game_frames, batch, opponent_side(side), self.max_frames_per_call, "actions_p2"
             )
+            bits_p2 = self._latent_frame_bits(bits_p2, "actions_p2", starts_clip=False)
             bits = torch.stack([bits, bits_p2], dim=2)  # (B, N, 2, 8)
+        num_frames = bits.shape[1]  # model (latent) frames to generate
         bits = bits.to(device)
         if isinstance(generator, list) and len(generator) != batch:
             raise ValueError(f"`generator` is a list of {len(generator)} but the batch has {batch} clips")
@@ -386,11 +457,13 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
 
             video_latents = rollout.generate(bits, generator, noise=latents, on_step=on_step)  # (B, N, C, h, w)
 
-        # 5. Decode
+        # 5. Decode (a video VAE decodes the generated latent frames after the context, as one clip)
         if output_type == "latent":
             frames = video_latents
         else:
-            frames = self.video_processor.postprocess_video(self.decode_latents(video_latents), output_type)
+            frames = self.video_processor.postprocess_video(
+                self.decode_after(context_latents, video_latents), output_type
+            )
         self.maybe_free_model_hooks()
         if not return_dict:
             return (frames,)
@@ -410,19 +483,33 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
         generator: torch.Generator | None = None,
         output_type: str | None = None,
         context_actions_p2: ActionsInput | None = None,
+        decode_history: int | None = None,
     ) -> TekkenWorldModelSession:
         """Start an interactive session: `session.step(action)` returns the next frame (`session.step(p1, p2)` for a
         two-player model).
 
         Arguments mean what they mean for `__call__`; the context is one clip. Each session has its own cache, so
         sessions never affect each other; time and memory per step are constant (the cache's window).
+
+        With a video VAE (temporal compression `r`) the session is a [`TekkenVideoWorldModelSession`]: each step
+        generates one latent frame from the inputs of its `r` game frames (`r` inputs, or one held for all `r`) and
+        returns its `r` decoded frames, each step's frames decoded after the `decode_history` latent frames before
+        it (video VAEs only; default `DEFAULT_DECODE_HISTORY`).
         """
         output_type = output_type or ("pil" if self.vae is not None else "latent")
         num_inference_steps = self.default_inference_steps if num_inference_steps is None else num_inference_steps
+        ratio = self.temporal_compression_ratio
+        if decode_history is not None and ratio == 1:
+            raise ValueError(
+                "`decode_history`: only a video VAE (temporal compression > 1) decodes a step's frames after earlier "
+                f"latent frames; this pipeline's VAE ({self._vae_name()}) does not compress time"
+            )
+        if decode_history is not None and (not isinstance(decode_history, int) or decode_history < 1):
+            raise ValueError(f"`decode_history` must be an int >= 1 (latent frames), got {decode_history!r}")
         self.check_inputs(
             context,
             context_latents,
-            1,
+            ratio,  # one step: one latent frame, `r` game frames
             None,
             num_inference_steps,
             guidance_scale,
@@ -443,6 +530,9 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
             raise ValueError(f"a session plays one clip, got a batch of {context_latents.shape[0]} contexts")
         rollout = TekkenRollout(self, 1, num_inference_steps, guidance_scale, context_noise, attention_window)
         rollout.append(context_latents, context_bits, generator)
+        if ratio > 1:
+            history = DEFAULT_DECODE_HISTORY if decode_history is None else decode_history
+            return TekkenVideoWorldModelSession(self, rollout, generator, output_type, side, context_latents, history)
         return TekkenWorldModelSession(self, rollout, generator, output_type, side)
 
     # -----------------------------------------------------------------------------------------------------------------

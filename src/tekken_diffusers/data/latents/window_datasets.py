@@ -14,9 +14,11 @@ A window is read as a view of the memory-mapped Arrow buffer (`np.frombuffer` on
 decoded, and only the window's frames are copied, once, into the output dtype (measured: 0.004 ms per 16-frame
 window, against 0.5-5.7 ms through `with_format("numpy"/"torch")`; docs/benchmarks.md).
 
-With a VAE that compresses time by `r` (LTX, Wan) a window is `T` latent frames; each latent frame's action is the
-OR of the inputs of the frames it encodes (`tekken_diffusers.actions.pool_actions`) and its state is the state
-of its last frame (`windows.episode_from_arrays`).
+With a VAE that compresses time by `r` (LTX, Wan) a window is `T` latent frames; each latent frame's action is pooled
+from the inputs of the frames it encodes by `action_pooling` (`or`, the default: a button pressed in any of them;
+`first` or `last`: the input of the group's first or last frame; `tekken_diffusers.actions.pool_actions`) and its
+state is the state of its last frame (`windows.episode_from_arrays`). A world model must be sampled with the
+pooling it was trained with: the trainer saves it in the pipeline (`TekkenWorldModelPipeline.config.action_pooling`).
 
 `LatentWindowIterableDataset` does the same over a stream of rows (a Hub dataset opened with `streaming=True`), with
 a shuffle buffer of windows.
@@ -35,7 +37,14 @@ import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from .schema import LATENT_FEATURES, row_arrays
-from .windows import OPTIONAL_FIELDS, Episode, LatentWindow, episode_from_arrays, read_window
+from .windows import (
+    OPTIONAL_FIELDS,
+    Episode,
+    LatentWindow,
+    check_action_pooling,
+    episode_from_arrays,
+    read_window,
+)
 
 logger = datasets.logging.get_logger(__name__)
 
@@ -110,6 +119,8 @@ class LatentWindowDataset(Dataset):
 
         optional_fields: which of `states`, `actions_p2` to return; by default those that every round has (the
             others are None in every window, so any batch collates).
+        action_pooling: with a VAE that compresses time, how a latent frame's input is pooled from its game frames'
+            inputs: `or` (the default), `first` or `last`.
 
     Example:
         ```python
@@ -128,9 +139,11 @@ class LatentWindowDataset(Dataset):
         dtype: torch.dtype = torch.float32,
         pad_short: bool = False,
         optional_fields: Collection[str] | None = None,
+        action_pooling: str = "or",
     ) -> None:
         _check_args(window_length, dtype)
         optional_fields = _check_optional_fields(optional_fields)
+        self.action_pooling = check_action_pooling(action_pooling)
         if isinstance(dataset, datasets.DatasetDict):
             raise ValueError(f"expected one split, got a DatasetDict with splits {sorted(dataset)}: pass split=...")
         if not isinstance(dataset, datasets.Dataset):
@@ -195,7 +208,7 @@ class LatentWindowDataset(Dataset):
         if episode is None:
             if self._arrow is None:
                 self._arrow = self.dataset.with_format("arrow", columns=list(LATENT_FEATURES))
-            episode = episode_from_arrays(row_arrays(self._arrow[int(row)]))
+            episode = episode_from_arrays(row_arrays(self._arrow[int(row)]), self.action_pooling)
             self._episodes[row] = episode
         return episode
 
@@ -247,6 +260,8 @@ class LatentWindowIterableDataset(IterableDataset):
         optional_fields: which of `states`, `actions_p2` to return (a round without one is an error). By default:
             for a `datasets.Dataset`, those every round has; for a stream, whatever each row has (pass this when
             rounds differ, e.g. from `load_latent_info(...).has_actions_p2`, so that batches collate).
+        action_pooling: with a VAE that compresses time, how a latent frame's input is pooled from its game frames'
+            inputs: `or` (the default), `first` or `last`.
     """
 
     def __init__(
@@ -260,9 +275,11 @@ class LatentWindowIterableDataset(IterableDataset):
         random_offset: bool = True,
         pad_short: bool = False,
         optional_fields: Collection[str] | None = None,
+        action_pooling: str = "or",
     ) -> None:
         _check_args(window_length, dtype)
         optional_fields = _check_optional_fields(optional_fields)
+        self.action_pooling = check_action_pooling(action_pooling)
         if optional_fields is None and isinstance(source, datasets.Dataset):
             optional_fields = _available_fields(source)
         if shuffle_buffer_size < 1:
@@ -305,7 +322,7 @@ class LatentWindowIterableDataset(IterableDataset):
         buffer: list[LatentWindow] = []
         window = self.window_length
         for arrays in self._row_arrays(worker, num_workers):
-            episode = episode_from_arrays(arrays)
+            episode = episode_from_arrays(arrays, self.action_pooling)
             if episode.length < window and not self.pad_short:
                 logger.debug("skipping round %s: %d < %d latent frames", episode.round_id, episode.length, window)
                 continue

@@ -1,9 +1,10 @@
 """A training window and a batch of them, and how a window is read from one row of a latent dataset.
 
 A row becomes an `Episode`: per-latent-frame views of its arrays, no latent byte copied. With a VAE that compresses
-time by `r` (LTX, Wan) each latent frame's action is the OR of the inputs of the frames it encodes
-(`tekken_diffusers.actions.pool_actions`) and its state is the state of its last frame. `read_window` then copies
-only the window's frames, once, into the output dtype. The datasets that index windows are in `window_datasets`.
+time by `r` (LTX, Wan) the row stores one input per game frame, and each latent frame's action is pooled from the
+inputs of the frames it encodes (`tekken_diffusers.actions.pool_actions`, mode `action_pooling`: `or` by default, or
+`first` / `last`); its state is the state of its last frame. `read_window` then copies only the window's frames,
+once, into the output dtype. The datasets that index windows are in `window_datasets`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...actions import ids_to_bits, pool_actions
+from ...actions import ACTION_POOLING_MODES, ids_to_bits, pool_actions
 from .schema import check_row_arrays, latents_tensor
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "Episode",
     "LatentWindow",
     "WindowBatch",
+    "check_action_pooling",
     "collate_windows",
     "episode_from_arrays",
     "read_window",
@@ -177,8 +179,25 @@ class Episode:
     length: int
 
 
-def episode_from_arrays(arrays: Mapping[str, Any]) -> Episode:
-    """Per-latent-frame views of a row's arrays (`schema.row_arrays`), checked with `schema.check_row_arrays`."""
+def check_action_pooling(action_pooling: str, name: str = "action_pooling") -> str:
+    """Return `action_pooling` if it is one of `ACTION_POOLING_MODES`, else raise a ValueError naming `name`."""
+    if action_pooling not in ACTION_POOLING_MODES:
+        raise ValueError(
+            f"{name} must be one of {', '.join(ACTION_POOLING_MODES)} (how the inputs of the game frames behind a "
+            f"latent frame become its one input), got {action_pooling!r}"
+        )
+    return action_pooling
+
+
+def episode_from_arrays(arrays: Mapping[str, Any], action_pooling: str = "or") -> Episode:
+    """Per-latent-frame views of a row's arrays (`schema.row_arrays`), checked with `schema.check_row_arrays`.
+
+    Args:
+        arrays: the row's arrays.
+        action_pooling: with temporal compression `r > 1`, how each latent frame's input is pooled from its game
+            frames' inputs (`or`, `first` or `last`; see `tekken_diffusers.actions`); ignored for `r = 1`.
+    """
+    check_action_pooling(action_pooling)
     check_row_arrays(arrays)
     shape, num_frames, r = arrays["latents_shape"], arrays["num_frames"], arrays["temporal_compression_ratio"]
     states = arrays["states"]
@@ -187,9 +206,9 @@ def episode_from_arrays(arrays: Mapping[str, Any]) -> Episode:
     actions, actions_p2 = arrays["actions"], arrays["actions_p2"]
     length = arrays["num_valid"]
     if r > 1:
-        # Latent frame j encodes frames 1 + (j-1)·r … j·r (frame 0 alone): OR their inputs, keep the last one's state.
-        actions = pool_actions(actions.copy(), r, mode="or")  # copies: the views are read-only
-        actions_p2 = None if actions_p2 is None else pool_actions(actions_p2.copy(), r, mode="or")
+        # Latent frame j encodes frames 1 + (j-1)·r … j·r (frame 0 alone): pool their inputs, keep the last's state.
+        actions = pool_actions(actions.copy(), r, mode=action_pooling)  # copies: the views are read-only
+        actions_p2 = None if actions_p2 is None else pool_actions(actions_p2.copy(), r, mode=action_pooling)
         states = None if states is None else states[np.arange(shape[0]) * r]
         length = shape[0]
     return Episode(
