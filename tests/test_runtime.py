@@ -260,7 +260,7 @@ def test_generate_passes_threads(tiny, loaded, one_thread_after):
 )
 def test_generate_and_app_refuse_bad_dtype_and_threads(tiny, argv, message, capsys):
     from tekken_diffusers.cli.generate import main as generate
-    from tekken_diffusers.demo import main as app
+    from tekken_diffusers.cli.play import main as app
 
     for main, common in (
         (generate, generate_argv(tiny)),
@@ -286,16 +286,18 @@ class FakeDemo:
 
 def test_app_picks_the_dtype_and_threads(tiny, loaded, fake_cpu, monkeypatch, one_thread_after):
     import tekken_diffusers.demo as demo
+    from tekken_diffusers.cli import play
 
+    # `tekken-play` looks `build_demo` up on the page module at call time.
     monkeypatch.setattr(demo, "build_demo", lambda pipe, contexts, **kwargs: FakeDemo())
     argv = ["--pipeline", str(tiny["pipe"]), "--rounds", str(tiny["root"] / "rounds"), "--context-frames", "4"]
     fake_cpu(ZEN3_FLAGS)
-    assert demo.main(argv) == 0
+    assert play.main(argv) == 0
     fake_cpu(ZEN4_FLAGS)
-    assert demo.main(argv) == 0  # too narrow for bf16
+    assert play.main(argv) == 0  # too narrow for bf16
     monkeypatch.setattr(runtime, "BF16_MIN_CPU_WIDTH", 32)
-    assert demo.main(argv) == 0
-    assert demo.main([*argv, "--dtype", "float32", "--threads", "2"]) == 0
+    assert play.main(argv) == 0
+    assert play.main([*argv, "--dtype", "float32", "--threads", "2"]) == 0
     expected = [torch.float32, torch.float32, torch.bfloat16, torch.float32]
     assert [pipe.transformer.dtype for pipe in loaded] == expected
     assert torch.get_num_threads() == 2

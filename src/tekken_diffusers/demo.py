@@ -463,10 +463,3 @@ def build_demo(
         download_button.click(download, play_state, clip)
         demo.load(None, None, None, js=PAD_JS)
     return demo
-
-
-def main(argv: list[str] | None = None) -> int:
-    """The `tekken-play` command; its code is in `tekken_diffusers.cli.play` (kept here for `demo.main` callers)."""
-    from .cli.play import main as play_main
-
-    return play_main(argv)
