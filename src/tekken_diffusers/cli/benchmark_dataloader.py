@@ -96,7 +96,7 @@ def measure_windows(args: argparse.Namespace, dataset) -> list[tuple[str, float,
     starts = [windows.window_start(int(index)) for index in order]
     for index in order[:1000]:
         windows[int(index)]
-    episodes = {row: windows._episode(row) for row, _ in starts}
+    episodes = {row: windows.episode(row) for row, _ in starts}
     start = time.perf_counter()
     for row, first in starts:
         episodes[row].latents[first : first + args.window_length]

@@ -34,6 +34,7 @@ __all__ = [
     "frames_batch",
     "frames_to_tensor",
     "future_bits",
+    "is_bits",
     "latent_frame_bits",
     "opponent_side",
 ]
@@ -110,7 +111,7 @@ def frames_batch(context: Any) -> list[torch.Tensor]:
     return [frames_to_tensor(clip, f"context[{index}]") for index, clip in enumerate(clips)]
 
 
-def _is_bits(value: np.ndarray | torch.Tensor) -> bool:
+def is_bits(value: np.ndarray | torch.Tensor) -> bool:
     """Bool and float arrays hold bit vectors; integer arrays hold action ids."""
     if value.dtype in (torch.bool, np.bool_):
         return True
@@ -130,7 +131,7 @@ def actions_to_bits(
         ids = parse_action_sequence(actions, side, max_inputs=max_inputs)
     elif isinstance(actions, (list, tuple)) and actions and all(isinstance(a, str) for a in actions):
         ids = parse_action_sequence(list(actions), side, max_inputs=max_inputs)
-    elif isinstance(actions, (np.ndarray, torch.Tensor)) and _is_bits(actions):
+    elif isinstance(actions, (np.ndarray, torch.Tensor)) and is_bits(actions):
         bits = actions.float() if isinstance(actions, torch.Tensor) else torch.from_numpy(actions.astype(np.float32))
         if bits.ndim != 2 or bits.shape[1] != NUM_BUTTONS:
             hint = " (float/bool inputs are bit vectors; action ids must be integers)" if bits.ndim < 2 else ""
@@ -160,7 +161,7 @@ def actions_batch(actions: Any, side: str, name: str, max_inputs: int = MAX_FRAM
         if isinstance(value, (list, tuple)):
             return bool(value) and isinstance(value[0], (int, np.integer, str)) and not isinstance(value[0], bool)
         if isinstance(value, (np.ndarray, torch.Tensor)):
-            return value.ndim == (2 if _is_bits(value) else 1)
+            return value.ndim == (2 if is_bits(value) else 1)
         return False
 
     if isinstance(actions, (list, tuple)) and actions and all(isinstance(a, str) for a in actions):

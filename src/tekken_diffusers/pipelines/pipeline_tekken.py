@@ -236,11 +236,6 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
         (`inputs.actions_to_bits`)."""
         return actions_to_bits(actions, side, name, max_inputs)
 
-    @staticmethod
-    def _opponent_side(side: str) -> str:
-        """Where player 2 stands when player 1 stands on `side` (`inputs.opponent_side`)."""
-        return opponent_side(side)
-
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """Pixel frames `(B, T, 3, H, W)` in [-1, 1] → normalised latents `(B, T', C, h, w)` (the VAE's mode);
         `T' = T`, or `1 + (T - 1) / r` for a video VAE (`T = 1 + k·r`)."""

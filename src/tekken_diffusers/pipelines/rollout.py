@@ -21,6 +21,7 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..models.transformer_tekken import TekkenKVCache
+from .inputs import opponent_side
 
 if TYPE_CHECKING:
     from .pipeline_tekken import TekkenWorldModelPipeline
@@ -351,7 +352,7 @@ class TekkenWorldModelSession:
             )
         bits = self._one_input(self.pipe, action, self.side, "action")
         if action_p2 is not None:
-            bits_p2 = self._one_input(self.pipe, action_p2, self.pipe._opponent_side(self.side), "action_p2")
+            bits_p2 = self._one_input(self.pipe, action_p2, opponent_side(self.side), "action_p2")
             bits = torch.stack([bits, bits_p2], dim=1)  # (1, 2, 8)
         bits = bits[None].to(self.rollout.device)  # (1, 1, [2,] 8)
         latents = self.rollout.next_frame(bits, self.generator, noise=noise)  # (1, 1, C, h, w)

@@ -23,7 +23,7 @@ import torch
 
 from ..actions import NUM_BUTTONS, pool_action_bits
 from . import vae_io
-from .inputs import _is_bits, actions_to_bits, opponent_side
+from .inputs import actions_to_bits, is_bits, opponent_side
 from .rollout import TekkenRollout, TekkenWorldModelSession
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ class TekkenVideoWorldModelSession(TekkenWorldModelSession):
             action = [int(action)]
         elif isinstance(action, (list, tuple)) and action and all(isinstance(a, (bool, float)) for a in action):
             action = np.asarray(action, dtype=np.float32)  # 8 bits, as `TekkenWorldModelSession.step` reads them
-        if isinstance(action, (np.ndarray, torch.Tensor)) and _is_bits(action) and action.ndim == 1:
+        if isinstance(action, (np.ndarray, torch.Tensor)) and is_bits(action) and action.ndim == 1:
             action = action[None]  # one bit vector (8,)
         bits = actions_to_bits(action, side, name, max_inputs=r)  # (n, 8)
         if len(bits) == 1:

@@ -203,7 +203,8 @@ class LatentWindowDataset(Dataset):
         state["_episodes"] = {}
         return state
 
-    def _episode(self, row: int) -> Episode:
+    def episode(self, row: int) -> Episode:
+        """The views of dataset row `row` (latents, inputs and the optional fields), opened on first use and kept."""
         episode = self._episodes.get(row)
         if episode is None:
             if self._arrow is None:
@@ -231,7 +232,7 @@ class LatentWindowDataset(Dataset):
     def __getitem__(self, index: int) -> LatentWindow:
         row, start = self.window_start(index)
         return _select_fields(
-            read_window(self._episode(row), start, self.window_length, self.dtype), self.optional_fields
+            read_window(self.episode(row), start, self.window_length, self.dtype), self.optional_fields
         )
 
 
