@@ -2,7 +2,9 @@
 
 Frames become float `(T, 3, H, W)` clips in [-1, 1]; player inputs (Tekken notation, action ids or 8-bit vectors)
 become float bits `(N, 8)`. Each form may be one clip or a batch (a list of clips, or an array with one more
-dimension). Every function raises one `ValueError` that names the argument it refuses.
+dimension). Every function raises one `ValueError` that names the argument it refuses. The `prepare_*` functions at
+the end turn a call's checked inputs into what the rollout takes: context latents, and one input per model frame
+(pooled per latent frame with a video VAE).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import PIL.Image
 import torch
 
 from ..actions import NUM_BUTTONS, ids_to_bits, parse_action_sequence, pool_action_bits, validate_action_ids
+from .vae_io import vae_name
 
 if TYPE_CHECKING:
     from .pipeline_tekken import TekkenWorldModelPipeline
@@ -37,6 +40,9 @@ __all__ = [
     "is_bits",
     "latent_frame_bits",
     "opponent_side",
+    "prepare_context",
+    "prepare_future_bits",
+    "prepare_noise",
 ]
 
 ActionsInput = str | Sequence[int] | Sequence[str] | np.ndarray | torch.Tensor
@@ -382,3 +388,88 @@ def context_frames(context: Any, latent_size: tuple[int, int], vae_scale_factor:
             f"(latents {latent_size} × VAE factor {vae_scale_factor})"
         )
     return frames
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# From a call's inputs to the rollout's
+# ---------------------------------------------------------------------------------------------------------------------
+def _pooled_bits(pipe: TekkenWorldModelPipeline, bits: torch.Tensor, name: str, starts_clip: bool) -> torch.Tensor:
+    """One player's per-game-frame bits `(B, N, 8)` → per latent frame, pooled by the pipeline's `action_pooling`;
+    the count is checked first, naming `name`."""
+    ratio = pipe.temporal_compression_ratio
+    check_clip_frames(bits.shape[1], ratio, name, vae_name(pipe.vae), starts_clip)
+    return latent_frame_bits(bits, ratio, pipe.action_pooling, starts_clip)
+
+
+def prepare_context(
+    pipe: TekkenWorldModelPipeline,
+    context: Any,
+    context_latents: torch.Tensor | None,
+    context_actions: Any,
+    side: str,
+    context_actions_p2: Any = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Context → normalised latents `(B, T, C, h, w)` and their action bits `(B, T, 8)`, or `(B, T, 2, 8)` for a
+    two-player model (player 2's notation read from the other side), on the pipeline's execution device.
+
+    With a video VAE the context frames (`1 + k·r` per clip) are encoded as one clip each, and the context inputs
+    are given per game frame (`1 + (T - 1)·r` of them for `T` latent frames) and pooled per latent frame."""
+    device = pipe._execution_device
+    ratio = pipe.temporal_compression_ratio
+    if context_latents is None:
+        frames = context_frames(context, pipe.latent_size, pipe.vae_scale_factor)  # (B, T, 3, H, W)
+        check_clip_frames(frames.shape[1], ratio, "context", vae_name(pipe.vae))
+        context_latents = pipe.encode_frames(frames)
+    context_latents = context_latents.to(device, torch.float32)
+    batch, num_context = context_latents.shape[:2]
+    num_inputs = 1 + (num_context - 1) * ratio  # game frames behind the context's latent frames
+    note = ""
+    if ratio > 1:
+        note = (
+            f" (one per game frame: {vae_name(pipe.vae)} compresses time by {ratio}, so the context's {num_context} "
+            f"latent frames cover 1 + {num_context - 1}·{ratio} game frames)"
+        )
+    bits = context_bits(context_actions, batch, num_inputs, side, note=note)
+    bits = _pooled_bits(pipe, bits, "context_actions", starts_clip=True)
+    if pipe.num_players == 2:
+        bits_p2 = context_bits(
+            context_actions_p2, batch, num_inputs, opponent_side(side), "context_actions_p2", note=note
+        )
+        bits_p2 = _pooled_bits(pipe, bits_p2, "context_actions_p2", starts_clip=True)
+        bits = torch.stack([bits, bits_p2], dim=2)  # (B, T, 2, 8)
+    return context_latents, bits.to(device)
+
+
+def prepare_future_bits(
+    pipe: TekkenWorldModelPipeline, actions: Any, actions_p2: Any, num_frames: int | None, batch: int, side: str
+) -> torch.Tensor:
+    """The inputs of the frames to generate → one input per model frame, `(B, N, 8)` or `(B, N, 2, 8)` for a
+    two-player model, on the pipeline's execution device.
+
+    Inputs are given per game frame (`future_bits`, neutral when not given) and pooled per latent frame with a video
+    VAE; player 2 gives as many as player 1, and its notation is read from the other side."""
+    bits = future_bits(actions, num_frames, batch, side, pipe.max_frames_per_call)  # (B, N, 8)
+    num_game_frames = bits.shape[1]
+    bits = _pooled_bits(pipe, bits, "actions", starts_clip=False)
+    if pipe.num_players == 2:
+        bits_p2 = future_bits(
+            actions_p2, num_game_frames, batch, opponent_side(side), pipe.max_frames_per_call, "actions_p2"
+        )
+        bits_p2 = _pooled_bits(pipe, bits_p2, "actions_p2", starts_clip=False)
+        bits = torch.stack([bits, bits_p2], dim=2)  # (B, N, 2, 8)
+    return bits.to(pipe._execution_device)
+
+
+def prepare_noise(
+    pipe: TekkenWorldModelPipeline, latents: torch.Tensor | None, generator: Any, batch: int, num_frames: int
+) -> torch.Tensor | None:
+    """Check the generators and the initial noise `latents` against a batch of `batch` clips and `num_frames` model
+    frames to generate; returns `latents` in float32 on the pipeline's execution device (None stays None)."""
+    if isinstance(generator, list) and len(generator) != batch:
+        raise ValueError(f"`generator` is a list of {len(generator)} but the batch has {batch} clips")
+    if latents is None:
+        return None
+    expected = (batch, num_frames, pipe.transformer.config.in_channels, *pipe.latent_size)
+    if tuple(latents.shape) != expected:
+        raise ValueError(f"`latents` (initial noise) must have shape {expected}, got {tuple(latents.shape)}")
+    return latents.to(pipe._execution_device, torch.float32)

@@ -5,8 +5,10 @@ transformer's KV cache. Each new frame starts from pure noise and is denoised in
 against the read-only cache, conditioned on its input; the finished frame is re-noised to `context_noise` and
 appended to the cache, which evicts frames beyond each layer's window, so time and memory per frame stay constant.
 That loop is [`TekkenRollout`] (`rollout.py`). The pipeline's other parts live beside this module: `inputs.py` checks
-and converts frames and player inputs, `vae_io.py` encodes and decodes through the VAE, `saved_folder.py` checks a
-folder being loaded, and `model_card.py` writes the files a saved folder carries beside diffusers' own.
+and converts frames and player inputs and prepares them for the rollout, `vae_io.py` encodes and decodes through the
+VAE, `video_session.py` holds the session of a video VAE, `saved_folder.py` checks a folder being loaded,
+`model_card.py` writes the files a saved folder carries beside diffusers' own, and `pipeline_output.py` holds what a
+call returns.
 
 A two-player model (`transformer.config.num_players == 2`) takes player 2's inputs beside player 1's: `actions_p2`
 and `context_actions_p2` in `__call__` and `start_session`, `session.step(p1, p2)`. Player 2 stands on the other side,
@@ -25,16 +27,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import PIL.Image
 import torch
 from diffusers import DiffusionPipeline
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
-from diffusers.utils import BaseOutput, logging, replace_example_docstring
+from diffusers.utils import logging, replace_example_docstring
 from diffusers.video_processor import VideoProcessor
 
 from ..data.latents.windows import check_action_pooling
@@ -47,25 +46,23 @@ from .inputs import (
     FramesInput,
     actions_to_bits,
     check_call_inputs,
-    check_clip_frames,
     check_players,
-    context_bits,
-    context_frames,
     frames_to_tensor,
-    future_bits,
-    latent_frame_bits,
-    opponent_side,
+    prepare_context,
+    prepare_future_bits,
+    prepare_noise,
 )
 from .model_card import MODEL_CARD_TEMPLATE, default_model_card, write_pipeline_py
+from .pipeline_output import TekkenWorldModelPipelineOutput
 from .rollout import GuidanceScale, TekkenRollout, TekkenWorldModelSession
-from .saved_folder import align_safetensors, check_finite_weights, check_pipeline_source, check_weights_match
+from .saved_folder import align_safetensors, check_loaded_pipeline, check_pipeline_source
 from .vae_io import VAE_CHUNK_FRAMES
-from .video_session import DEFAULT_DECODE_HISTORY, TekkenVideoWorldModelSession
+from .video_session import DEFAULT_DECODE_HISTORY, TekkenVideoWorldModelSession, check_decode_history
 
 logger = logging.get_logger(__name__)
 
-# Names that live in `inputs.py`, `vae_io.py`, `model_card.py` and `rollout.py`; importing them from here keeps
-# working.
+# Names that live in `inputs.py`, `vae_io.py`, `model_card.py`, `rollout.py`, `video_session.py` and
+# `pipeline_output.py`; importing them from here keeps working.
 __all__ = [
     "MAX_FRAMES_PER_CALL",
     "MODEL_CARD_TEMPLATE",
@@ -92,21 +89,6 @@ EXAMPLE_DOC_STRING = """
         >>> frame = session.step("d/f+1")  # a PIL image, the next frame
         ```
 """
-
-
-@dataclass
-class TekkenWorldModelPipelineOutput(BaseOutput):
-    """
-    Output of [`TekkenWorldModelPipeline`].
-
-    Args:
-        frames (`list[list[PIL.Image.Image]]`, `np.ndarray` or `torch.Tensor`):
-            The generated frames (context excluded): a list of PIL lists, a `(batch, frames, height, width, 3)` array
-            in [0, 1], a `(batch, frames, 3, height, width)` tensor in [0, 1], or normalised latents
-            `(batch, frames, channels, latent_height, latent_width)` for `output_type="latent"`.
-    """
-
-    frames: list[list[PIL.Image.Image]] | np.ndarray | torch.Tensor
 
 
 class TekkenWorldModelPipeline(DiffusionPipeline):
@@ -158,13 +140,7 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
         source = os.fspath(pretrained_model_name_or_path)  # diffusers reads a missing Path as a repo id, and fails
         folder = check_pipeline_source(source)
         pipe = super().from_pretrained(source, **kwargs)
-        for name in ("transformer", "vae"):
-            component = getattr(pipe, name, None)
-            if component is None:
-                continue
-            if folder is not None:
-                check_weights_match(folder, name, component, kwargs.get("variant"))
-            check_finite_weights(source, name, component)
+        check_loaded_pipeline(pipe, source, folder, kwargs.get("variant"))
         return pipe
 
     # -----------------------------------------------------------------------------------------------------------------
@@ -213,10 +189,8 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
     # -----------------------------------------------------------------------------------------------------------------
     @property
     def vae_scale_factor(self) -> int:
-        vae = getattr(self, "vae", None)
-        if vae is None:
-            return 8
-        return int(getattr(vae, "spatial_compression_ratio", None) or 2 ** (len(vae.config.block_out_channels) - 1))
+        """Pixels per latent along each side (`vae_io.spatial_compression_ratio`; 8 without a VAE)."""
+        return vae_io.spatial_compression_ratio(getattr(self, "vae", None))
 
     @property
     def latent_size(self) -> tuple[int, int]:
@@ -251,58 +225,11 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
         [-1, 1] (`vae_io.decode_after`; for a per-frame VAE the same as `decode_latents(latents)`)."""
         return vae_io.decode_after(self.vae, context_latents, latents)
 
-    def _vae_name(self) -> str:
-        return "none" if self.vae is None else type(self.vae).__name__
-
-    def _latent_frame_bits(self, bits: torch.Tensor, name: str, starts_clip: bool) -> torch.Tensor:
-        """One player's per-game-frame bits `(B, N, 8)` → per latent frame, pooled by `action_pooling`; the count
-        is checked first, naming `name`."""
-        check_clip_frames(bits.shape[1], self.temporal_compression_ratio, name, self._vae_name(), starts_clip)
-        return latent_frame_bits(bits, self.temporal_compression_ratio, self.action_pooling, starts_clip)
-
     # -----------------------------------------------------------------------------------------------------------------
     # Inputs
     # -----------------------------------------------------------------------------------------------------------------
     # diffusers pipelines check their arguments in `self.check_inputs(...)`; the checks live in `inputs.py`.
     check_inputs = check_call_inputs
-
-    def _prepare(
-        self,
-        context: Any,
-        context_latents: torch.Tensor | None,
-        context_actions: Any,
-        side: str,
-        context_actions_p2: Any = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Context → normalised latents `(B, T, C, h, w)` and their action bits `(B, T, 8)`, or `(B, T, 2, 8)` for a
-        two-player model (player 2's notation read from the other side).
-
-        With a video VAE the context frames (`1 + k·r` per clip) are encoded as one clip each, and the context inputs
-        are given per game frame (`1 + (T - 1)·r` of them for `T` latent frames) and pooled per latent frame."""
-        device = self._execution_device
-        ratio = self.temporal_compression_ratio
-        if context_latents is None:
-            frames = context_frames(context, self.latent_size, self.vae_scale_factor)  # (B, T, 3, H, W)
-            check_clip_frames(frames.shape[1], ratio, "context", self._vae_name())
-            context_latents = self.encode_frames(frames)
-        context_latents = context_latents.to(device, torch.float32)
-        batch, num_context = context_latents.shape[:2]
-        num_inputs = 1 + (num_context - 1) * ratio  # game frames behind the context's latent frames
-        note = ""
-        if ratio > 1:
-            note = (
-                f" (one per game frame: {self._vae_name()} compresses time by {ratio}, so the context's {num_context} "
-                f"latent frames cover 1 + {num_context - 1}·{ratio} game frames)"
-            )
-        bits = context_bits(context_actions, batch, num_inputs, side, note=note)
-        bits = self._latent_frame_bits(bits, "context_actions", starts_clip=True)
-        if self.num_players == 2:
-            bits_p2 = context_bits(
-                context_actions_p2, batch, num_inputs, opponent_side(side), "context_actions_p2", note=note
-            )
-            bits_p2 = self._latent_frame_bits(bits_p2, "context_actions_p2", starts_clip=True)
-            bits = torch.stack([bits, bits_p2], dim=2)  # (B, T, 2, 8)
-        return context_latents, bits.to(device)
 
     # -----------------------------------------------------------------------------------------------------------------
     # Generation
@@ -405,28 +332,13 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
         device = self._execution_device
 
         # 2. Context latents and inputs (per game frame, pooled to one per latent frame for a video VAE)
-        context_latents, context_bits = self._prepare(
-            context, context_latents, context_actions, side, context_actions_p2
+        context_latents, context_bits = prepare_context(
+            self, context, context_latents, context_actions, side, context_actions_p2
         )
         batch = context_latents.shape[0]
-        bits = future_bits(actions, num_frames, batch, side, self.max_frames_per_call)  # (B, N, 8)
-        num_game_frames = bits.shape[1]
-        bits = self._latent_frame_bits(bits, "actions", starts_clip=False)
-        if self.num_players == 2:
-            bits_p2 = future_bits(
-                actions_p2, num_game_frames, batch, opponent_side(side), self.max_frames_per_call, "actions_p2"
-            )
-            bits_p2 = self._latent_frame_bits(bits_p2, "actions_p2", starts_clip=False)
-            bits = torch.stack([bits, bits_p2], dim=2)  # (B, N, 2, 8)
+        bits = prepare_future_bits(self, actions, actions_p2, num_frames, batch, side)  # (B, N, [2,] 8)
         num_frames = bits.shape[1]  # model (latent) frames to generate
-        bits = bits.to(device)
-        if isinstance(generator, list) and len(generator) != batch:
-            raise ValueError(f"`generator` is a list of {len(generator)} but the batch has {batch} clips")
-        if latents is not None:
-            expected = (batch, num_frames, self.transformer.config.in_channels, *self.latent_size)
-            if tuple(latents.shape) != expected:
-                raise ValueError(f"`latents` (initial noise) must have shape {expected}, got {tuple(latents.shape)}")
-            latents = latents.to(device, torch.float32)
+        latents = prepare_noise(self, latents, generator, batch, num_frames)
 
         self._guidance_scale = guidance_scale
         self._num_timesteps = num_frames * num_inference_steps
@@ -494,13 +406,7 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
         output_type = output_type or ("pil" if self.vae is not None else "latent")
         num_inference_steps = self.default_inference_steps if num_inference_steps is None else num_inference_steps
         ratio = self.temporal_compression_ratio
-        if decode_history is not None and ratio == 1:
-            raise ValueError(
-                "`decode_history`: only a video VAE (temporal compression > 1) decodes a step's frames after earlier "
-                f"latent frames; this pipeline's VAE ({self._vae_name()}) does not compress time"
-            )
-        if decode_history is not None and (not isinstance(decode_history, int) or decode_history < 1):
-            raise ValueError(f"`decode_history` must be an int >= 1 (latent frames), got {decode_history!r}")
+        check_decode_history(decode_history, ratio, vae_io.vae_name(self.vae))
         self.check_inputs(
             context,
             context_latents,
@@ -518,8 +424,8 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
         if isinstance(generator, list):
             raise ValueError("a session plays one clip: pass one `generator`, not a list")
         check_players(self.num_players, None, None, context_actions, context_actions_p2)
-        context_latents, context_bits = self._prepare(
-            context, context_latents, context_actions, side, context_actions_p2
+        context_latents, context_bits = prepare_context(
+            self, context, context_latents, context_actions, side, context_actions_p2
         )
         if context_latents.shape[0] != 1:
             raise ValueError(f"a session plays one clip, got a batch of {context_latents.shape[0]} contexts")

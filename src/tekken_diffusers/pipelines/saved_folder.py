@@ -12,6 +12,7 @@ import json
 import os
 import struct
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -21,6 +22,7 @@ __all__ = [
     "WEIGHT_ALIGNMENT",
     "align_safetensors",
     "check_finite_weights",
+    "check_loaded_pipeline",
     "check_pipeline_folder",
     "check_pipeline_source",
     "check_weights_match",
@@ -149,3 +151,15 @@ def check_finite_weights(source: str | os.PathLike, name: str, model: torch.nn.M
             raise ValueError(
                 f"{os.fspath(source)}: {name}/{parameter_name} holds NaN or inf weights: the weights file is damaged"
             )
+
+
+def check_loaded_pipeline(pipe: Any, source: str, folder: Path | None, variant: str | None) -> None:
+    """After loading from `source`: every model component's weight names match its config (for a local `folder`;
+    `check_weights_match`) and every weight is finite (`check_finite_weights`)."""
+    for name in ("transformer", "vae"):
+        component = getattr(pipe, name, None)
+        if component is None:
+            continue
+        if folder is not None:
+            check_weights_match(folder, name, component, variant)
+        check_finite_weights(source, name, component)

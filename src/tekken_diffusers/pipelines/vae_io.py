@@ -18,7 +18,15 @@ from ..actions import num_latent_frames
 from ..data.latents.vae import vae_temporal_compression_ratio
 from ..models.autoencoders.latent_norm import denormalize_latents, normalize_latents
 
-__all__ = ["VAE_CHUNK_FRAMES", "decode_after", "decode_latents", "encode_frames", "temporal_compression_ratio"]
+__all__ = [
+    "VAE_CHUNK_FRAMES",
+    "decode_after",
+    "decode_latents",
+    "encode_frames",
+    "spatial_compression_ratio",
+    "temporal_compression_ratio",
+    "vae_name",
+]
 
 # Frames per VAE call when encoding a context or decoding the output with a per-frame VAE: a batch of many clips is
 # split into such calls.
@@ -28,6 +36,19 @@ VAE_CHUNK_FRAMES = 64
 def temporal_compression_ratio(vae: Any) -> int:
     """Game frames per latent frame: the VAE's `temporal_compression_ratio` (1 for a per-frame VAE or no VAE)."""
     return 1 if vae is None else vae_temporal_compression_ratio(vae)
+
+
+def spatial_compression_ratio(vae: Any) -> int:
+    """Pixels per latent along each side: the VAE's `spatial_compression_ratio`, else one halving per down block of
+    an `AutoencoderKL`-like config (8 with no VAE)."""
+    if vae is None:
+        return 8
+    return int(getattr(vae, "spatial_compression_ratio", None) or 2 ** (len(vae.config.block_out_channels) - 1))
+
+
+def vae_name(vae: Any) -> str:
+    """The VAE's class name for messages ("none" without a VAE)."""
+    return "none" if vae is None else type(vae).__name__
 
 
 @torch.no_grad()

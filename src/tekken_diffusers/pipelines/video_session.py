@@ -29,13 +29,25 @@ from .rollout import TekkenRollout, TekkenWorldModelSession
 if TYPE_CHECKING:
     from .pipeline_tekken import TekkenWorldModelPipeline
 
-__all__ = ["DEFAULT_DECODE_HISTORY", "TekkenVideoWorldModelSession"]
+__all__ = ["DEFAULT_DECODE_HISTORY", "TekkenVideoWorldModelSession", "check_decode_history"]
 
 # Latent frames decoded before each step's new one (for LTX-Video, 4 × 8 = 32 game frames, 2 s at 15 Hz): enough of
 # the decoder's view of the past to continue the clip, at a constant cost per step.
 DEFAULT_DECODE_HISTORY = 4
 
 StepInput = int | str | Sequence[int] | Sequence[str] | np.ndarray | torch.Tensor
+
+
+def check_decode_history(decode_history: int | None, ratio: int, vae_name: str) -> None:
+    """Refuse a `decode_history` (of `start_session`) that the pipeline cannot use: one given to a pipeline whose VAE
+    (`vae_name`, temporal compression `ratio`) does not compress time, or one that is not an int >= 1."""
+    if decode_history is not None and ratio == 1:
+        raise ValueError(
+            "`decode_history`: only a video VAE (temporal compression > 1) decodes a step's frames after earlier "
+            f"latent frames; this pipeline's VAE ({vae_name}) does not compress time"
+        )
+    if decode_history is not None and (not isinstance(decode_history, int) or decode_history < 1):
+        raise ValueError(f"`decode_history` must be an int >= 1 (latent frames), got {decode_history!r}")
 
 
 class TekkenVideoWorldModelSession(TekkenWorldModelSession):
