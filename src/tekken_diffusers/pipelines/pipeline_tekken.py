@@ -228,7 +228,8 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
     # -----------------------------------------------------------------------------------------------------------------
     # Inputs
     # -----------------------------------------------------------------------------------------------------------------
-    # diffusers pipelines check their arguments in `self.check_inputs(...)`; the checks live in `inputs.py`.
+    # diffusers pipelines check their arguments in `self.check_inputs(...)`; the checks live in `inputs.py`, beside
+    # the `prepare_*` functions that turn the checked inputs into the rollout's.
     check_inputs = check_call_inputs
 
     # -----------------------------------------------------------------------------------------------------------------
