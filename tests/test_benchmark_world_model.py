@@ -120,11 +120,12 @@ def test_parts_select_what_runs_and_a_missing_vae_is_reported(tmp_path):
 
 
 def test_a_part_that_measures_nothing_fails(tiny_pipeline, monkeypatch):
+    from tekken_diffusers.benchmarking import world_model
     from tekken_diffusers.cli import benchmark_dataloader
 
     argv = ["--pipeline", str(tiny_pipeline), "--quick", "--no-write", "--parts"]
     with monkeypatch.context() as patch:  # no timings at all
-        patch.setattr(benchmark_world_model, "interleaved_times", lambda cases, *a, **k: {name: [] for name in cases})
+        patch.setattr(world_model, "interleaved_times", lambda cases, *a, **k: {name: [] for name in cases})
         for part in ("generation", "cache", "sessions", "training"):
             with pytest.raises(RuntimeError, match="measured nothing"):
                 benchmark_world_model.main(argv + [part])

@@ -1,10 +1,9 @@
-"""Helpers the benchmarks share: what machine the numbers come from, its matmul ceilings, interleaved timing, and a
-neighbour process that keeps the CPU busy.
+"""The machine a benchmark runs on: its model and flags, its measured matmul ceilings, and a neighbour process that
+keeps its CPU busy.
 
 A benchmark on a CPU means little without the machine beside it: its model, whether it computes bf16 natively, the
 torch threads and the OpenMP wait policy. Model-FLOPs utilisation needs the machine's own matmul ceiling, measured
-here rather than assumed. Timings of several configurations are interleaved (a few calls of each in turn, round after
-round) so that a burst of load from other jobs hits every configuration alike.
+here rather than assumed.
 """
 
 from __future__ import annotations
@@ -19,28 +18,18 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from .runtime import cpu_flags, native_bf16
+from ..runtime import cpu_flags, native_bf16
+from .timing import interleaved_times, timed
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "NeighbourLoad",
-    "cpu_model_name",
-    "interleaved_times",
-    "machine_info",
-    "markdown_table",
-    "matmul_ceilings",
-    "percentile",
-    "timed",
-]
+__all__ = ["NeighbourLoad", "cpu_model_name", "machine_info", "matmul_ceilings"]
 
 # The CPU flags a benchmark reports: native bf16 (what `runtime.resolve_dtype("auto")` looks for), and AVX2, the
 # baseline of torch's fast fp32 kernels on x86.
@@ -109,59 +98,6 @@ def matmul_ceilings(size: int = 2048, repeats: int = 5) -> dict[str, float]:
         times = interleaved_times({name: call(name) for name in operands}, rounds=repeats, warmup=1)
     flops = 2 * size**3
     return {name: flops / statistics.median(values) / 1e9 for name, values in times.items()}
-
-
-def timed(function: Callable[[], object]) -> Callable[[], float]:
-    """`function` made to return the seconds it took (the form `interleaved_times` takes)."""
-
-    def run() -> float:
-        started = time.perf_counter()
-        function()
-        return time.perf_counter() - started
-
-    return run
-
-
-def interleaved_times(
-    cases: Mapping[str, Callable[[], float]],
-    rounds: int,
-    per_round: int = 1,
-    warmup: int = 1,
-    desc: str | None = None,
-) -> dict[str, list[float]]:
-    """Time every case `rounds x per_round` times, in rounds: `per_round` calls of the first case, then of the second,
-    and so on, round after round, so that a change of load on a shared CPU hits every case alike.
-
-    Args:
-        cases: name → a call that does its own untimed preparation, then returns the seconds of the timed work.
-        rounds: rounds of calls.
-        per_round: consecutive calls of one case per round (a few keep its weights in the CPU's caches).
-        warmup: untimed calls of each case first.
-        desc: a progress bar's label (none without it).
-
-    Returns:
-        name → the seconds of each timed call.
-    """
-    for call in cases.values():
-        for _ in range(warmup):
-            call()
-    times: dict[str, list[float]] = {name: [] for name in cases}
-    for _ in tqdm(range(rounds), desc=desc, unit="round", disable=True if desc is None else None, leave=False):
-        for name, call in cases.items():
-            times[name].extend(call() for _ in range(per_round))
-    return times
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The `q`-th percentile (0-100, linear interpolation) of `values`."""
-    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], text_columns: int = 1) -> str:
-    """A markdown table: the first `text_columns` columns left-aligned, the numbers after them right-aligned."""
-    align = ["---" if index < text_columns else "---:" for index in range(len(header))]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows])
 
 
 # The neighbour: a square fp32 matmul in a loop, with the given torch threads, until SIGTERM, its parent's exit or the

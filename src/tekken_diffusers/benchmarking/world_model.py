@@ -1,0 +1,400 @@
+"""The world model's measurements on this machine, each part of `tekken-benchmark` one function returning its
+results as a dict: generation at batch 1 through the session API (`measure_generation`), the KV cache against
+recomputing the window (`measure_cache`), generation beside a busy neighbour process (`measure_neighbour`), several
+concurrent sessions (`measure_sessions`) and training tokens/s with model-FLOPs utilisation (`measure_training`).
+
+Every part times its configurations in interleaved rounds (`timing.interleaved_times`), and a part that measured
+nothing, or a rate that is zero or not finite, raises `RuntimeError` rather than becoming a table row. `settings` is
+the command's dict of sizes (its `FULL` or `QUICK`, with the options given).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from ..runtime import resolve_mixed_precision
+from .machine import NeighbourLoad
+from .timing import interleaved_times, percentile, timed
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "DTYPE_NAMES",
+    "Inputs",
+    "Pipelines",
+    "measure_cache",
+    "measure_generation",
+    "measure_neighbour",
+    "measure_sessions",
+    "measure_training",
+    "rate_row",
+    "require_positive",
+    "require_times",
+    "start_session",
+    "stepper",
+    "training_flops",
+    "warmup_frames",
+]
+
+DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16"}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Pipelines and inputs
+# ---------------------------------------------------------------------------------------------------------------------
+class Pipelines:
+    """The pipeline under test, loaded once per transformer dtype as `tekken-generate` loads it (transformer in that
+    dtype, VAE and the rest in fp32)."""
+
+    def __init__(self, folder: str):
+        self.folder = folder
+        self._loaded: dict[torch.dtype, object] = {}
+
+    def get(self, dtype: torch.dtype):
+        from ..pipelines import TekkenWorldModelPipeline
+
+        if dtype not in self._loaded:
+            pipe = TekkenWorldModelPipeline.from_pretrained(
+                self.folder, dtype={"transformer": dtype, "default": torch.float32}
+            )
+            pipe.set_progress_bar_config(disable=True)
+            self._loaded[dtype] = pipe
+        return self._loaded[dtype]
+
+
+class Inputs:
+    """A seeded stream of random action ids, one per player, as a session's `step` takes them."""
+
+    def __init__(self, num_players: int, seed: int = 0):
+        self.num_players = num_players
+        self.rng = np.random.default_rng(seed)
+
+    def ids(self, count: int) -> np.ndarray:
+        return self.rng.integers(0, 256, (count, self.num_players))
+
+    def next(self) -> tuple[int, ...]:
+        return tuple(int(i) for i in self.ids(1)[0])
+
+
+def start_session(pipe, context_frames: int, steps: int, decode: bool, seed: int = 0):
+    """A session on `context_frames` random context latents (content does not change the cost), decoding each frame to
+    an array when `decode` and the pipeline has a VAE, else returning latents."""
+    config = pipe.transformer.config
+    generator = torch.Generator().manual_seed(seed)
+    latents = torch.randn(1, context_frames, config.in_channels, *pipe.latent_size, generator=generator)
+    ids = Inputs(pipe.num_players, seed).ids(context_frames)
+    players = {"context_actions_p2": ids[:, 1]} if pipe.num_players == 2 else {}
+    return pipe.start_session(
+        context_latents=latents,
+        context_actions=ids[:, 0],
+        num_inference_steps=steps,
+        generator=generator,
+        output_type="np" if decode and pipe.vae is not None else "latent",
+        **players,
+    )
+
+
+def stepper(session, inputs: Inputs, before: Callable[[], None] | None = None) -> Callable[[], float]:
+    """A timed call of `session.step` under the next input (after `before`, untimed)."""
+
+    def call() -> float:
+        if before is not None:
+            before()
+        action = inputs.next()
+        started = time.perf_counter()
+        session.step(*action)
+        return time.perf_counter() - started
+
+    return call
+
+
+def warmup_frames(pipe) -> int:
+    """Frames after which every layer's cache window is full: from then on a step costs the same however long the
+    game runs, and that steady state is what the timings measure."""
+    return max(pipe.transformer.cache_layer_windows) + 1
+
+
+def rate_row(seconds: list[float], game_fps: float) -> dict:
+    p50 = statistics.median(seconds)
+    return {
+        "ms_p50": p50 * 1e3,
+        "ms_p95": percentile(seconds, 95) * 1e3,
+        "frames_per_second": 1 / p50,
+        "x_real_time": p50 * game_fps,
+        "frames": len(seconds),
+    }
+
+
+def require_times(part: str, times: dict[str, list[float]]) -> None:
+    """Every configuration of a part was timed at least once."""
+    empty = [str(name) for name, values in times.items() if not values]
+    if not times or empty:
+        raise RuntimeError(f"benchmark part {part!r} measured nothing for {', '.join(empty) or 'any configuration'}")
+
+
+def require_positive(part: str, rows: list[dict], fields: tuple[str, ...]) -> None:
+    """A part that measured nothing, or a rate that is zero or not finite, is an error, not a table row."""
+    if not rows:
+        raise RuntimeError(f"benchmark part {part!r} measured nothing")
+    for row in rows:
+        for field in fields:
+            value = row[field]
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise RuntimeError(f"benchmark part {part!r}: {field} = {value!r} in {row}")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The parts
+# ---------------------------------------------------------------------------------------------------------------------
+def measure_generation(pipes: Pipelines, auto: torch.dtype, settings: dict, game_fps: float) -> dict:
+    """ms/frame (p50, p95) and frames/s of `session.step` at batch 1, decode included, for each step count, in the
+    dtype `auto` picks and in the other one; all configurations interleaved."""
+    other = torch.bfloat16 if auto == torch.float32 else torch.float32
+    cases, keys = {}, []
+    for dtype in (auto, other):
+        pipe = pipes.get(dtype)
+        for steps in settings["steps"]:
+            key = f"{DTYPE_NAMES[dtype]} {steps}"
+            cases[key] = stepper(start_session(pipe, 8, steps, decode=True), Inputs(pipe.num_players))
+            keys.append((key, dtype, steps))
+    times = interleaved_times(
+        cases,
+        rounds=max(1, settings["frames"] // settings["round_frames"]),
+        per_round=settings["round_frames"],
+        warmup=warmup_frames(pipes.get(auto)),
+        desc="generation",
+    )
+    require_times("generation", times)
+    rows = [
+        {"dtype": DTYPE_NAMES[dtype], "auto": dtype == auto, "steps": steps, **rate_row(times[key], game_fps)}
+        for key, dtype, steps in keys
+    ]
+    for row in rows:
+        logger.info(
+            "generation %s, %d steps: %.1f ms p50, %.1f ms p95, %.1f frames/s",
+            row["dtype"], row["steps"], row["ms_p50"], row["ms_p95"], row["frames_per_second"],
+        )  # fmt: skip
+    require_positive("generation", rows, ("ms_p50", "ms_p95", "frames_per_second"))
+    return {
+        "auto_dtype": DTYPE_NAMES[auto],
+        "context_frames": 8,
+        "decode": pipes.get(auto).vae is not None,
+        "rows": rows,
+    }
+
+
+def measure_cache(pipe, settings: dict) -> dict:
+    """One new frame with the KV cache (`session.step`, 1 step, latents out) against one forward pass of the whole
+    window (context + new frame) without a cache, at each context length; interleaved."""
+    from ..actions import ids_to_bits
+
+    transformer = pipe.transformer
+    config = transformer.config
+    context_noise = pipe.scheduler.config.context_noise
+    cases, memory = {}, {}
+    for frames in settings["contexts"]:
+        session = start_session(pipe, frames, 1, decode=False)
+        inputs = Inputs(pipe.num_players, seed=frames)
+        # The first step writes the context into the cache; every timed step then starts from this same state: the
+        # context in the cache and the frame just generated queued (written by the step's own forward pass, as in
+        # play), so each timed step is the next frame after exactly `frames` frames.
+        session.step(*inputs.next())
+        state = session.rollout.state()
+        memory[frames] = state[0].memory_bytes()
+        cases[f"cached {frames}"] = stepper(session, inputs, before=lambda s=session, st=state: s.rollout.restore(st))
+
+        generator = torch.Generator().manual_seed(frames)
+        window = torch.randn(1, frames + 1, config.in_channels, *pipe.latent_size, generator=generator)
+        sigmas = torch.full((1, frames + 1), context_noise)
+        sigmas[:, -1] = 1.0  # the new frame starts from pure noise
+        ids = torch.from_numpy(inputs.ids(frames + 1))[None]  # (1, T, players)
+        bits = ids_to_bits(ids if pipe.num_players == 2 else ids[..., 0])
+        window, bits = window.to(transformer.dtype), bits.to(transformer.dtype)
+
+        def full(window=window, sigmas=sigmas, bits=bits) -> None:
+            with torch.no_grad():
+                transformer(window, sigmas, actions=bits)
+
+        cases[f"full {frames}"] = timed(full)
+    times = interleaved_times(cases, rounds=settings["cache_repeats"], warmup=1, desc="cache")
+    require_times("cache", times)
+    rows = []
+    for frames in settings["contexts"]:
+        cached = statistics.median(times[f"cached {frames}"])
+        full_seconds = statistics.median(times[f"full {frames}"])
+        rows.append({
+            "context_frames": frames, "cached_ms": cached * 1e3, "full_ms": full_seconds * 1e3,
+            "speedup": full_seconds / cached, "cache_mb": memory[frames] / 1e6,
+        })  # fmt: skip
+        logger.info(
+            "cache, %d context frames: %.1f ms cached, %.1f ms full window (%.1fx)",
+            frames, cached * 1e3, full_seconds * 1e3, full_seconds / cached,
+        )  # fmt: skip
+    require_positive("cache", rows, ("cached_ms", "full_ms", "speedup", "cache_mb"))
+    return {
+        "dtype": DTYPE_NAMES[transformer.dtype],
+        "steps": 1,
+        "windows": transformer.cache_layer_windows,
+        "rows": rows,
+    }
+
+
+def measure_neighbour(pipe, settings: dict, game_fps: float) -> dict:
+    """Generation (reference steps, decode included) with and without a neighbour process that runs an fp32 matmul
+    loop on the same number of threads. The neighbour is started here and stopped (and reaped) before returning,
+    whatever happens; where it can be paused (SIGSTOP) loaded and unloaded rounds alternate."""
+    threads = torch.get_num_threads()
+    steps = settings["reference_steps"]
+    session = start_session(pipe, 8, steps, decode=True)
+    inputs = Inputs(pipe.num_players)
+    rounds = max(1, settings["frames"] // settings["round_frames"])
+    timing = dict(per_round=settings["round_frames"], warmup=warmup_frames(pipe), desc="neighbour")
+    # The neighbour also stops by itself when this process exits, or after an hour (a safety net): the part takes
+    # seconds to minutes.
+    neighbour = NeighbourLoad(threads, size=settings["neighbour_size"], lifetime=3600.0)
+    if NeighbourLoad.can_pause():
+        with neighbour:
+            cases = {
+                "unloaded": stepper(session, inputs, before=neighbour.pause),
+                "loaded": stepper(session, inputs, before=neighbour.resume),
+            }
+            times = interleaved_times(cases, rounds, **timing)
+        method = "alternating rounds, the neighbour paused (SIGSTOP) in the rounds alone"
+    else:  # no SIGSTOP (Windows): alone first, then beside the neighbour
+        times = interleaved_times({"unloaded": stepper(session, inputs)}, rounds, **timing)
+        with neighbour:
+            times |= interleaved_times({"loaded": stepper(session, inputs)}, rounds, **timing)
+        method = "alone first, then beside the neighbour (this system cannot pause a process)"
+    require_times("neighbour", times)
+    if neighbour.ended_early:
+        raise RuntimeError("benchmark part 'neighbour': the neighbour process ended before the measurement did")
+    loaded, unloaded = rate_row(times["loaded"], game_fps), rate_row(times["unloaded"], game_fps)
+    result = {
+        "dtype": DTYPE_NAMES[pipe.transformer.dtype],
+        "steps": steps,
+        "threads": threads,
+        "neighbour": {"pid": neighbour.pid, "threads": threads, "matmul_size": neighbour.size,
+                      "matmuls": neighbour.matmuls, "exit_code": neighbour.process.returncode},
+        "method": method,
+        "rows": [{"load": "alone", **unloaded}, {"load": "beside the neighbour", **loaded}],
+        "ratio": loaded["frames_per_second"] / unloaded["frames_per_second"],
+    }  # fmt: skip
+    logger.info(
+        "neighbour: %.1f frames/s alone, %.1f beside it (%.2fx); it did %s matmuls",
+        unloaded["frames_per_second"], loaded["frames_per_second"], result["ratio"], neighbour.matmuls,
+    )  # fmt: skip
+    require_positive("neighbour", result["rows"], ("ms_p50", "frames_per_second"))
+    require_positive("neighbour", [result], ("ratio",))
+    if neighbour.matmuls == 0:  # None where the system cannot ask it to report (Windows)
+        raise RuntimeError("benchmark part 'neighbour': the neighbour process did no work")
+    return result
+
+
+def measure_sessions(pipe, settings: dict) -> dict:
+    """N sessions of one process stepped round-robin (one frame each per tick, decode included): per-session and
+    aggregate frames/s for each N; interleaved across the values of N."""
+    steps = settings["reference_steps"]
+    cases = {}
+    for count in settings["sessions"]:
+        sessions = [start_session(pipe, 8, steps, decode=True, seed=index) for index in range(count)]
+        inputs = [Inputs(pipe.num_players, seed=index) for index in range(count)]
+
+        def tick(sessions=sessions, inputs=inputs) -> None:
+            for session, stream in zip(sessions, inputs):
+                session.step(*stream.next())
+
+        cases[count] = timed(tick)
+    per_round = max(1, settings["round_frames"] // 2)
+    times = interleaved_times(
+        cases,
+        rounds=max(1, settings["session_ticks"] // per_round),
+        per_round=per_round,
+        warmup=warmup_frames(pipe),
+        desc="sessions",
+    )
+    require_times("sessions", times)
+    rows = []
+    for count in settings["sessions"]:
+        tick = statistics.median(times[count])
+        rows.append({
+            "sessions": count, "tick_ms_p50": tick * 1e3, "tick_ms_p95": percentile(times[count], 95) * 1e3,
+            "per_session_fps": 1 / tick, "aggregate_fps": count / tick,
+        })  # fmt: skip
+        logger.info("%d sessions: %.1f frames/s each, %.1f in all", count, 1 / tick, count / tick)
+    require_positive("sessions", rows, ("tick_ms_p50", "per_session_fps", "aggregate_fps"))
+    # The demo app gives every browser tab its own session and steps them one by one (no batched stepper), which is
+    # what is measured here.
+    return {"dtype": DTYPE_NAMES[pipe.transformer.dtype], "steps": steps, "stepper": "round-robin", "rows": rows}
+
+
+def training_flops(config, batch: int, frames: int, blocks: dict[str, torch.nn.Parameter]) -> float:
+    """Model FLOPs of one forward + backward step: 6 per parameter and token (forward 2, backward 4), the adaLN
+    modulation once per frame rather than per token, and causal attention scores and values within the local window
+    (on average half of it: a lower bound, since global layers see more)."""
+    tokens_per_frame = (config.sample_size[0] // config.patch_size) * (config.sample_size[1] // config.patch_size)
+    tokens = batch * frames * tokens_per_frame
+    per_frame = sum(p.numel() for name, p in blocks.items() if "adaLN_modulation" in name)
+    per_token = sum(p.numel() for p in blocks.values()) - per_frame
+    width = config.num_attention_heads * config.attention_head_dim
+    context = min(frames, config.local_window) * tokens_per_frame / 2
+    attention = 6 * 2 * config.num_layers * width * tokens * context
+    return 6 * per_token * tokens + 6 * per_frame * batch * frames + attention
+
+
+def measure_training(transformer, ceilings: dict[str, float], settings: dict) -> dict:
+    """Forward + backward + AdamW on random windows (every frame at its own noise level), in fp32 and under bf16
+    autocast, interleaved: tokens/s and utilisation of the measured matmul ceiling of the dtype used."""
+    from ..actions import ids_to_bits
+    from ..schedulers import TekkenFlowMatchScheduler
+
+    model = copy.deepcopy(transformer).float().train().requires_grad_(True)
+    config = model.config
+    scheduler = TekkenFlowMatchScheduler()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    batch, frames = settings["train_batch"], settings["train_frames"]
+    generator = torch.Generator().manual_seed(0)
+    latents = torch.randn(batch, frames, config.in_channels, *config.sample_size, generator=generator)
+    ids = torch.randint(0, 256, (batch, frames, config.num_players), generator=generator)
+    bits = ids_to_bits(ids if config.num_players == 2 else ids[..., 0]).float()
+    flops = training_flops(config, batch, frames, dict(model.transformer_blocks.named_parameters()))
+    tokens = (
+        batch * frames * (config.sample_size[0] // config.patch_size) * (config.sample_size[1] // config.patch_size)
+    )
+
+    def step(autocast: bool) -> None:
+        sigmas = scheduler.sample_training_sigmas(batch, frames, generator=generator)
+        noise = torch.randn(latents.shape, generator=generator)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            prediction = model(scheduler.scale_noise(latents, sigmas, noise), sigmas, actions=bits, return_dict=False)
+        loss = (prediction[0].float() - (noise - latents)).pow(2).mean()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    cases = {"fp32": timed(lambda: step(False)), "bf16": timed(lambda: step(True))}
+    times = interleaved_times(cases, rounds=settings["train_repeats"], warmup=1, desc="training")
+    require_times("training", times)
+    auto = "bf16" if resolve_mixed_precision("auto", "cpu") == "bf16" else "fp32"
+    rows = []
+    for precision, values in times.items():
+        seconds = statistics.median(values)
+        gflops = flops / seconds / 1e9
+        rows.append({
+            "precision": precision, "auto": precision == auto, "batch": batch, "frames": frames,
+            "ms_per_step": seconds * 1e3, "tokens_per_second": tokens / seconds,
+            "frames_per_second": batch * frames / seconds, "gflops": gflops,
+            "ceiling_gflops": ceilings[precision], "mfu": gflops / ceilings[precision],
+        })  # fmt: skip
+        logger.info("training %s: %.0f tokens/s, %.1f GFLOP/s, MFU %.0f %%", precision, tokens / seconds, gflops,
+                    100 * gflops / ceilings[precision])  # fmt: skip
+    require_positive("training", rows, ("ms_per_step", "tokens_per_second", "gflops", "mfu"))
+    parameters = sum(p.numel() for p in model.parameters())
+    return {"parameters": parameters, "tokens_per_window": tokens // batch, "rows": rows}
