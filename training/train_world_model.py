@@ -708,6 +708,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         logit_mean=config.logit_mean,
         logit_std=config.logit_std,
         context_noise=config.context_noise,
+        # The saved pipeline samples, by default, with the step count it was validated with.
+        default_inference_steps=config.validation_inference_steps,
     )
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.learning_rate, betas=(config.adam_beta1, config.adam_beta2),

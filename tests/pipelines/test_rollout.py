@@ -148,7 +148,8 @@ def test_evaluation_uses_only_public_pipeline_api():
 @torch.no_grad()
 def test_steps_default_to_the_schedulers_default_inference_steps(tmp_path):
     """`num_inference_steps=None` (the default of `__call__`, sessions and the rollout) samples with the scheduler's
-    `default_inference_steps`, saved with the pipeline; a scheduler saved before that setting existed gives 4."""
+    `default_inference_steps`, saved with the pipeline; a scheduler saved before that setting existed gives 8, the
+    earlier default."""
     pipe = make_pipe()
     context_latents, context_bits, future_bits = inputs(batch=1, frames=2)
     pipe.scheduler = TekkenFlowMatchScheduler.from_config(pipe.scheduler.config, default_inference_steps=3)
@@ -164,6 +165,33 @@ def test_steps_default_to_the_schedulers_default_inference_steps(tmp_path):
     assert TekkenWorldModelPipeline.from_pretrained(tmp_path).default_inference_steps == 3
     config = tmp_path / "scheduler" / "scheduler_config.json"
     config.write_text(re.sub(r'\s*"default_inference_steps": 3,?', "", config.read_text()))
-    assert TekkenWorldModelPipeline.from_pretrained(tmp_path).default_inference_steps == 4
+    assert TekkenWorldModelPipeline.from_pretrained(tmp_path).default_inference_steps == 8
     with pytest.raises(ValueError, match="default_inference_steps must be an integer >= 1"):
         TekkenFlowMatchScheduler(default_inference_steps=0)
+
+
+def test_a_capped_cache_writes_each_frame_in_its_own_pass():
+    """With `attention_window` below the trained windows, writing a frame in the next frame's first pass would let
+    that pass see frames the capped cache no longer keeps; the rollout then writes each frame on its own (as the
+    explicit flush below does), and the cache holds no autograd graph even with gradients enabled."""
+    pipe = build_random_pipeline("tiny", seed=0, vae=None, prev_frame_conditioning=True)
+    pipe.set_progress_bar_config(disable=True)
+    context_latents, context_bits, future_bits = inputs(batch=1, context=5, frames=4)
+    capped = TekkenRollout(pipe, batch_size=1, num_inference_steps=2, attention_window=1)
+    assert not capped.merge_cache_writes and TekkenRollout(pipe).merge_cache_writes
+    generator = torch.Generator().manual_seed(4)
+    capped.append(context_latents, context_bits, generator)
+    fast = capped.generate(future_bits, generator)
+    reference = TekkenRollout(pipe, batch_size=1, num_inference_steps=2, attention_window=1)
+    generator = torch.Generator().manual_seed(4)
+    reference.append(context_latents, context_bits, generator)
+    reference.flush()
+    frames = []
+    for t in range(4):
+        frames.append(reference.next_frame(future_bits[:, t : t + 1], generator))
+        reference.flush()
+    torch.testing.assert_close(fast, torch.cat(frames, dim=1), rtol=1e-5, atol=1e-5)
+    session = pipe.start_session(context_latents=context_latents, context_actions=context_bits[0])
+    session.step(0)
+    keys, _ = session.cache.get(0)  # reading the cache writes the queued frame, outside autograd
+    assert not keys.requires_grad and keys.grad_fn is None

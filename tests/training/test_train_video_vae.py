@@ -189,3 +189,23 @@ def test_decode_history_is_for_video_vaes_only(trained, pipe):
     per_frame = build_random_pipeline("tiny")
     with pytest.raises(ValueError, match=r"`decode_history`: only a video VAE .* \(TekkenAutoencoderDC\)"):
         per_frame.start_session(context=np.zeros((2, 8, 8, 3), dtype=np.uint8), decode_history=2)
+
+
+def test_generate_and_the_app_refuse_a_video_vae_pipeline_with_one_clear_error(trained, capsys):
+    """They play one frame per input; a temporally compressing VAE gets one error line, no traceback."""
+    from tekken_diffusers.cli.generate import main as generate
+    from tekken_diffusers.cli.play import main as play
+
+    kind, root, folder, _ = trained
+    round_ = root / "rounds" / "val" / "round_0000.npz"
+    for command, argv in (
+        (generate, ["--pipeline", str(folder), "--context", str(round_), "--context-frames", "1",
+                    "--frames", "2", "--out", str(root / "x.mp4")]),
+        (play, ["--pipeline", str(folder), "--rounds", str(root / "rounds" / "val"), "--context-frames", "1"]),
+    ):  # fmt: skip
+        with pytest.raises(SystemExit) as exit_info:
+            command(argv)
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert "its VAE compresses time" in err and f"({RATIO[kind]} frames per latent frame)" in err
+        assert "Traceback" not in err

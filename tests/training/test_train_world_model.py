@@ -65,6 +65,7 @@ def test_debug_run_saves_a_loadable_pipeline(latent_dataset, tmp_path):
     train(out, latent_dataset, "--max_train_steps", "4", launcher=launcher)
     pipe = TekkenWorldModelPipeline.from_pretrained(out)
     assert type(pipe.vae).__name__ == "TekkenAutoencoderDC" and pipe.scheduler.config.shift == 3.0
+    assert pipe.default_inference_steps == 2  # debug_tiny.yaml's validation_inference_steps
     assert sorted(losses(out)) == [1, 2, 3, 4]
     assert [p.name for p in sorted(out.glob("checkpoint-*"))] == ["checkpoint-2", "checkpoint-4"]
     assert (out / "checkpoint-4" / "transformer" / "diffusion_pytorch_model.safetensors").is_file()

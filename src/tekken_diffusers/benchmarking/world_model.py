@@ -208,7 +208,8 @@ def measure_cache(pipe, settings: dict) -> dict:
         # play), so each timed step is the next frame after exactly `frames` frames.
         session.step(*inputs.next())
         state = session.rollout.state()
-        memory[frames] = state[0].memory_bytes()
+        # Reading the session's cache writes the queued frame into it: the size counts every frame so far.
+        memory[frames] = session.cache.memory_bytes()
         cases[f"cached {frames}"] = stepper(session, inputs, before=lambda s=session, st=state: s.rollout.restore(st))
 
         generator = torch.Generator().manual_seed(frames)

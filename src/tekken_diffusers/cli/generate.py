@@ -182,6 +182,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--pipeline {args.pipeline}: cannot load it ({type(error).__name__}: {error})")
     if pipe.vae is None:
         parser.error(f"--pipeline {args.pipeline}: has no VAE (vae/), which generate.py needs to decode frames")
+    if pipe.temporal_compression_ratio > 1:
+        parser.error(
+            f"--pipeline {args.pipeline}: its VAE compresses time ({pipe.temporal_compression_ratio} frames per "
+            "latent frame); generate.py plays one frame per input: use the pipeline from Python (README, Video-VAE "
+            "latents)"
+        )
     two_player = pipe.num_players == 2
     if actions_p2 is not None and not two_player:
         parser.error(

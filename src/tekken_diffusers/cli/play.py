@@ -52,6 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     pipe = TekkenWorldModelPipeline.from_pretrained(
         args.pipeline, dtype={"transformer": dtype, "default": torch.float32}
     )
+    if pipe.temporal_compression_ratio > 1:
+        parser.error(
+            f"--pipeline {args.pipeline}: its VAE compresses time ({pipe.temporal_compression_ratio} frames per "
+            "latent frame); the app plays one frame per input"
+        )
     pipe.set_progress_bar_config(disable=True)
     contexts = play_page.ContextLibrary.from_folder(args.rounds, args.context_frames)
     # Looked up on the module at call time, so that tests can stand a fake app in for the Gradio one.

@@ -159,9 +159,9 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
 
     @property
     def default_inference_steps(self) -> int:
-        """Euler steps per frame when a call does not say: the scheduler's `default_inference_steps` (4 for a
-        scheduler saved before that setting existed)."""
-        return int(self.scheduler.config.get("default_inference_steps", 4))
+        """Euler steps per frame when a call does not say: the scheduler's `default_inference_steps` (8, the
+        earlier default, for a scheduler saved before that setting existed)."""
+        return int(self.scheduler.config.get("default_inference_steps", 8))
 
     @property
     def num_players(self) -> int:
@@ -281,7 +281,7 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
             context_actions (*optional*): The inputs of the context frames (same forms as `actions`); neutral if
                 not given.
             num_inference_steps (`int`, *optional*): Euler steps per frame; defaults to the scheduler's
-                `default_inference_steps` (the count the trained model samples best with; 4 where not set).
+                `default_inference_steps` (the count the trained model samples best with; 8 where not set).
             guidance_scale (`float` or `(float, float)`, defaults to 1.0): Classifier-free guidance on the actions
                 (1 disables it; the null-action branch doubles the compute). For a two-player model one number
                 guides both players' inputs together; a pair `(player 1, player 2)` guides each player by its own

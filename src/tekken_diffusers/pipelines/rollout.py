@@ -93,6 +93,11 @@ class TekkenRollout:
         self.branches = guidance_branches(guidance_scale, self.num_players)
         self.device = torch.device(device) if device is not None else pipe._execution_device
         self.cache: TekkenKVCache = pipe.transformer.make_kv_cache(max_frames=attention_window)
+        # Writing queued frames in the next frame's first pass equals writing them on their own only when every layer
+        # keeps its whole window: a cache capped below it (`attention_window`) would let that pass see past frames
+        # the later passes no longer see, so a capped rollout writes in a pass of its own.
+        needed = [window - 1 for window in pipe.transformer.cache_layer_windows]
+        self.merge_cache_writes = all(kept >= need for kept, need in zip(self.cache.max_frames, needed))
         # Frames appended but not yet written into the cache: (re-noised latents, sigmas, bits). They are written by
         # the first denoising pass of the next frame (one forward fewer per frame) or by `flush()`.
         self._pending: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
@@ -151,6 +156,7 @@ class TekkenRollout:
             velocity = uncond + scale_p1 * (p1_only - uncond) + scale_p2 * (both - p1_only)
         return velocity
 
+    @torch.no_grad()
     def append(
         self, latents: torch.Tensor, bits: torch.Tensor, generator: torch.Generator | list[torch.Generator] | None
     ) -> None:
@@ -159,7 +165,8 @@ class TekkenRollout:
 
         The noise is drawn now; the frames' keys and values are written by the first denoising pass of the next
         frame, which carries them in front of the new frame (so a frame costs `num_inference_steps` forwards, not one
-        more), or by [`flush`].
+        more), or by [`flush`]. With a cache capped below the trained windows they are written here, in a pass of
+        their own.
         """
         noisy, sigmas = self.pipe.scheduler.add_context_noise(
             latents.float(), generator=generator, context_noise=self.context_noise
@@ -169,12 +176,15 @@ class TekkenRollout:
                 torch.cat([old, new], dim=1) for old, new in zip(self._pending, (noisy, sigmas, bits))
             )
         self._pending = (noisy, sigmas, bits)
+        if not self.merge_cache_writes:
+            self.flush()
 
+    @torch.no_grad()
     def flush(self) -> None:
         """Write the queued frames into the cache now (one forward pass); nothing to do when none are queued."""
         if self._pending is not None:
-            pending, self._pending = self._pending, None
-            self._forward(*pending, update=True)
+            self._forward(*self._pending, update=True)
+            self._pending = None  # only once written: a pass that raises keeps them queued
 
     def state(self) -> tuple[TekkenKVCache, tuple[torch.Tensor, ...] | None]:
         """A copy of everything a later frame depends on (the cache and the queued frames), for [`restore`]."""
@@ -192,6 +202,7 @@ class TekkenRollout:
         if not torch.isfinite(noise).all():
             raise ValueError("`noise`: holds NaN or inf values; the frame and every later one would be NaN")
 
+    @torch.no_grad()
     def next_frame(
         self,
         bits: torch.Tensor,
@@ -221,7 +232,7 @@ class TekkenRollout:
             sigmas = sigma.expand(self.batch_size, 1)
             if step == 0 and self._pending is not None:
                 # The queued frames go into the cache in this same pass, in front of the new frame.
-                (queued, queued_sigmas, queued_bits), self._pending = self._pending, None
+                queued, queued_sigmas, queued_bits = self._pending
                 count = queued.shape[1]
                 velocity = self._forward(
                     torch.cat([queued, latents], dim=1),
@@ -230,6 +241,7 @@ class TekkenRollout:
                     update=True,
                     cache_leading_frames=count,
                 )[:, count:]
+                self._pending = None
             else:
                 velocity = self._forward(latents, sigmas, bits, update=False)
             latents = self.pipe.scheduler.step_per_frame(
@@ -241,6 +253,7 @@ class TekkenRollout:
             self.append(latents, bits, generator)
         return latents
 
+    @torch.no_grad()
     def generate(
         self,
         bits: torch.Tensor,

@@ -76,10 +76,12 @@ class TekkenFlowMatchScheduler(SchedulerMixin, ConfigMixin):
         context_noise (`float`, defaults to `0.2`):
             Sigma at which past frames are re-noised before they enter the model's cache (the original owl-wms
             model's `noise_prev`): it matches the noisy history the model sees in diffusion-forcing training.
-        default_inference_steps (`int`, defaults to `4`):
+        default_inference_steps (`int`, defaults to `8`):
             Euler steps per frame that `TekkenWorldModelPipeline` and its sessions use when the caller does not say
             (`num_inference_steps=None`). A sampling default of the trained model, kept beside `shift` and
             `context_noise`: the right count depends on the model (docs/evaluation.md measures 1, 2 and 4 steps).
+            Training writes its `validation_inference_steps`; 8, the pipeline's default before this setting
+            existed, keeps older saved pipelines sampling as they did.
     """
 
     _compatibles = ["FlowMatchEulerDiscreteScheduler"]
@@ -101,7 +103,7 @@ class TekkenFlowMatchScheduler(SchedulerMixin, ConfigMixin):
         logit_mean: float = 0.0,
         logit_std: float = 1.0,
         context_noise: float = 0.2,
-        default_inference_steps: int = 4,
+        default_inference_steps: int = 8,
     ):
         if num_train_timesteps < 1:
             raise ValueError(f"num_train_timesteps must be >= 1, got {num_train_timesteps}")
