@@ -49,7 +49,7 @@ player's inputs (8 buttons per frame: Up, Down, Left, Right, 1, 2, 3, 4), one fr
 from tekken_diffusers import TekkenWorldModelPipeline
 
 pipe = TekkenWorldModelPipeline.from_pretrained("PATH_OR_REPO")
-frames = pipe(context=context_frames, actions="f*8, 1, n*7", num_inference_steps=4).frames[0]
+frames = pipe(context=context_frames, actions="f*8, 1, n*7").frames[0]  # steps: scheduler default_inference_steps
 
 session = pipe.start_session(context=context_frames)  # interactive play
 next_frame = session.step("d/f+1")
