@@ -323,7 +323,7 @@ def test_presets():
     assert 4e6 < sum(p.numel() for p in compact.parameters()) < 8e6
     assert make_model(in_channels=8).config.in_channels == 8  # overrides win
     large = build_preset_on_meta("tekken-large")
-    assert 1.15e9 < sum(p.numel() for p in large.parameters()) < 1.3e9  # the original: 1.24 B (spec §3.8)
+    assert 1.15e9 < sum(p.numel() for p in large.parameters()) < 1.3e9  # the original's tekken_nopose_large: 1.24 B
     assert large.config.patch_size == 1 and tuple(large.config.sample_size) == (14, 23)
 
 

@@ -334,6 +334,20 @@ class TekkenWorldModelSession:
             bits = pipe.actions_to_bits(np.asarray(action, dtype=np.float32)[None], side, name)
         return bits
 
+    def check_players(self, action_p2: Any) -> None:
+        """One clear error where `step` gets player 2's input for a one-player model, or lacks it for a two-player
+        one."""
+        num_players = self.pipe.num_players
+        if num_players == 1 and action_p2 is not None:
+            raise ValueError(
+                "action_p2: this session's transformer conditions on player 1 only (num_players=1); call step(action)"
+            )
+        if num_players == 2 and action_p2 is None:
+            raise ValueError(
+                "action_p2: this session's transformer is a two-player model (num_players=2): call "
+                "step(action, action_p2) with both players' inputs"
+            )
+
     @torch.no_grad()
     def step(
         self,
@@ -353,16 +367,7 @@ class TekkenWorldModelSession:
             The frame as a PIL image, an `(H, W, 3)` array in [0, 1], a `(3, H, W)` tensor in [0, 1], or its
             latents `(C, h, w)`, by the session's `output_type`.
         """
-        num_players = self.pipe.num_players
-        if num_players == 1 and action_p2 is not None:
-            raise ValueError(
-                "action_p2: this session's transformer conditions on player 1 only (num_players=1); call step(action)"
-            )
-        if num_players == 2 and action_p2 is None:
-            raise ValueError(
-                "action_p2: this session's transformer is a two-player model (num_players=2): call "
-                "step(action, action_p2) with both players' inputs"
-            )
+        self.check_players(action_p2)
         bits = self._one_input(self.pipe, action, self.side, "action")
         if action_p2 is not None:
             bits_p2 = self._one_input(self.pipe, action_p2, opponent_side(self.side), "action_p2")

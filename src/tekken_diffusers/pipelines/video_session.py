@@ -124,16 +124,7 @@ class TekkenVideoWorldModelSession(TekkenWorldModelSession):
             The `r` frames: a list of PIL images, an `(r, H, W, 3)` array in [0, 1] or an `(r, 3, H, W)` tensor in
             [0, 1]; or the latent frame `(C, h, w)` for `output_type="latent"`.
         """
-        num_players = self.pipe.num_players
-        if num_players == 1 and action_p2 is not None:
-            raise ValueError(
-                "action_p2: this session's transformer conditions on player 1 only (num_players=1); call step(action)"
-            )
-        if num_players == 2 and action_p2 is None:
-            raise ValueError(
-                "action_p2: this session's transformer is a two-player model (num_players=2): call "
-                "step(action, action_p2) with both players' inputs"
-            )
+        self.check_players(action_p2)
         bits = self._latent_frame_input(action, self.side, "action")  # (1, 8)
         if action_p2 is not None:
             bits_p2 = self._latent_frame_input(action_p2, opponent_side(self.side), "action_p2")
