@@ -150,3 +150,29 @@ def test_evaluate_command_two_player_action_binding(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([*argv[:2], "--rounds", str(tmp_path / "p1"), *argv[4:]])
     assert exit_info.value.code == 2 and "carry no player 2 inputs (actions_p2)" in capsys.readouterr().err
+
+
+def test_evaluate_command_guidance_scale(tmp_path, capsys):
+    """`--guidance-scale` reaches every sampled frame (it is recorded and changes the scores of a model whose inputs
+    matter); one value >= 1 for a one-player model, two for a two-player one."""
+    from tekken_diffusers.cli.evaluate_world_model import main
+    from tekken_diffusers.pipelines.random_pipeline import build_random_pipeline
+
+    build_random_pipeline().save_pretrained(tmp_path / "pipe")
+    for index in range(2):
+        save_round(tmp_path / "rounds" / f"round_{index:04d}.npz", make_round(20, size=(8, 8), seed=index))
+    argv = ["--pipeline", str(tmp_path / "pipe"), "--rounds", str(tmp_path / "rounds"), "--windows", "2",
+            "--context-frames", "3", "--frames", "3", "--teacher-forced-steps", "1", "--steps", "1",
+            "--health-frames", "0", "--no-docs"]  # fmt: skip
+    scores = {}
+    for scale in ("1", "3"):
+        out = tmp_path / f"eval-{scale}.json"
+        assert main([*argv, "--guidance-scale", scale, "--out", str(out)]) == 0
+        scores[scale] = json.loads(out.read_text())
+    assert scores["1"]["guidance_scale"] == 1.0 and scores["3"]["guidance_scale"] == 3.0
+    for key in ("teacher_forced", "open_loop"):
+        assert scores["1"][key] != scores["3"][key]
+    for bad, message in ((["0.5"], "values >= 1"), (["2", "2"], "two values need a two-player model")):
+        with pytest.raises(SystemExit) as exit_info:
+            main([*argv, "--guidance-scale", *bad, "--out", str(tmp_path / "bad.json")])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err

@@ -98,6 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--context-noise", type=float, default=None, help="override the scheduler's context noise")
     parser.add_argument("--shift", type=float, default=None, help="override the sampling schedule's shift")
+    parser.add_argument(
+        "--guidance-scale",
+        type=float,
+        nargs="+",
+        default=[1.0],
+        help="classifier-free guidance on the inputs (1 disables it); two values for a two-player model: player 1, "
+        "player 2",
+    )
     parser.add_argument("--health-frames", type=int, default=1000, help="length of the long rollouts (0: skip)")
     parser.add_argument("--health-rollouts", type=int, default=2, help="number of long rollouts")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
@@ -122,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--context-noise must lie in [0, 1), got {args.context_noise}")
     if args.shift is not None and args.shift <= 0:
         parser.error(f"--shift must be > 0, got {args.shift}")
+    if len(args.guidance_scale) > 2 or not all(scale >= 1 for scale in args.guidance_scale):
+        parser.error(f"--guidance-scale takes one or two values >= 1 (1 disables guidance), got {args.guidance_scale}")
     from ..pipelines import TekkenWorldModelPipeline
 
     if not (Path(args.pipeline) / "model_index.json").is_file():
@@ -133,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     if pipe.vae is None:
         parser.error(f"--pipeline {args.pipeline}: the evaluation compares frames and needs a pipeline with a VAE")
     two_player = pipe.num_players == 2
+    if len(args.guidance_scale) == 2 and not two_player:
+        parser.error(f"--guidance-scale: two values need a two-player model; {args.pipeline} has one player")
+    guidance = tuple(args.guidance_scale) if len(args.guidance_scale) == 2 else args.guidance_scale[0]
     started = time.perf_counter()
 
     # 1. Held-out windows: real frames, their latents, the VAE's ceiling
@@ -159,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         "generated_frames": count, "steps": args.steps, "cpu": _cpu_name(), "torch_threads": torch.get_num_threads(),
         "context_noise": args.context_noise if args.context_noise is not None else pipe.scheduler.config.context_noise,
         "shift": pipe.scheduler.shift,
+        "guidance_scale": guidance,
         "vae_reconstruction_pooled_psnr": pooled_psnr(reconstruction, target),
     }  # fmt: skip
 
@@ -173,7 +187,14 @@ def main(argv: list[str] | None = None) -> int:
     for steps in args.teacher_forced_steps:
         generator = torch.Generator().manual_seed(args.seed)
         predicted = teacher_forced_next_frames(
-            pipe, latents, bits, context, steps, context_noise=args.context_noise, generator=generator
+            pipe,
+            latents,
+            bits,
+            context,
+            steps,
+            context_noise=args.context_noise,
+            generator=generator,
+            guidance_scale=guidance,
         )
         frames = _to_unit(pipe.decode_latents(predicted))
         results["teacher_forced"][f"steps_{steps}"] = {
@@ -184,7 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     # 3. Open-loop rollouts under the recorded and under shuffled inputs, vs holding the last context frame
     def rollout(inputs: torch.Tensor) -> torch.Tensor:
         generator = torch.Generator().manual_seed(args.seed)  # the same noise for both input streams
-        generated = rollout_latents(pipe, latents, inputs, context, args.steps, generator, args.context_noise)
+        generated = rollout_latents(
+            pipe, latents, inputs, context, args.steps, generator, args.context_noise, guidance_scale=guidance
+        )
         return _to_unit(pipe.decode_latents(generated))
 
     shuffled_bits = torch.cat([bits[:, :context], bits.roll(1, dims=0)[:, context:]], dim=1)
@@ -256,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
             **player_2,
             num_inference_steps=args.steps,
             context_noise=args.context_noise,
+            guidance_scale=guidance,
             generator=torch.Generator().manual_seed(args.seed),
             output_type="pt",
         ).frames  # (R, N, 3, H, W) in [0, 1]
@@ -334,7 +358,8 @@ def format_section(results: dict) -> str:
 
 `tekken-evaluate --pipeline {results["pipeline"]} --rounds {results["rounds"]}`:
 {results["windows"]} held-out windows, {results["context_frames"]} context frames, {count} generated frames,
-{results["steps"]} denoising steps per frame in the rollouts, context noise {results["context_noise"]}; scored in
+{results["steps"]} denoising steps per frame in the rollouts, context noise {results["context_noise"]}, guidance scale
+{results.get("guidance_scale", 1.0)} on the inputs; scored in
 pixels against the recorded frames (CPU: {results["cpu"]}, {results["torch_threads"]} threads,
 {results["seconds"]} s). Ceiling: the VAE's own reconstruction,
 {results["vae_reconstruction_pooled_psnr"]:.2f} dB pooled.

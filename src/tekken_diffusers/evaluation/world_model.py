@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..pipelines.rollout import TekkenRollout
+from ..pipelines.rollout import GuidanceScale, TekkenRollout
 from .metrics import psnr, ssim
 
 __all__ = ["NextFrameScores", "teacher_forced_next_frames", "rollout_latents", "score_frames"]
@@ -60,6 +60,7 @@ def teacher_forced_next_frames(
     num_inference_steps: int = 4,
     context_noise: float | None = None,
     generator: torch.Generator | None = None,
+    guidance_scale: GuidanceScale = 1.0,
 ) -> torch.Tensor:
     """Predict frames `context_frames..T-1` of each window, each from the true frames before it.
 
@@ -68,6 +69,7 @@ def teacher_forced_next_frames(
         latents: normalised true latents `(B, T, C, h, w)`.
         action_bits: their inputs `(B, T, 8)`, or both players' `(B, T, 2, 8)` for a two-player model.
         context_frames: frames given before the first prediction (>= 1).
+        guidance_scale: classifier-free guidance on the inputs, as in the pipeline (1 disables it).
 
     Returns:
         Predicted latents `(B, T - context_frames, C, h, w)`.
@@ -75,7 +77,9 @@ def teacher_forced_next_frames(
     batch, num_frames = latents.shape[:2]
     if not 1 <= context_frames < num_frames:
         raise ValueError(f"context_frames must lie in [1, {num_frames - 1}], got {context_frames}")
-    rollout = TekkenRollout(pipe, batch, num_inference_steps, context_noise=context_noise)
+    rollout = TekkenRollout(
+        pipe, batch, num_inference_steps, guidance_scale=guidance_scale, context_noise=context_noise
+    )
     latents, action_bits = latents.to(rollout.device, torch.float32), action_bits.to(rollout.device, torch.float32)
     rollout.append(latents[:, :context_frames], action_bits[:, :context_frames], generator)
     predictions = []
@@ -95,9 +99,10 @@ def rollout_latents(
     num_inference_steps: int = 4,
     generator: torch.Generator | None = None,
     context_noise: float | None = None,
+    guidance_scale: GuidanceScale = 1.0,
 ) -> torch.Tensor:
     """Open-loop generation of frames `context_frames..T-1` under the recorded inputs: `(B, T - ctx, C, h, w)`;
-    `context_noise=None` is the scheduler's.
+    `context_noise=None` is the scheduler's; `guidance_scale` as in the pipeline (1 disables guidance).
 
     `action_bits` are `(B, T, 8)`, or `(B, T, 2, 8)` (player 1, player 2) for a two-player model: one input per latent
     frame, so this runs the rollout itself rather than the pipeline's `__call__`, which takes one input per game frame
@@ -105,7 +110,9 @@ def rollout_latents(
     """
     if not 1 <= context_frames < latents.shape[1]:
         raise ValueError(f"context_frames must lie in [1, {latents.shape[1] - 1}], got {context_frames}")
-    rollout = TekkenRollout(pipe, latents.shape[0], num_inference_steps, context_noise=context_noise)
+    rollout = TekkenRollout(
+        pipe, latents.shape[0], num_inference_steps, guidance_scale=guidance_scale, context_noise=context_noise
+    )
     latents, action_bits = latents.to(rollout.device, torch.float32), action_bits.to(rollout.device, torch.float32)
     rollout.append(latents[:, :context_frames], action_bits[:, :context_frames], generator)
     return rollout.generate(action_bits[:, context_frames:], generator)
