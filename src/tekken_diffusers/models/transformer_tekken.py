@@ -150,20 +150,42 @@ class TekkenKVCache:
     the read-only cache (`update_kv_cache=False`), then append the finished frame (`update_kv_cache=True`), in a pass
     of its own or in front of the next frame's first denoising pass (`cache_leading_frames`).
 
+    Several caches of the same model can share one forward pass (`tekken_diffusers.pipelines.batching`): [`stack`]
+    concatenates them along the batch, [`select`] and [`split`] take the rows back, and [`shift_frames`] moves a
+    cache's frame clock (re-rotating its keys) so that caches whose games started at different times continue at the
+    same frame index. No operation writes a cached tensor in place, so caches may share storage.
+
     Args:
         max_frames (`Sequence[int]`):
             Number of past frames each layer keeps (one entry per transformer layer; `0` keeps nothing).
         start_frame (`int`, defaults to `0`):
             Absolute frame index at which the first appended frame must start.
+        rope_axes_dim (`Sequence[int]`, *optional*):
+            The model's RoPE channels per axis (time, height, width), which [`shift_frames`] re-rotates by;
+            [`TekkenWorldModelTransformer.make_kv_cache`] passes them. Without them the cache cannot be shifted.
+        rope_theta (`float`, defaults to `10000.0`): The model's RoPE base.
+        rope_style (`str`, defaults to `"integer"`): The model's RoPE positions; only `"integer"` can be shifted.
     """
 
-    def __init__(self, max_frames: Sequence[int], start_frame: int = 0):
+    def __init__(
+        self,
+        max_frames: Sequence[int],
+        start_frame: int = 0,
+        rope_axes_dim: Sequence[int] | None = None,
+        rope_theta: float = 10000.0,
+        rope_style: str = "integer",
+    ):
         self.max_frames = tuple(int(m) for m in max_frames)
         if not self.max_frames or min(self.max_frames) < 0:
             raise ValueError(f"max_frames must be a non-empty list of counts >= 0, got {list(max_frames)}")
         if start_frame < 0:
             raise ValueError(f"start_frame must be >= 0, got {start_frame}")
+        if rope_style not in ROPE_STYLES:
+            raise ValueError(f"rope_style must be one of {', '.join(ROPE_STYLES)}, got {rope_style!r}")
         self._start_frame = int(start_frame)
+        self.rope_axes_dim = None if rope_axes_dim is None else tuple(int(d) for d in rope_axes_dim)
+        self.rope_theta = float(rope_theta)
+        self.rope_style = rope_style
         self.reset()
 
     def reset(self) -> None:
@@ -249,6 +271,179 @@ class TekkenKVCache:
         self._values[layer_idx] = values[:, values.shape[1] - keep :]
         self._end_frames[layer_idx] += added
         return keys, values
+
+    # -----------------------------------------------------------------------------------------------------------------
+    # Batches of caches: stack, take rows back, align frame clocks
+    # -----------------------------------------------------------------------------------------------------------------
+    @property
+    def can_shift(self) -> bool:
+        """Whether [`shift_frames`] can move this cache's clock (integer RoPE positions of a known layout)."""
+        return self.rope_style == "integer" and self.rope_axes_dim is not None
+
+    def _layout(self) -> tuple:
+        """What caches must share to be stacked: their layers' sizes and their model's RoPE."""
+        return self.max_frames, self.rope_axes_dim, self.rope_theta, self.rope_style
+
+    @staticmethod
+    def _rows(tensor: torch.Tensor, branches: int, name: str) -> int:
+        if tensor.shape[0] % branches:
+            raise ValueError(f"{name}: batch {tensor.shape[0]} is not a multiple of branches={branches}")
+        return tensor.shape[0] // branches
+
+    @classmethod
+    def stack(cls, caches: Sequence[TekkenKVCache], branches: int = 1) -> TekkenKVCache:
+        """
+        One cache holding the rows of `caches` along the batch, for one forward pass of all of them.
+
+        Every cache must hold the same number of frames in each layer and continue at the same frame (`next_frame`;
+        align clocks first with [`shift_frames`]), and come from the same model. The tensors are new (concatenated);
+        the caches given are left as they are.
+
+        Args:
+            caches (`Sequence[TekkenKVCache]`): The caches, in the order of the rows of the stacked batch.
+            branches (`int`, defaults to `1`): Classifier-free guidance branches in each cache's batch. A rollout
+                with guidance keeps one copy of its batch per branch, branch-major (`[cond rows, uncond rows]`); the
+                stacked cache keeps that order (`[cond rows of every cache, uncond rows of every cache]`).
+
+        Raises:
+            ValueError: No caches, caches of different models or sizes, different frame counts in a layer, or
+                different `next_frame`.
+        """
+        if not caches:
+            raise ValueError("TekkenKVCache.stack needs at least one cache")
+        if branches < 1:
+            raise ValueError(f"branches must be >= 1, got {branches}")
+        first = caches[0]
+        for index, cache in enumerate(caches):
+            if cache._layout() != first._layout():
+                raise ValueError(
+                    f"TekkenKVCache.stack: cache {index} belongs to another model or size (max_frames "
+                    f"{cache.max_frames}, RoPE {cache._layout()[1:]}) than cache 0 ({first.max_frames}, "
+                    f"{first._layout()[1:]})"
+                )
+        counts = [tuple(cache.num_frames(i) for i in range(cache.num_layers)) for cache in caches]
+        if len(set(counts)) != 1:
+            raise ValueError(
+                f"TekkenKVCache.stack: the caches hold different numbers of frames per layer ({counts}); only caches "
+                "with equal per-layer frame counts share one forward pass"
+            )
+        clocks = [cache.next_frame for cache in caches]
+        if len(set(clocks)) != 1:
+            raise ValueError(
+                f"TekkenKVCache.stack: the caches continue at different frames (next_frame {clocks}); align them "
+                "first with shift_frames"
+            )
+        if len({cache.prev_latents is None for cache in caches}) != 1:
+            raise ValueError("TekkenKVCache.stack: some caches hold the copy path's prev_latents and some do not")
+
+        def cat(tensors: list[torch.Tensor], name: str) -> torch.Tensor:
+            for tensor in tensors:
+                cls._rows(tensor, branches, name)
+            if branches == 1:
+                return torch.cat(tensors)
+            # (branches * b_i, ...) -> (branches, b_i, ...), concatenated per branch, then back to branch-major.
+            return torch.cat([t.unflatten(0, (branches, -1)) for t in tensors], dim=1).flatten(0, 1)
+
+        stacked = cls(first.max_frames, first._start_frame, first.rope_axes_dim, first.rope_theta, first.rope_style)
+        for layer in range(first.num_layers):
+            if caches[0]._keys[layer] is not None:
+                stacked._keys[layer] = cat([cache._keys[layer] for cache in caches], f"layer {layer} keys")
+                stacked._values[layer] = cat([cache._values[layer] for cache in caches], f"layer {layer} values")
+        if first.prev_latents is not None:
+            stacked.prev_latents = cat([cache.prev_latents for cache in caches], "prev_latents")
+        stacked._end_frames = list(first._end_frames)
+        return stacked
+
+    def select(self, index: int, branches: int = 1, clone: bool = False) -> TekkenKVCache:
+        """
+        The cache of one row of the batch (with its copy in every guidance branch), as [`stack`] put it there.
+
+        Args:
+            index (`int`): The row, in `[0, batch_size / branches)`.
+            branches (`int`, defaults to `1`): Guidance branches in the batch, as in [`stack`].
+            clone (`bool`, defaults to `False`): Copy the row's tensors. Without it they are views of this cache's
+                tensors: free to take, and the row's next append copies them anyway, but until then they keep this
+                whole cache's storage alive.
+        """
+        picked_cache = TekkenKVCache(
+            self.max_frames, self._start_frame, self.rope_axes_dim, self.rope_theta, self.rope_style
+        )
+
+        def row(tensor: torch.Tensor, name: str) -> torch.Tensor:
+            rows = self._rows(tensor, branches, name)
+            if not -rows <= index < rows:
+                raise IndexError(f"TekkenKVCache.select: row {index} of a batch of {rows} rows")
+            picked = tensor.unflatten(0, (branches, rows))[:, index]  # (branches, ...): a view
+            return picked.clone() if clone else picked
+
+        for layer in range(self.num_layers):
+            if self._keys[layer] is not None:
+                picked_cache._keys[layer] = row(self._keys[layer], f"layer {layer} keys")
+                picked_cache._values[layer] = row(self._values[layer], f"layer {layer} values")
+        if self.prev_latents is not None:
+            picked_cache.prev_latents = row(self.prev_latents, "prev_latents")
+        picked_cache._end_frames = list(self._end_frames)
+        return picked_cache
+
+    def split(self, branches: int = 1, clone: bool = False) -> list[TekkenKVCache]:
+        """
+        Every row's cache, the inverse of [`stack`] for caches of one row each ([`select`] of each row).
+
+        Args:
+            branches (`int`, defaults to `1`): Guidance branches in the batch, as in [`stack`].
+            clone (`bool`, defaults to `False`): Copy the tensors rather than take views, as in [`select`].
+        """
+        if self.batch_size is None:
+            raise ValueError("TekkenKVCache.split: the cache is empty, its rows are unknown")
+        rows = self._rows(self._keys[0], branches, "layer 0 keys")
+        return [self.select(index, branches, clone) for index in range(rows)]
+
+    def shift_frames(self, delta: int) -> None:
+        """
+        Move the cache's frame clock by `delta` frames: every cached key is re-rotated as if its frame had been
+        `delta` frames later, and the next frame continues at `next_frame + delta`.
+
+        Attention depends only on the difference of frame positions, so the next frames' outputs do not change
+        (within float rounding of one more rotation: ~1e-7 in fp32, the dtype's rounding in bf16). Two caches whose
+        games started at different times can then share a forward pass ([`stack`]).
+
+        Args:
+            delta (`int`): Frames to move by (negative moves back, as far as frame 0 for the oldest cached frame).
+
+        Raises:
+            ValueError: A cache whose positions cannot be shifted (`rope_style="owl-wms"`, whose positions are
+                normalised to the window, or a cache built without its model's RoPE), or a shift below frame 0.
+        """
+        delta = int(delta)
+        end = self.next_frame  # checks that the layers agree
+        if delta == 0:
+            return
+        if self.rope_style != "integer":
+            raise ValueError(
+                f"shift_frames: this cache's model uses rope_style={self.rope_style!r}; only integer RoPE positions "
+                "(rope_style='integer') can be shifted. Step such sessions alone, or only with equal clocks"
+            )
+        if self.rope_axes_dim is None:
+            raise ValueError(
+                "shift_frames: this cache does not know its model's RoPE layout; build it with "
+                "TekkenWorldModelTransformer.make_kv_cache"
+            )
+        oldest = min(self.first_frame(layer) for layer in range(self.num_layers))
+        if oldest + delta < 0:
+            raise ValueError(
+                f"shift_frames({delta}): the oldest cached frame ({oldest}) would move before frame 0 "
+                f"(the cache continues at frame {end})"
+            )
+        rotation = None
+        for layer, keys in enumerate(self._keys):
+            if keys is None:
+                continue
+            if rotation is None:
+                # The time axis rotated by `delta`, the row and column axes by position 0 (the identity): the same
+                # pair layout as the model's own rotation, so R(p + delta) = R(delta) R(p) per pair.
+                rotation = get_3d_rotary_angles(delta, 1, 1, 1, self.rope_axes_dim, self.rope_theta, keys.device)
+            self._keys[layer] = apply_rotary_emb(keys, rotation)  # out of place: views of other caches stay valid
+        self._end_frames = [frame + delta for frame in self._end_frames]
 
 
 def get_3d_rotary_angles(
@@ -935,7 +1130,13 @@ class TekkenWorldModelTransformer(ModelMixin, ConfigMixin, AttentionMixin):
                     f"({max(keep)} frames): the rollout will see less context than the model was trained with"
                 )
             keep = [min(k, max_frames) for k in keep]
-        return TekkenKVCache(keep, start_frame=start_frame)
+        return TekkenKVCache(
+            keep,
+            start_frame=start_frame,
+            rope_axes_dim=self.rope_axes_dim,
+            rope_theta=self.config.rope_theta,
+            rope_style=self.config.rope_style,
+        )
 
     def _timestep_features(self, sigmas: torch.Tensor) -> torch.Tensor:
         # (n,) noise levels -> (n, timestep_freq_dim) float32 sinusoidal features
