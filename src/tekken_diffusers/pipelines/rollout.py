@@ -348,6 +348,16 @@ class TekkenWorldModelSession:
                 "step(action, action_p2) with both players' inputs"
             )
 
+    def step_bits(self, action: Any, action_p2: Any = None) -> torch.Tensor:
+        """One step's inputs (as `step` takes them) → the rollout's bits `(1, 1, [2,] 8)` on its device, after the
+        player-count check; a batched stepper (`tekken_diffusers.pipelines.batching`) converts them the same way."""
+        self.check_players(action_p2)
+        bits = self._one_input(self.pipe, action, self.side, "action")
+        if action_p2 is not None:
+            bits_p2 = self._one_input(self.pipe, action_p2, opponent_side(self.side), "action_p2")
+            bits = torch.stack([bits, bits_p2], dim=1)  # (1, 2, 8)
+        return bits[None].to(self.rollout.device)  # (1, 1, [2,] 8)
+
     @torch.no_grad()
     def step(
         self,
@@ -367,12 +377,7 @@ class TekkenWorldModelSession:
             The frame as a PIL image, an `(H, W, 3)` array in [0, 1], a `(3, H, W)` tensor in [0, 1], or its
             latents `(C, h, w)`, by the session's `output_type`.
         """
-        self.check_players(action_p2)
-        bits = self._one_input(self.pipe, action, self.side, "action")
-        if action_p2 is not None:
-            bits_p2 = self._one_input(self.pipe, action_p2, opponent_side(self.side), "action_p2")
-            bits = torch.stack([bits, bits_p2], dim=1)  # (1, 2, 8)
-        bits = bits[None].to(self.rollout.device)  # (1, 1, [2,] 8)
+        bits = self.step_bits(action, action_p2)
         latents = self.rollout.next_frame(bits, self.generator, noise=noise)  # (1, 1, C, h, w)
         self.num_steps += 1
         if self.output_type == "latent":
