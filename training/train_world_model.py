@@ -142,6 +142,14 @@ class TrainWorldModelConfig:
     teacher_forcing_context_noise: float = field(
         default=0.2, metadata={"help": "teacher-forced context frames draw their noise level from U[0, this]"}
     )
+    self_context_prob: float = field(
+        default=0.0,
+        metadata={
+            "help": "teacher-forced steps: probability that a window's context frames are the model's own one-step "
+            "predictions of them (from pure noise against the recorded frames before, no gradient) instead of the "
+            "recorded frames, so it learns to correct its own errors (a fading boxer) as rollouts need"
+        },
+    )
     target_sigma_shift: float = field(
         default=3.0,
         metadata={"help": "teacher-forced targets draw sigma = shift*u/(1+(shift-1)*u), u ~ U[0, 1], up to 1"},
@@ -223,7 +231,7 @@ class TrainWorldModelConfig:
                 f"{self.diffusion_forcing_sigmas!r}"
             )
         for name in ("action_dropout", "player_action_dropout", "context_prefix_prob", "teacher_forcing_prob",
-                     "context_frame_prob"):  # fmt: skip
+                     "context_frame_prob", "self_context_prob"):  # fmt: skip
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
         if not 0 <= self.teacher_forcing_context_noise < 1:
@@ -366,7 +374,8 @@ def training_step(
     - Teacher forcing (`teacher_forcing`, default: drawn with `teacher_forcing_prob`): every frame is a target at a
       noise level drawn over all of [0, 1] (shifted uniform, as the sampling schedule spends its steps), predicted from
       a copy of the frames before it at a low noise level, U[0, teacher_forcing_context_noise]: what the model sees
-      when it denoises the next frame against its KV cache.
+      when it denoises the next frame against its KV cache. With `self_context_prob`, a share of the windows take as
+      context the model's own one-step predictions of their frames instead ([`own_predictions`]).
 
     The loss: for `prediction_type="flow"` the MSE of the velocity `noise - latents`; for `"prev_frame_residual"` the
     MSE of the network's own output against its unit-variance target, i.e. the x0 error divided by `c_out(sigma)`
@@ -386,7 +395,16 @@ def training_step(
         context_sigmas = torch.rand(batch_size, num_frames, generator=generator) * config.teacher_forcing_context_noise
         context_noise = torch.randn(latents.shape, generator=generator).to(device)
         context_sigmas = context_sigmas.to(device)
-        model_kwargs["context_latents"] = scheduler.scale_noise(latents, context_sigmas, context_noise)
+        context = scheduler.scale_noise(latents, context_sigmas, context_noise)
+        if config.self_context_prob > 0:
+            own = (torch.rand(batch_size, generator=generator) < config.self_context_prob).to(device)
+            if own.any():
+                predicted = own_predictions(
+                    model, scheduler, context[own], context_sigmas[own], batch, own, generator, device
+                )
+                context = context.clone()
+                context[own] = scheduler.scale_noise(predicted, context_sigmas[own], context_noise[own])
+        model_kwargs["context_latents"] = context
         model_kwargs["context_sigmas"] = context_sigmas
     else:
         if config.diffusion_forcing_sigmas == "shifted_uniform":
@@ -432,6 +450,38 @@ def training_step(
     valid = batch.valid.to(device).float()
     loss = (per_frame * valid).sum() / valid.sum().clamp_min(1.0)
     return loss, per_frame.detach(), sigmas.detach()
+
+
+@torch.no_grad()
+def own_predictions(
+    model: torch.nn.Module,
+    scheduler: TekkenFlowMatchScheduler,
+    context: torch.Tensor,
+    context_sigmas: torch.Tensor,
+    batch: WindowBatch,
+    rows: torch.Tensor,
+    generator: torch.Generator,
+    device: torch.device,
+) -> torch.Tensor:
+    """The model's one-step, teacher-forced predictions of every frame of some windows `(n, T, C, h, w)`: each frame
+    denoised from pure noise (sigma 1, what 1-step sampling does) against the noised recorded frames before it, under
+    the recorded inputs. No gradient flows through them: they stand in for the frames a rollout feeds back.
+
+    Args:
+        context: the noised recorded latents of the chosen windows `(n, T, C, h, w)`, at `context_sigmas` `(n, T)`.
+        batch: the whole batch; `rows` `(B,)` bool picks the chosen windows' inputs.
+    """
+    noise = torch.randn(context.shape, generator=generator).to(device)
+    sigmas = torch.ones(context.shape[:2], device=device)
+    actions = batch.action_bits.to(device)
+    if getattr(model_config(model), "num_players", 1) == 2:
+        actions = batch.player_action_bits(2).to(device)
+    outputs = model(
+        noise, sigmas, actions=actions[rows], context_latents=context, context_sigmas=context_sigmas, return_dict=False
+    )
+    if len(outputs) > 1:  # prev_frame_residual: the clean estimate comes with the output
+        return outputs[1].float()
+    return scheduler.step_per_frame(outputs[0].float(), sigmas, noise, torch.zeros_like(sigmas)).prev_sample
 
 
 def target_sigmas(batch_size: int, num_frames: int, shift: float, generator: torch.Generator) -> torch.Tensor:

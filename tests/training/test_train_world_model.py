@@ -456,6 +456,62 @@ def test_training_step_losses_in_each_parameterisation():
     assert 1.5 < float(loss.detach()) < 2.5  # var(noise) + var(x0) = 2
 
 
+def test_self_context_replaces_the_context_with_the_models_own_one_step_predictions():
+    """`self_context_prob=1`: the context of the graded pass is the model's own one-step prediction of each frame (a
+    fresh copy-path model predicts the recorded frame before it), made without gradient from the recorded context."""
+    train_world_model = _script_module()
+    from tekken_diffusers import TekkenFlowMatchScheduler
+    from tekken_diffusers.data import WindowBatch
+    from tekken_diffusers.models import TekkenWorldModelTransformer
+
+    latents = torch.randn(3, 6, 4, 4, 4)
+    batch = WindowBatch(
+        latents=latents,
+        actions=torch.zeros(3, 6, dtype=torch.uint8),
+        action_bits=torch.zeros(3, 6, 8),
+        valid=torch.ones(3, 6, dtype=torch.bool),
+        round_ids=["a", "b", "c"],
+        starts=torch.zeros(3, dtype=torch.long),
+    )
+    model = TekkenWorldModelTransformer.from_preset(
+        "tiny", prev_frame_conditioning=True, prediction_type="prev_frame_residual", prev_frame_variance=0.5
+    )
+    calls = []
+
+    class Spy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.module = model
+
+        def forward(self, *args, **kwargs):
+            calls.append({"grad": torch.is_grad_enabled(), "batch": args[0].shape[0], **kwargs})
+            return self.module(*args, **kwargs)
+
+    def run(prob: float) -> list[dict]:
+        calls.clear()
+        config = train_world_model.TrainWorldModelConfig(
+            dataset="x", preset="tiny", teacher_forcing_context_noise=0.0, self_context_prob=prob
+        )
+        train_world_model.training_step(
+            Spy(), TekkenFlowMatchScheduler(), batch, config, torch.Generator().manual_seed(0), torch.device("cpu"),
+            teacher_forcing=True,
+        )  # fmt: skip
+        return list(calls)
+
+    recorded = run(0.0)
+    assert len(recorded) == 1 and torch.equal(recorded[0]["context_latents"], latents)
+    own = run(1.0)
+    assert len(own) == 2
+    first, graded = own
+    assert not first["grad"] and first["batch"] == 3 and torch.equal(first["context_latents"], latents)
+    assert graded["grad"]
+    # a fresh copy-path model's one-step estimate of frame t is frame t - 1 of its context
+    torch.testing.assert_close(graded["context_latents"][:, 1:], latents[:, :-1], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(graded["context_latents"], latents)
+    with pytest.raises(ValueError, match="self_context_prob must lie in"):
+        train_world_model.TrainWorldModelConfig(dataset="x", preset="tiny", self_context_prob=1.5)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Two players: a two-player dataset (record_atari.py --two-player) and model_overrides {num_players: 2}
 # ---------------------------------------------------------------------------------------------------------------------
