@@ -69,6 +69,47 @@ def test_sessions_do_not_touch_each_other(pipe, contexts):
         np.testing.assert_array_equal(a, b)
 
 
+def test_the_app_steps_concurrent_players_in_one_batch(pipe, contexts):
+    """Three tabs ask for frames at once: their sessions step together (one batched pass per tick) and each tab gets
+    the frames its session would have given alone; the timer runs the players' requests concurrently."""
+    import threading
+
+    demo = build_demo(pipe, contexts, num_inference_steps=1, max_players=12)
+    batcher = demo.session_batcher
+    batcher.max_wait = 2.0  # a tick starts once every active tab has asked: no dependence on timing
+    try:
+        tick_fn = next(f for f in demo.fns.values() if f.name == "tick")
+        assert tick_fn.concurrency_limit == 12
+        fns = {f.name: f.fn for f in demo.fns.values()}
+        starts = [(contexts.names[0], 0), (contexts.names[1], 3), (contexts.names[0], 5)]
+        plays = [fns["start"](name, start)[0] for name, start in starts]
+        alone = [fns["start"](name, start)[0] for name, start in starts]
+        actions = [[16, 32, 8, 0, 64], [8, 8, 8, 8, 8], [0, 128, 2, 1, 16]]
+
+        def player(play, inputs):
+            for action in inputs:
+                fns["tick"](play, str(action))
+            fns["pause"](play)  # stop asking: the others' ticks do not wait for this tab
+
+        threads = [threading.Thread(target=player, args=args) for args in zip(plays, actions)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert max(batcher.batch_sizes) == 3 and batcher.active_sessions == 0
+        for play, reference, inputs in zip(plays, alone, actions):
+            expected = [
+                (np.asarray(reference.session.step(action)) * 255).round().astype(np.uint8).transpose(2, 0, 1)
+                for action in inputs
+            ]
+            assert len(play.frames) == len(inputs)
+            for got, want in zip(play.frames, expected):
+                assert np.abs(got.astype(int) - want.astype(int)).max() <= 1  # uint8 rounding of equal floats
+        assert "game(s) per batch" in plays[0].stats()
+    finally:
+        batcher.close()
+
+
 def test_context_library(contexts):
     frames, inputs = contexts.context(contexts.names[1], start=100)  # clamped to the last possible start
     assert frames.shape == (4, 3, 8, 8) and inputs.shape == (4,)

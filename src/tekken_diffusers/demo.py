@@ -5,6 +5,11 @@ the next frame as soon as the previous one is shown, so frames stream at the mod
 each request. Every browser tab has its own `PlaySession` (Gradio state), a bounded number of frames, and can
 download its clip with the inputs drawn under the frames.
 
+Many players share the model: the timer's requests of all tabs run concurrently, and a `SessionBatcher`
+(`tekken_diffusers.pipelines.batching`) steps every session that asked for a frame in one batched forward pass per
+denoising step, so eight players cost far less than eight separate forwards. A game joins the batch with its first
+frame request and leaves it when paused or reset.
+
 With a two-player pipeline (`num_players=2`) player 2 is a second person on the same keyboard (arrow keys to move,
 numpad 1–4 or 7/8/9/0 for buttons 1–4), a scripted opponent that walks up to player 1 and punches, or a replay of
 the recorded player 2 of the chosen round; the page shows both players' inputs.
@@ -25,6 +30,7 @@ import torch
 
 from .actions import DOWN, LEFT, LP, RIGHT, UP, id_to_notation, id_to_notation_safe
 from .data.rounds import list_rounds, load_round
+from .pipelines.batching import SessionBatcher
 from .visualization import compose_frames, write_video
 
 logger = logging.getLogger(__name__)
@@ -109,12 +115,14 @@ class PlaySession:
         context: the context frames `(T, 3, H, W)` uint8, shown before the first generated frame.
         max_frames: frames after which the game stops (bounds what one visitor can ask for).
         player_2: where player 2's inputs come from with a two-player pipeline (set by the app), else None.
+        batcher: steps the session together with the app's other sessions (set by the app); None steps it alone.
     """
 
     session: object
     context: np.ndarray
     max_frames: int = 2000
     player_2: _Player2 | None = None
+    batcher: SessionBatcher | None = None
     frames: list[np.ndarray] = field(default_factory=list)
     actions: list[int] = field(default_factory=list)
     actions_p2: list[int] = field(default_factory=list)
@@ -133,10 +141,11 @@ class PlaySession:
             raise RuntimeError(f"the session reached its limit of {self.max_frames} frames: reset to play again")
         with self.lock:  # one frame at a time per session, even if the browser sends two requests
             started = time.perf_counter()
-            if action_p2 is None:
-                frame = self.session.step(int(action_id))  # (H, W, 3) float in [0, 1]
+            inputs = (int(action_id),) if action_p2 is None else (int(action_id), int(action_p2))
+            if self.batcher is not None:  # waits for this tick's batch: the latency includes the wait
+                frame = self.batcher.step(self.session, *inputs)  # (H, W, 3) float in [0, 1]
             else:
-                frame = self.session.step(int(action_id), int(action_p2))
+                frame = self.session.step(*inputs)
             self.latencies.append(time.perf_counter() - started)
             self.shown_at.append(time.perf_counter())
         frame = (np.asarray(frame) * 255).round().astype(np.uint8).transpose(2, 0, 1)  # (3, H, W)
@@ -146,8 +155,14 @@ class PlaySession:
             self.actions_p2.append(int(action_p2))
         return frame
 
+    def pause(self) -> None:
+        """Stop the batched ticks from waiting for this game's requests (until it asks for a frame again)."""
+        if self.batcher is not None:
+            self.batcher.leave(self.session)
+
     def reset(self) -> None:
-        with self.lock:
+        with self.lock:  # after the frame in flight, if any: the game leaves the batch at a frame boundary
+            self.pause()
             self.session.reset()
             self.frames.clear()
             self.actions.clear()
@@ -162,9 +177,12 @@ class PlaySession:
         shown = ""
         if len(self.shown_at) > 1:
             shown = f"{(len(self.shown_at) - 1) / (self.shown_at[-1] - self.shown_at[0]):.1f} frames/s on screen · "
+        shared = ""
+        if self.batcher is not None and self.batcher.batch_sizes:
+            shared = f" · {self.batcher.batch_sizes[-1]} game(s) per batch"
         return (
             f"frame {len(self.frames)} / {self.max_frames} · {shown}model {1 / latency:.1f} frames/s · "
-            f"latency {latency * 1000:.0f} ms/frame · input {id_to_notation_safe(self.actions[-1])}"
+            f"latency {latency * 1000:.0f} ms/frame{shared} · input {id_to_notation_safe(self.actions[-1])}"
             + (f" · player 2 input {_notation_p2(self.actions_p2[-1])}" if self.actions_p2 else "")
         )
 
@@ -355,13 +373,22 @@ def build_demo(
     max_frames: int = 2000,
     frame_interval: float = 0.05,
     seed: int = 0,
+    max_players: int = 16,
+    batch_wait: float = 0.005,
 ):
     """The Gradio Blocks app. `launch(server_name="127.0.0.1", head=KEYBOARD_JS, css=CSS)` serves it.
-    `num_inference_steps=None` samples with the pipeline's `default_inference_steps`."""
+    `num_inference_steps=None` samples with the pipeline's `default_inference_steps`.
+
+    Up to `max_players` frame requests run at once (the timer's concurrency limit; more wait in Gradio's queue), and
+    the app's `SessionBatcher` (`demo.session_batcher`) steps the sessions that asked in one batched call, a request
+    waiting at most `batch_wait` seconds for the other players' requests."""
     import gradio as gr
 
+    if max_players < 1:
+        raise ValueError(f"max_players must be >= 1, got {max_players}")
     fps = 15.0
     clips = ClipFolder()
+    batcher = SessionBatcher(max_wait=batch_wait)
     two_player = getattr(pipe, "num_players", 1) == 2
 
     def start(name: str, start_frame: float, mode: str = "keyboard"):
@@ -375,7 +402,7 @@ def build_demo(
             context=frames, context_actions=inputs, num_inference_steps=num_inference_steps, generator=generator,
             output_type="np", **player_2,
         )  # fmt: skip
-        play = PlaySession(session=session, context=frames, max_frames=max_frames)
+        play = PlaySession(session=session, context=frames, max_frames=max_frames, batcher=batcher)
         ready = "ready: hold W/A/S/D and U/I/J/K"
         if two_player:
             play.player_2 = _Player2(mode, replay, seed)
@@ -410,6 +437,8 @@ def build_demo(
         return str(play.export(clips.clip_path(play), fps=fps))
 
     def pause(play: PlaySession | None):
+        if play is not None:
+            play.pause()
         return gr.Timer(active=False), (play.stats() + " · paused") if play else "paused"
 
     with gr.Blocks(title="tekken-diffusers: play the world model") as demo:
@@ -457,9 +486,13 @@ def build_demo(
             js=read_keys,
             trigger_mode="once",
             show_progress="hidden",
+            # Every player's frame request runs at once (each tab has at most one in flight): the batcher needs them
+            # together to step them in one pass; Gradio's default limit of one would serialise the players.
+            concurrency_limit=max_players,
         )
         pause_button.click(pause, play_state, [timer, stats])
         reset_button.click(reset, play_state, [frame, stats])
         download_button.click(download, play_state, clip)
         demo.load(None, None, None, js=PAD_JS)
+    demo.session_batcher = batcher
     return demo

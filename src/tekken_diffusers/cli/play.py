@@ -31,12 +31,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1 = this machine only)")
     parser.add_argument("--port", type=int, default=7860, help="port")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed of each new session")
-    parser.add_argument("--max-users", type=int, default=8, help="requests queued at once, beyond which users wait")
+    parser.add_argument(
+        "--max-users",
+        type=int,
+        default=16,
+        help="players whose frame requests run at once, stepped together in one batched forward pass; the requests "
+        "of more players wait in the queue (never refused)",
+    )
+    parser.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        default=5.0,
+        help="longest wait of a frame request for the other players' requests before its batch is stepped",
+    )
     add_runtime_arguments(parser)
     args = parser.parse_args(argv)
     setup_logging()
     if (args.steps is not None and args.steps < 1) or args.max_frames < 1 or args.context_frames < 1:
         parser.error("--steps, --max-frames and --context-frames must be >= 1")
+    if args.max_users < 1 or args.batch_wait_ms < 0:
+        parser.error(
+            f"--max-users must be >= 1 and --batch-wait-ms >= 0, got {args.max_users} and {args.batch_wait_ms}"
+        )
     if args.threads is not None and args.threads < 1:
         parser.error(f"--threads must be >= 1, got {args.threads}")
     try:
@@ -61,11 +77,25 @@ def main(argv: list[str] | None = None) -> int:
     contexts = play_page.ContextLibrary.from_folder(args.rounds, args.context_frames)
     # Looked up on the module at call time, so that tests can stand a fake app in for the Gradio one.
     demo = play_page.build_demo(
-        pipe, contexts, num_inference_steps=args.steps, max_frames=args.max_frames, seed=args.seed
+        pipe,
+        contexts,
+        num_inference_steps=args.steps,
+        max_frames=args.max_frames,
+        seed=args.seed,
+        max_players=args.max_users,
+        batch_wait=args.batch_wait_ms / 1000,
     )
-    demo.queue(default_concurrency_limit=2, max_size=args.max_users)
+    # The frame requests run `--max-users` at once (the timer's own limit); start/reset/download run two at a time.
+    # No bound on the queue: a player beyond the limit waits for a turn rather than being refused ("Queue is full").
+    demo.queue(default_concurrency_limit=2, max_size=None)
     demo.launch(
-        server_name=args.host, server_port=args.port, head=play_page.KEYBOARD_JS, css=play_page.CSS, show_error=True
+        server_name=args.host,
+        server_port=args.port,
+        head=play_page.KEYBOARD_JS,
+        css=play_page.CSS,
+        show_error=True,
+        # Each running request holds a worker thread while it waits for its batch: room for all of them and more.
+        max_threads=max(40, 2 * args.max_users + 8),
     )
     return 0
 
