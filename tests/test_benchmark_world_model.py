@@ -70,12 +70,18 @@ def test_quick_run_measures_every_part(tiny_pipeline, tmp_path):
     assert positive(alone["frames_per_second"]) and positive(loaded["frames_per_second"])
     assert neighbour["ratio"] == pytest.approx(loaded["frames_per_second"] / alone["frames_per_second"])
 
-    # Sessions: per-session and aggregate rates for N = 1, 2, round-robin.
+    # Sessions: per-session and aggregate rates for N = 1, 2, round-robin and batched, measured in the same run.
     sessions = parts["sessions"]
-    assert sessions["stepper"] == "round-robin" and [row["sessions"] for row in sessions["rows"]] == [1, 2]
-    for row in sessions["rows"]:
-        assert positive(row["per_session_fps"])
+    assert sessions["steppers"] == ["round-robin", "batched"]
+    rows = {(row["sessions"], row["stepper"]): row for row in sessions["rows"]}
+    assert list(rows) == [(n, stepper) for n in (1, 2) for stepper in ("round-robin", "batched")]
+    steps = sessions["steps"]
+    for (count, stepper), row in rows.items():
+        assert positive(row["per_session_fps"]) and row["tick_ms_p95"] >= row["tick_ms_p50"]
         assert row["aggregate_fps"] == pytest.approx(row["sessions"] * row["per_session_fps"])
+        assert row["speedup"] == pytest.approx(rows[count, "round-robin"]["tick_ms_p50"] / row["tick_ms_p50"])
+        # Round-robin: N forwards per denoising step; batched: one forward of batch N.
+        assert row["forwards_per_tick"] == (count * steps if stepper == "round-robin" else steps)
 
     # Training against the measured ceiling of each dtype.
     training = parts["training"]["rows"]
@@ -104,6 +110,7 @@ def test_quick_run_measures_every_part(tiny_pipeline, tmp_path):
         assert caption in section
     for caption in ("**Training**", "**Loader**", "**VAE**", "round-robin", "| fp32 (auto) |"):
         assert caption in section
+    assert "| 2 | batched |" in section and "| 2 | round-robin |" in section and "× round-robin" in section
 
 
 def test_parts_select_what_runs_and_a_missing_vae_is_reported(tmp_path):
@@ -117,6 +124,30 @@ def test_parts_select_what_runs_and_a_missing_vae_is_reported(tmp_path):
     assert parts["vae"]["skipped"] == "the pipeline has no VAE"
     assert [row["context_frames"] for row in parts["cache"]["rows"]] == [3]
     assert "**VAE**: skipped" in (tmp_path / "b.md").read_text()
+
+
+def test_sessions_part_times_both_steppers_interleaved_with_two_players(tmp_path, monkeypatch):
+    """The sessions part alone on a two-player pipeline: both steppers' configurations go through one interleaved
+    timing (the same rounds), and the batched one really steps all sessions in one forward per denoising step."""
+    from tekken_diffusers.benchmarking import world_model
+
+    folder = tmp_path / "two-player"
+    build_random_pipeline("tiny", vae=None, seed=0, num_players=2).save_pretrained(folder)
+    timed_together = []
+    original = world_model.interleaved_times
+
+    def recording(cases, *args, **kwargs):
+        timed_together.append(list(cases))
+        return original(cases, *args, **kwargs)
+
+    monkeypatch.setattr(world_model, "interleaved_times", recording)
+    results_path = tmp_path / "results.json"
+    argv = ["--pipeline", str(folder), "--quick", "--parts", "sessions", "--sessions", "3", "--reference-steps", "2"]
+    assert benchmark_world_model.main(argv + ["--out", str(tmp_path / "b.md"), "--json", str(results_path)]) == 0
+    assert timed_together == [[("round-robin", 3), ("batched", 3)]]
+    part = json.loads(results_path.read_text())["parts"]["sessions"]
+    assert [(row["stepper"], row["forwards_per_tick"]) for row in part["rows"]] == [("round-robin", 6), ("batched", 2)]
+    assert "| 3 | batched |" in (tmp_path / "b.md").read_text()
 
 
 def test_a_part_that_measures_nothing_fails(tiny_pipeline, monkeypatch):

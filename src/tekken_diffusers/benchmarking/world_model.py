@@ -1,7 +1,8 @@
 """The world model's measurements on this machine, each part of `tekken-benchmark` one function returning its
 results as a dict: generation at batch 1 through the session API (`measure_generation`), the KV cache against
 recomputing the window (`measure_cache`), generation beside a busy neighbour process (`measure_neighbour`), several
-concurrent sessions (`measure_sessions`) and training tokens/s with model-FLOPs utilisation (`measure_training`).
+concurrent sessions stepped round-robin and batched (`measure_sessions`) and training tokens/s with model-FLOPs
+utilisation (`measure_training`).
 
 Every part times its configurations in interleaved rounds (`timing.interleaved_times`), and a part that measured
 nothing, or a rate that is zero or not finite, raises `RuntimeError` rather than becoming a table row. `settings` is
@@ -30,6 +31,8 @@ __all__ = [
     "DTYPE_NAMES",
     "Inputs",
     "Pipelines",
+    "SESSION_STEPPERS",
+    "count_forwards",
     "measure_cache",
     "measure_generation",
     "measure_neighbour",
@@ -299,20 +302,48 @@ def measure_neighbour(pipe, settings: dict, game_fps: float) -> dict:
     return result
 
 
+SESSION_STEPPERS = ("round-robin", "batched")
+
+
+def count_forwards(pipe, call: Callable[[], object]) -> int:
+    """Transformer forward passes that `call()` runs."""
+    calls = []
+    hook = pipe.transformer.register_forward_hook(lambda module, args, output: calls.append(1))
+    try:
+        call()
+    finally:
+        hook.remove()
+    return len(calls)
+
+
 def measure_sessions(pipe, settings: dict) -> dict:
-    """N sessions of one process stepped round-robin (one frame each per tick, decode included): per-session and
-    aggregate frames/s for each N; interleaved across the values of N."""
+    """N sessions of one process, one frame each per tick (decode included), stepped two ways: round-robin (one
+    `session.step` after another) and batched (`step_sessions`: one forward of batch N per denoising step and one VAE
+    call, as the demo app steps its players). Per-session and aggregate frames/s for each N and stepper, every
+    configuration interleaved with the others; each stepper has its own sessions, on the same seeds and inputs."""
+    from ..pipelines.batching import step_sessions
+
     steps = settings["reference_steps"]
-    cases = {}
+    cases, ticks = {}, {}
     for count in settings["sessions"]:
-        sessions = [start_session(pipe, 8, steps, decode=True, seed=index) for index in range(count)]
-        inputs = [Inputs(pipe.num_players, seed=index) for index in range(count)]
+        for stepper_name in SESSION_STEPPERS:
+            sessions = [start_session(pipe, 8, steps, decode=True, seed=index) for index in range(count)]
+            inputs = [Inputs(pipe.num_players, seed=index) for index in range(count)]
+            if stepper_name == "round-robin":
 
-        def tick(sessions=sessions, inputs=inputs) -> None:
-            for session, stream in zip(sessions, inputs):
-                session.step(*stream.next())
+                def tick(sessions=sessions, inputs=inputs) -> None:
+                    for session, stream in zip(sessions, inputs):
+                        session.step(*stream.next())
 
-        cases[count] = timed(tick)
+            else:
+
+                def tick(sessions=sessions, inputs=inputs) -> None:
+                    actions = [stream.next() for stream in inputs]
+                    actions_p2 = [action[1] for action in actions] if pipe.num_players == 2 else None
+                    step_sessions(sessions, [action[0] for action in actions], actions_p2)
+
+            cases[stepper_name, count] = timed(tick)
+            ticks[stepper_name, count] = tick
     per_round = max(1, settings["round_frames"] // 2)
     times = interleaved_times(
         cases,
@@ -324,16 +355,28 @@ def measure_sessions(pipe, settings: dict) -> dict:
     require_times("sessions", times)
     rows = []
     for count in settings["sessions"]:
-        tick = statistics.median(times[count])
-        rows.append({
-            "sessions": count, "tick_ms_p50": tick * 1e3, "tick_ms_p95": percentile(times[count], 95) * 1e3,
-            "per_session_fps": 1 / tick, "aggregate_fps": count / tick,
-        })  # fmt: skip
-        logger.info("%d sessions: %.1f frames/s each, %.1f in all", count, 1 / tick, count / tick)
-    require_positive("sessions", rows, ("tick_ms_p50", "per_session_fps", "aggregate_fps"))
-    # The demo app gives every browser tab its own session and steps them one by one (no batched stepper), which is
-    # what is measured here.
-    return {"dtype": DTYPE_NAMES[pipe.transformer.dtype], "steps": steps, "stepper": "round-robin", "rows": rows}
+        round_robin = statistics.median(times["round-robin", count])
+        for stepper_name in SESSION_STEPPERS:
+            values = times[stepper_name, count]
+            tick = statistics.median(values)
+            rows.append({
+                "sessions": count, "stepper": stepper_name, "tick_ms_p50": tick * 1e3,
+                "tick_ms_p95": percentile(values, 95) * 1e3, "per_session_fps": 1 / tick,
+                "aggregate_fps": count / tick, "speedup": round_robin / tick,
+                # One more tick, untimed, after the timed ones (every cache full): the batched one is `steps`.
+                "forwards_per_tick": count_forwards(pipe, ticks[stepper_name, count]),
+            })  # fmt: skip
+            logger.info(
+                "%d sessions, %s: %.1f frames/s each, %.1f in all (%.2fx round-robin), %d forwards per tick",
+                count, stepper_name, 1 / tick, count / tick, round_robin / tick, rows[-1]["forwards_per_tick"],
+            )  # fmt: skip
+    require_positive("sessions", rows, ("tick_ms_p50", "per_session_fps", "aggregate_fps", "forwards_per_tick"))
+    return {
+        "dtype": DTYPE_NAMES[pipe.transformer.dtype],
+        "steps": steps,
+        "steppers": list(SESSION_STEPPERS),
+        "rows": rows,
+    }
 
 
 def training_flops(config, batch: int, frames: int, blocks: dict[str, torch.nn.Parameter]) -> float:
