@@ -124,6 +124,9 @@ def test_batched_sessions_equal_sessions_stepped_alone(players, guidance, output
     assert len({alone[game].rollout.cache.next_frame for game in alone}) > 1
     assert len({batched[game].rollout.cache.next_frame for game in batched}) == 1
     assert [batched[game].num_steps for game in batched] == [alone[game].num_steps for game in alone]
+    # Each game holds its own copy of its rows, not a view of the whole batch's cache.
+    storages = {batched[game].rollout.cache.get(0)[0].untyped_storage().data_ptr() for game in batched}
+    assert len(storages) == len(batched)
 
     # Afterwards each game goes on alone as it would have; and reset returns it to its own start.
     for game in alone:

@@ -114,12 +114,15 @@ def _step_group(sessions: list[TekkenWorldModelSession], bits: list[torch.Tensor
     generator = None if generators[0] is None else generators  # one generator per row, as randn_tensor takes them
     latents = batched.next_frame(torch.cat(bits), generator)  # (N, 1, C, h, w)
 
-    # The sessions' state changes only now that the batched frame succeeded.
-    caches = cache.split(branches=branches)
+    # The sessions' state changes only now that the batched frame succeeded. Each row is copied out (a few % of a
+    # tick): a session that stops stepping (paused, closed tab) then holds its own cache, not the whole batch's.
+    caches = cache.split(branches=branches, clone=True)
+    queued = batched._pending
     for index, (session, row_cache) in enumerate(zip(sessions, caches)):
         session.rollout.cache = row_cache
-        queued = batched._pending
-        session.rollout._pending = None if queued is None else tuple(part[index : index + 1] for part in queued)
+        session.rollout._pending = (
+            None if queued is None else tuple(part[index : index + 1].clone() for part in queued)
+        )
         session.num_steps += 1
     if first.output_type == "latent":
         return [latents[index, 0] for index in range(len(sessions))]
