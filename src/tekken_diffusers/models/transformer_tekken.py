@@ -141,8 +141,8 @@ class TekkenKVCache:
     Rolling per-layer key/value cache for frame-by-frame rollout.
 
     Each layer keeps the keys and values of its most recent `max_frames[layer]` frames, stored after QK-norm and RoPE
-    (positions are absolute integers, so a cached key never needs re-rotating). A layer with frame window `w` needs
-    `w - 1` past frames for the next query frame (the query frame itself is the `w`-th), so
+    (positions are absolute integers, so a cached key never needs re-rotating as the rollout advances). A layer with
+    frame window `w` needs `w - 1` past frames for the next query frame (the query frame itself is the `w`-th), so
     [`TekkenWorldModelTransformer.make_kv_cache`] sizes each layer to its own window: local layers keep few frames,
     global layers more, and memory and time per frame stay constant however long the rollout.
 
