@@ -70,16 +70,16 @@ def test_sessions_do_not_touch_each_other(pipe, contexts):
 
 
 def test_the_app_steps_concurrent_players_in_one_batch(pipe, contexts):
-    """Three tabs ask for frames at once: their sessions step together (one batched pass per tick) and each tab gets
-    the frames its session would have given alone; the timer runs the players' requests concurrently."""
+    """Three tabs' streams ask for frames at once: their sessions step together (one batched pass per tick) and each
+    tab gets the frames its session would have given alone, under the keys it sent; the streams run concurrently."""
     import threading
 
     demo = build_demo(pipe, contexts, num_inference_steps=1, max_players=12)
     batcher = demo.session_batcher
     batcher.max_wait = 2.0  # a tick starts once every active tab has asked: no dependence on timing
     try:
-        tick_fn = next(f for f in demo.fns.values() if f.name == "tick")
-        assert tick_fn.concurrency_limit == 12
+        stream_fn = next(f for f in demo.fns.values() if f.name == "stream")
+        assert stream_fn.concurrency_limit == 12
         fns = {f.name: f.fn for f in demo.fns.values()}
         starts = [(contexts.names[0], 0), (contexts.names[1], 3), (contexts.names[0], 5)]
         plays = [fns["start"](name, start)[0] for name, start in starts]
@@ -87,9 +87,12 @@ def test_the_app_steps_concurrent_players_in_one_batch(pipe, contexts):
         actions = [[16, 32, 8, 0, 64], [8, 8, 8, 8, 8], [0, 128, 2, 1, 16]]
 
         def player(play, inputs):
+            frames = fns["stream"](play)
             for action in inputs:
-                fns["tick"](play, str(action))
+                fns["keys"](play, str(action))  # the page sends its held keys when they change
+                next(frames)
             fns["pause"](play)  # stop asking: the others' ticks do not wait for this tab
+            assert next(frames, None) is None  # the stream ends at the pause
 
         threads = [threading.Thread(target=player, args=args) for args in zip(plays, actions)]
         for thread in threads:
@@ -108,6 +111,50 @@ def test_the_app_steps_concurrent_players_in_one_batch(pipe, contexts):
         assert "game(s) per batch" in plays[0].stats()
     finally:
         batcher.close()
+
+
+def test_frame_pacer_aligns_games_on_one_clock_and_never_rounds_a_late_frame_down():
+    from tekken_diffusers.demo import FramePacer
+
+    now = [10.02]
+    clock, sleep = (lambda: now[0]), (lambda seconds: now.__setitem__(0, now[0] + seconds))
+    first, second = FramePacer(10.0, clock, sleep), FramePacer(10.0, clock, sleep)
+    first.wait()  # the first frame goes at once
+    assert now[0] == pytest.approx(10.02)
+    now[0] = 10.07  # the second game starts later in the same slot
+    second.wait()
+    first.wait()  # both wait for the next slot: 10.1
+    assert now[0] == pytest.approx(10.1)
+    second.wait()
+    assert now[0] == pytest.approx(10.1)  # the same instant: their requests reach the batcher together
+    now[0] = 10.35  # a frame that took 2.5 slots: the next one goes at once, not at 10.4
+    first.wait()
+    assert now[0] == pytest.approx(10.35)
+    first.wait()
+    assert now[0] == pytest.approx(10.4)  # and back on the shared grid
+    with pytest.raises(ValueError, match="fps"):
+        FramePacer(0.0)
+
+
+def test_the_stream_stops_at_a_pause_a_new_start_and_the_frame_limit(pipe, contexts):
+    demo = build_demo(pipe, contexts, num_inference_steps=1, max_frames=3, fps=1000.0)
+    fns = {f.name: f.fn for f in demo.fns.values()}
+    try:
+        play = fns["start"](contexts.names[0], 0)[0]
+        frames = fns["stream"](play)
+        next(frames)
+        assert "· paused" in fns["pause"](play)
+        assert next(frames, None) is None and play.stream == 0
+        restarted = fns["stream"](play)  # a stream begun again plays on from where the game paused
+        next(restarted)
+        newer = fns["start"](contexts.names[1], 0, "keyboard", play)[0]  # Start again: the old game's stream ends
+        assert next(restarted, None) is None and len(play.frames) == 2
+        frames = fns["stream"](newer)
+        outputs = list(frames)
+        assert len(newer.frames) == 3 and "limit of 3 frames" in outputs[-1][1]
+        assert demo.session_batcher.active_sessions == 0
+    finally:
+        demo.session_batcher.close()
 
 
 def test_context_library(contexts):
@@ -141,8 +188,8 @@ def test_downloads_reuse_one_file_per_session(pipe, contexts, monkeypatch, tmp_p
     assert all(p.stat().st_size > 0 for p in paths)
     ours = [p for p in (tmp_path / "tmp").iterdir() if p.name.startswith("tekken-")]
     assert len(ours) == 1  # one folder for the app, whatever the downloads
-    tick = fns["tick"]
-    frame, stats, _ = tick(first, "inf")
+    fns["keys"](first, "inf")
+    frame, stats = next(fns["stream"](first))
     assert frame.shape[-1] == 3 and "input n" in stats
 
 
@@ -162,6 +209,8 @@ def test_browser_plays_with_the_keyboard(pipe, contexts, tmp_path):
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
+
+    from tekken_diffusers.benchmarking.app import COUNTER_JS, READ_JS, parse_stats
 
     pipe.save_pretrained(tmp_path / "pipe")
     rounds = tmp_path  # the contexts fixture wrote its rounds here
@@ -202,11 +251,14 @@ def test_browser_plays_with_the_keyboard(pipe, contexts, tmp_path):
                 f"timed out waiting for {what}; page says: {browser.find_element(By.TAG_NAME, 'body').text}"
             )
 
-        wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#start"), "the Start button")[0].click()
+        start = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#start"), "the Start button")
+        browser.execute_script(COUNTER_JS)  # counts the picture's changes in the page, as tekken-benchmark-app does
+        start[0].click()
         stats = lambda: browser.find_element(By.CSS_SELECTOR, "#stats").text  # noqa: E731
         image = lambda: (browser.find_elements(By.CSS_SELECTOR, "#frame img") or [None])[0]  # noqa: E731
         wait_for(lambda: "frame " in stats() and "frames/s" in stats(), "the first frames")
         first_src = image().get_attribute("src")
+        first = browser.execute_script(READ_JS)
         # Hold D (forward) and U (button 1): the page must send them with the next frames.
         ActionChains(browser).key_down("d").key_down("u").perform()
         wait_for(lambda: "input f+1" in stats(), "the held keys to reach the model")
@@ -215,6 +267,15 @@ def test_browser_plays_with_the_keyboard(pipe, contexts, tmp_path):
         frame_count = int(stats().split("frame ")[1].split(" /")[0])
         assert frame_count >= 3
         assert image().get_attribute("src") != first_src  # the picture keeps changing
+        # The rate on screen: every frame the stats line counts reached the page (the context's picture, shown at
+        # Start, is one more change); a frame or two may be on its way between the two readings.
+        last = browser.execute_script(READ_JS)
+        shown, made = last["changes"] - first["changes"], parse_stats(last["stats"])["frame"]
+        assert shown > 0 and (last["now"] - first["now"]) > 0
+        assert shown / ((last["now"] - first["now"]) / 1000) > 0
+        assert abs(last["changes"] - (made + 1)) <= 2, (last["changes"], last["stats"])
+        assert abs(shown - (made - parse_stats(first["stats"])["frame"])) <= 2
+        assert not last["problems"], last["problems"]
         browser.save_screenshot(str(tmp_path / "app.png"))
         assert (tmp_path / "app.png").stat().st_size > 10_000
     finally:
@@ -261,10 +322,13 @@ def test_two_player_play_session_shows_and_exports_both_inputs(pipe2, contexts2,
 def test_the_app_takes_player_2_from_the_chosen_source(pipe2, contexts2, mode):
     demo = build_demo(pipe2, contexts2, num_inference_steps=1)
     fns = {f.name: f.fn for f in demo.fns.values()}
-    play, _, ready, _ = fns["start"](contexts2.names[0], 0, mode)
+    play, _, ready = fns["start"](contexts2.names[0], 0, mode)
     assert "player 2" in ready
+    fns["keys"](play, "16", "40")  # the page sends both players' held keys
+    frames = fns["stream"](play)
     for _ in range(2):
-        frame, stats, _ = fns["tick"](play, "16", "40")  # the page sends both players' held keys
+        frame, stats = next(frames)
+    frames.close()
     assert frame.shape[-1] == 3 and "player 2 input" in stats
     expected = {"keyboard": [40, 40], "replay": [32, 40]}.get(mode)
     if expected is not None:

@@ -1,14 +1,16 @@
 """Play the learned game in the browser: a Gradio app around `TekkenWorldModelPipeline.start_session`.
 
-The page keeps a set of held keys (W/A/S/D stick, U/I/J/K buttons, or the on-screen pad). A timer asks the server for
-the next frame as soon as the previous one is shown, so frames stream at the model's pace; the held keys travel with
-each request. Every browser tab has its own `PlaySession` (Gradio state), a bounded number of frames, and can
-download its clip with the inputs drawn under the frames.
+The page keeps a set of held keys (W/A/S/D stick, U/I/J/K buttons, or the on-screen pad) and sends them to the
+server whenever they change. Start opens one streaming event per game: the server generates frames at the game's 15
+frames/s (`FramePacer`) under the keys last received and pushes each to the page as it is made, so the rate on screen
+does not wait for a request round trip per frame (a page that asked for every frame got one per round trip, at most
+20 frames/s with its 50 ms timer, fewer with a slower link). Every browser tab has its own `PlaySession` (Gradio
+state), a bounded number of frames, and can download its clip with the inputs drawn under the frames.
 
-Many players share the model: the timer's requests of all tabs run concurrently, and a `SessionBatcher`
-(`tekken_diffusers.pipelines.batching`) steps every session that asked for a frame in one batched forward pass per
-denoising step, so eight players cost far less than eight separate forwards. A game joins the batch with its first
-frame request and leaves it when paused or reset.
+Many players share the model: the streams of all tabs run concurrently, paced on one clock so that their frame
+requests arrive together, and a `SessionBatcher` (`tekken_diffusers.pipelines.batching`) steps every session that
+asked for a frame in one batched forward pass per denoising step, so eight players cost far less than eight separate
+forwards. A game joins the batch with its first frame and leaves it when paused, stopped or reset.
 
 With a two-player pipeline (`num_players=2`) player 2 is a second person on the same keyboard (arrow keys to move,
 numpad 1–4 or 7/8/9/0 for buttons 1–4), a scripted opponent that walks up to player 1 and punches, or a replay of
@@ -18,6 +20,7 @@ the recorded player 2 of the chosen round; the page shows both players' inputs.
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 import threading
 import time
@@ -40,6 +43,7 @@ __all__ = [
     "PlaySession",
     "ClipFolder",
     "ScriptedOpponent",
+    "FramePacer",
     "PLAYER_2_MODES",
     "parse_action_field",
     "build_demo",
@@ -129,6 +133,9 @@ class PlaySession:
     latencies: deque = field(default_factory=lambda: deque(maxlen=30))
     shown_at: deque = field(default_factory=lambda: deque(maxlen=31))
     lock: threading.Lock = field(default_factory=threading.Lock)
+    held: tuple[int, int] = (0, 0)  # the page's held keys (player 1, player 2's keyboard), as last received
+    stream: int = 0  # the number of the stream that plays the game (0: none); a newer stream or a stop ends it
+    streams: int = 0  # streams begun so far
 
     @property
     def finished(self) -> bool:
@@ -160,6 +167,21 @@ class PlaySession:
         if self.batcher is not None:
             self.batcher.leave(self.session)
 
+    def begin_stream(self) -> int:
+        """A new stream plays the game from now on (an older one stops at its next frame); returns its number."""
+        self.streams += 1
+        self.stream = self.streams
+        return self.stream
+
+    def streaming(self, stream: int) -> bool:
+        """Whether stream number `stream` still plays the game."""
+        return self.stream == stream
+
+    def stop(self) -> None:
+        """End the game's stream (after the frame in flight, if any) and leave the batch."""
+        self.stream = 0
+        self.pause()
+
     def reset(self) -> None:
         with self.lock:  # after the frame in flight, if any: the game leaves the batch at a frame boundary
             self.pause()
@@ -174,9 +196,9 @@ class PlaySession:
         if not self.latencies:
             return f"frame 0 / {self.max_frames}"
         latency = float(np.median(self.latencies))
-        shown = ""
+        shown = ""  # frames/s the server made for this game (the page may show fewer, if its link is slow)
         if len(self.shown_at) > 1:
-            shown = f"{(len(self.shown_at) - 1) / (self.shown_at[-1] - self.shown_at[0]):.1f} frames/s on screen · "
+            shown = f"{(len(self.shown_at) - 1) / (self.shown_at[-1] - self.shown_at[0]):.1f} frames/s sent · "
         shared = ""
         if self.batcher is not None and self.batcher.batch_sizes:
             shared = f" · {self.batcher.batch_sizes[-1]} game(s) per batch"
@@ -246,6 +268,41 @@ class ScriptedOpponent:
         return action
 
 
+class FramePacer:
+    """Paces one game's frames at `fps` on a clock grid that every game of the app shares.
+
+    `wait()` returns at the start of the next slot of `1 / fps` seconds after the previous frame's slot. All games
+    wait for the same instants, so their frame requests reach the `SessionBatcher` together and step in one batch.
+    A game that fell behind (its frame took longer than a slot) goes at once, without waiting for a slot: the rate is
+    then the model's, never rounded down to a fraction of `fps`.
+
+    Args:
+        fps: frames per second of the game.
+        clock: seconds of a monotonic clock (shared by the games: `time.monotonic`).
+        sleep: waits the given seconds.
+    """
+
+    def __init__(self, fps: float = 15.0, clock=time.monotonic, sleep=time.sleep):
+        if not fps > 0:
+            raise ValueError(f"fps must be > 0, got {fps}")
+        self.period = 1.0 / fps
+        self.clock = clock
+        self.sleep = sleep
+        self._slot: int | None = None
+
+    def wait(self) -> None:
+        """Wait until this game's next frame is due (the first frame is due at once)."""
+        now = self.clock()
+        if self._slot is None:
+            self._slot = math.floor(now / self.period)
+            return
+        due = (self._slot + 1) * self.period
+        if now < due:
+            self.sleep(due - now)
+            now = self.clock()
+        self._slot = max(self._slot + 1, math.floor(now / self.period))
+
+
 class _Player2:
     """Where player 2's next input comes from in one browser tab: the keyboard, the script, or the recording."""
 
@@ -294,9 +351,10 @@ def upscale(frame: np.ndarray, scale: int = 6) -> np.ndarray:
     return frame.transpose(1, 2, 0).repeat(scale, axis=0).repeat(scale, axis=1)
 
 
-# Held keys → the current input of each player, read by the timer's event before every frame request. Player 1:
-# W/A/S/D and U/I/J/K (by key); player 2 (two-player pipelines): the arrows and numpad 1-4 or 7/8/9/0 (by code, so
-# numpad digits are told apart from the digit row).
+# Held keys → the current input of each player, sent to the server (a click on the hidden #tekken-keys button, whose
+# event reads them) whenever they change; the game's stream plays the keys last received. Player 1: W/A/S/D and
+# U/I/J/K (by key); player 2 (two-player pipelines): the arrows and numpad 1-4 or 7/8/9/0 (by code, so numpad digits
+# are told apart from the digit row). `tekkenSend(true)` sends them even unchanged (a new game starts from none).
 KEYBOARD_JS = """
 <script>
 (() => {
@@ -306,15 +364,29 @@ KEYBOARD_JS = """
   const keys2 = {ArrowUp: 128, ArrowDown: 64, ArrowLeft: 32, ArrowRight: 16, Numpad1: 8, Numpad2: 4, Numpad3: 2,
                  Numpad4: 1, Digit7: 8, Digit8: 4, Digit9: 2, Digit0: 1};
   const typing = (e) => e.target && ["INPUT", "TEXTAREA", "SELECT"].includes(e.target.tagName);
+  let sent = null;
+  window.tekkenSend = (always) => {
+    const now = window.tekkenAction() + "," + window.tekkenAction2();
+    const button = document.querySelector("#tekken-keys");
+    if (!button || (now === sent && !always)) return;
+    sent = now;
+    button.click();
+  };
   document.addEventListener("keydown", (e) => {
     const key = e.key.toLowerCase();
     if (typing(e)) return;
     if (key in keys) { held.add(key); e.preventDefault(); }
     else if (e.code in keys2) { held2.add(e.code); e.preventDefault(); }
+    else return;
+    window.tekkenSend(false);
   });
-  document.addEventListener("keyup", (e) => { held.delete(e.key.toLowerCase()); held2.delete(e.code); });
-  window.addEventListener("blur", () => { held.clear(); held2.clear(); });
-  window.tekkenPress = (key, down) => { down ? held.add(key) : held.delete(key); };
+  document.addEventListener("keyup", (e) => {
+    held.delete(e.key.toLowerCase());
+    held2.delete(e.code);
+    window.tekkenSend(false);
+  });
+  window.addEventListener("blur", () => { held.clear(); held2.clear(); window.tekkenSend(false); });
+  window.tekkenPress = (key, down) => { down ? held.add(key) : held.delete(key); window.tekkenSend(false); };
   const clean = (id) => {
     if ((id & 128) && (id & 64)) id &= ~(128 | 64);   // opposite directions cancel, as in keys_to_id
     if ((id & 32) && (id & 16)) id &= ~(32 | 16);
@@ -371,7 +443,7 @@ def build_demo(
     contexts: ContextLibrary,
     num_inference_steps: int | None = None,
     max_frames: int = 2000,
-    frame_interval: float = 0.05,
+    fps: float = 15.0,
     seed: int = 0,
     max_players: int = 16,
     batch_wait: float = 0.005,
@@ -379,19 +451,24 @@ def build_demo(
     """The Gradio Blocks app. `launch(server_name="127.0.0.1", head=KEYBOARD_JS, css=CSS)` serves it.
     `num_inference_steps=None` samples with the pipeline's `default_inference_steps`.
 
-    Up to `max_players` frame requests run at once (the timer's concurrency limit; more wait in Gradio's queue), and
-    the app's `SessionBatcher` (`demo.session_batcher`) steps the sessions that asked in one batched call, a request
-    waiting at most `batch_wait` seconds for the other players' requests."""
+    Start opens a stream that plays the game at `fps` frames/s (the game's rate, also the downloaded clip's) and
+    pushes each frame to the page as it is made, under the held keys the page last sent. Up to `max_players` streams
+    play at once (the stream event's concurrency limit; more wait in Gradio's queue), and the app's `SessionBatcher`
+    (`demo.session_batcher`) steps the games that asked for a frame in one batched call, a request waiting at most
+    `batch_wait` seconds for the other players' requests."""
     import gradio as gr
 
     if max_players < 1:
         raise ValueError(f"max_players must be >= 1, got {max_players}")
-    fps = 15.0
+    if not fps > 0:
+        raise ValueError(f"fps must be > 0, got {fps}")
     clips = ClipFolder()
     batcher = SessionBatcher(max_wait=batch_wait)
     two_player = getattr(pipe, "num_players", 1) == 2
 
-    def start(name: str, start_frame: float, mode: str = "keyboard"):
+    def start(name: str, start_frame: float, mode: str = "keyboard", previous: PlaySession | None = None):
+        if previous is not None:
+            previous.stop()  # this tab's earlier game: its stream ends, the new one takes over
         frames, inputs = contexts.context(name, int(start_frame))
         generator = torch.Generator().manual_seed(seed)
         player_2 = {}
@@ -407,23 +484,38 @@ def build_demo(
         if two_player:
             play.player_2 = _Player2(mode, replay, seed)
             ready += " (player 2: the arrows and numpad 1-4)" if mode == "keyboard" else f" (player 2: {mode})"
-        return play, upscale(frames[-1]), ready, gr.Timer(active=True)
+        return play, upscale(frames[-1]), ready
 
-    def tick(play: PlaySession | None, action: str, action_p2: str = "0"):
+    def keys(play: PlaySession | None, action: str, action_p2: str = "0"):
+        """The page's held keys changed: the game's next frames take them."""
+        if play is not None:
+            play.held = (parse_action_field(action), parse_action_field(action_p2))
+
+    def stream(play: PlaySession | None):
+        """Play the game at `fps` under the held keys, yielding `(picture, stats)` per frame, until it is paused,
+        started again, reaches its frame limit or its tab closes (Gradio then stops asking for frames)."""
         if play is None:
-            return gr.skip(), gr.skip(), gr.Timer(active=False)
-        if play.finished:
-            return (
-                gr.skip(),
-                f"stopped at the limit of {play.max_frames} frames: reset to play again",
-                gr.Timer(active=False),
-            )
-        action_id = parse_action_field(action)
-        if play.player_2 is None:
-            frame = play.step(action_id)
-        else:
-            frame = play.step(action_id, play.player_2.next(play, parse_action_field(action_p2)))
-        return upscale(frame), play.stats(), gr.skip()
+            return
+        number, pacer = play.begin_stream(), FramePacer(fps)
+        try:
+            while play.streaming(number):
+                if play.finished:
+                    play.stop()
+                    yield gr.skip(), f"stopped at the limit of {play.max_frames} frames: reset to play again"
+                    return
+                pacer.wait()
+                if not play.streaming(number):
+                    break
+                action, keyboard_p2 = play.held
+                if play.player_2 is None:
+                    frame = play.step(action)
+                else:
+                    frame = play.step(action, play.player_2.next(play, keyboard_p2))
+                paused = "" if play.streaming(number) else " · paused"
+                yield upscale(frame), play.stats() + paused
+        finally:
+            if play.streaming(number):  # closed from outside (the tab went): the batch stops waiting for it
+                play.pause()
 
     def reset(play: PlaySession | None):
         if play is None:
@@ -438,8 +530,8 @@ def build_demo(
 
     def pause(play: PlaySession | None):
         if play is not None:
-            play.pause()
-        return gr.Timer(active=False), (play.stats() + " · paused") if play else "paused"
+            play.stop()
+        return (play.stats() + " · paused") if play else "paused"
 
     with gr.Blocks(title="tekken-diffusers: play the world model") as demo:
         gr.Markdown(
@@ -472,25 +564,36 @@ def build_demo(
                 clip = gr.File(label="clip (mp4)")
         action = gr.Textbox(value="0", visible="hidden", elem_id="action")
         action_p2 = gr.Textbox(value="0", visible="hidden", elem_id="action_p2")
-        timer = gr.Timer(frame_interval, active=False)
+        keys_button = gr.Button("keys", visible="hidden", elem_id="tekken-keys")
 
         context_name.change(lambda n: gr.Slider(maximum=contexts.max_start(n), value=0), context_name, start_frame)
-        start_button.click(start, [context_name, start_frame, player_2_mode], [play_state, frame, stats, timer])
         read_keys = (
             "(play, action, action_p2) => [play, String(window.tekkenAction()), String(window.tekkenAction2())]"
         )
-        timer.tick(
-            tick,
+        keys_button.click(
+            keys,
             [play_state, action, action_p2],
-            [frame, stats, timer],
+            None,
             js=read_keys,
-            trigger_mode="once",
+            # The latest keys win: a change while one is on its way is sent after it, only the last of several.
+            trigger_mode="always_last",
             show_progress="hidden",
-            # Every player's frame request runs at once (each tab has at most one in flight): the batcher needs them
-            # together to step them in one pass; Gradio's default limit of one would serialise the players.
-            concurrency_limit=max_players,
+            concurrency_limit=None,  # a few bytes, never held up behind the games' streams
         )
-        pause_button.click(pause, play_state, [timer, stats])
+        start_button.click(
+            start, [context_name, start_frame, player_2_mode, play_state], [play_state, frame, stats]
+        ).then(
+            None, js="() => { window.tekkenSend(true); }"  # the keys already held reach the new game
+        ).then(
+            stream,
+            play_state,
+            [frame, stats],
+            show_progress="hidden",
+            # Every player's stream runs at once: the batcher needs their frame requests together to step them in
+            # one pass; Gradio's default limit of one would serialise the players.
+            concurrency_limit=max_players,
+        )  # fmt: skip
+        pause_button.click(pause, play_state, stats)
         reset_button.click(reset, play_state, [frame, stats])
         download_button.click(download, play_state, clip)
         demo.load(None, None, None, js=PAD_JS)

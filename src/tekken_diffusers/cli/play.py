@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         "--max-users",
         type=int,
         default=16,
-        help="players whose frame requests run at once, stepped together in one batched forward pass; the requests "
+        help="players whose games stream at once, stepped together in one batched forward pass per frame; the games "
         "of more players wait in the queue (never refused)",
     )
     parser.add_argument(
@@ -85,8 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         max_players=args.max_users,
         batch_wait=args.batch_wait_ms / 1000,
     )
-    # The frame requests run `--max-users` at once (the timer's own limit); start/reset/download run two at a time.
-    # No bound on the queue: a player beyond the limit waits for a turn rather than being refused ("Queue is full").
+    # The games' streams run `--max-users` at once (the stream event's own limit), the held keys' updates without a
+    # limit; start/reset/download run two at a time. No bound on the queue: a player beyond the limit waits for a
+    # turn rather than being refused ("Queue is full").
     demo.queue(default_concurrency_limit=2, max_size=None)
     demo.launch(
         server_name=args.host,
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         head=play_page.KEYBOARD_JS,
         css=play_page.CSS,
         show_error=True,
-        # Each running request holds a worker thread while it waits for its batch: room for all of them and more.
+        # Each stream holds a worker thread while it waits for its frame's batch: room for all of them and more.
         max_threads=max(40, 2 * args.max_users + 8),
     )
     return 0
