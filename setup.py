@@ -55,6 +55,7 @@ setup(
             "tekken-benchmark-vae=tekken_diffusers.cli.benchmark_vae:main",
             "tekken-benchmark-dataloader=tekken_diffusers.cli.benchmark_dataloader:main",
             "tekken-benchmark-long-window=tekken_diffusers.cli.benchmark_long_window:main",
+            "tekken-benchmark-app=tekken_diffusers.cli.benchmark_app:main",
             "tekken-generate=tekken_diffusers.cli.generate:main",
             "tekken-play=tekken_diffusers.cli.play:main",
             "tekken-presets=tekken_diffusers.cli.list_presets:main",
