@@ -124,9 +124,9 @@ def test_batched_sessions_equal_sessions_stepped_alone(players, guidance, output
     assert len({alone[game].rollout.cache.next_frame for game in alone}) > 1
     assert len({batched[game].rollout.cache.next_frame for game in batched}) == 1
     assert [batched[game].num_steps for game in batched] == [alone[game].num_steps for game in alone]
-    # Each game holds its own copy of its rows, not a view of the whole batch's cache.
+    # The games that stepped together hold views of one stacked cache (kept for the next tick, not copied out).
     storages = {batched[game].rollout.cache.get(0)[0].untyped_storage().data_ptr() for game in batched}
-    assert len(storages) == len(batched)
+    assert len(storages) == 1
 
     # Afterwards each game goes on alone as it would have; and reset returns it to its own start.
     for game in alone:
@@ -328,3 +328,46 @@ def test_session_batcher_waits_only_for_active_sessions():
         assert time.perf_counter() - started < 2.5
     finally:
         batcher.close()
+
+
+def test_the_same_players_reuse_the_stacked_state_until_one_steps_on_its_own(monkeypatch):
+    """Tick after tick, the same sessions in the same order skip stacking and splitting copies; a session that steps
+    alone, resets or joins in another order makes the next tick stack again, and every frame stays what each session
+    would have made alone."""
+    from tekken_diffusers.models.transformer_tekken import TekkenKVCache
+
+    pipe = build_random_pipeline("tiny", seed=0, prev_frame_conditioning=True, prediction_type="prev_frame_residual")
+    pipe.set_progress_bar_config(disable=True)
+    context = np.random.default_rng(0).integers(0, 256, (3, 3, 8, 8), dtype=np.uint8)
+
+    def start(seed: int):
+        return pipe.start_session(
+            context=context, context_actions=[0, 1, 2], output_type="pt", generator=torch.Generator().manual_seed(seed)
+        )
+
+    batched, alone = [start(seed) for seed in range(3)], [start(seed) for seed in range(3)]
+    stacks = []
+    original = TekkenKVCache.stack.__func__
+
+    def counted(cls, *args, **kwargs):
+        stacks.append(1)
+        return original(cls, *args, **kwargs)
+
+    monkeypatch.setattr(TekkenKVCache, "stack", classmethod(counted))
+
+    def tick(order, action):
+        got = step_sessions([batched[i] for i in order], [action] * len(order))
+        for i, frame in zip(order, got):
+            torch.testing.assert_close(frame, alone[i].step(action), rtol=0, atol=1e-5)
+
+    for action in range(4):
+        tick([0, 1, 2], action)
+    assert len(stacks) == 1  # stacked once, then reused
+    torch.testing.assert_close(batched[1].step(7), alone[1].step(7), rtol=0, atol=1e-5)  # one steps alone
+    tick([0, 1, 2], 5)
+    assert len(stacks) == 2
+    tick([2, 1, 0], 6)  # another order
+    assert len(stacks) == 3
+    batched[0].reset(), alone[0].reset()
+    tick([2, 1, 0], 8)  # a reset session rejoins: its cache is its own again, the group differs
+    assert len(stacks) == 4  # the other two stack anew; the reset one, its cache not yet full, steps alone

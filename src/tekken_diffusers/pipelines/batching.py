@@ -27,6 +27,7 @@ import copy
 import logging
 import threading
 import time
+import weakref
 from collections import Counter, deque
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
@@ -92,20 +93,83 @@ def _common_clock(clocks: Sequence[int]) -> int:
     return max(counts, key=lambda clock: (counts[clock], clock))
 
 
+@dataclass
+class _Row:
+    """What one session got from a batched frame: its cache (views of the batch's tensors) and queued frame, and the
+    exact tensors they held, to tell whether the session has done anything on its own since."""
+
+    cache: TekkenKVCache
+    keys: list[torch.Tensor | None]
+    values: list[torch.Tensor | None]
+    prev_latents: torch.Tensor | None
+    end_frames: list[int]
+    pending: tuple[torch.Tensor, ...] | None
+
+    @classmethod
+    def handed_out(cls, cache: TekkenKVCache, pending: tuple[torch.Tensor, ...] | None) -> _Row:
+        return cls(cache, list(cache._keys), list(cache._values), cache.prev_latents, list(cache._end_frames), pending)
+
+    def untouched(self, session: TekkenWorldModelSession) -> bool:
+        """Whether the session still holds exactly this row (no step of its own, no reset, no shift since)."""
+        rollout = session.rollout
+        cache = rollout.cache
+        return (
+            cache is self.cache
+            and rollout._pending is self.pending
+            and cache.prev_latents is self.prev_latents
+            and cache._end_frames == self.end_frames
+            and all(a is b for a, b in zip(cache._keys, self.keys))
+            and all(a is b for a, b in zip(cache._values, self.values))
+        )
+
+
+@dataclass
+class _BatchState:
+    """The stacked cache and queued frames a group's last batched frame left, and the rows handed out from them."""
+
+    cache: TekkenKVCache
+    pending: tuple[torch.Tensor, ...] | None
+    rows: list[_Row]
+
+
+# session -> (the batch state it last stepped in, its row). While the same sessions step together again, unchanged,
+# the next frame reuses the stacked state instead of stacking the sessions' caches and splitting them again.
+_LAST_BATCH: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _reusable_state(sessions: list[TekkenWorldModelSession]) -> _BatchState | None:
+    """The batch state the sessions left last tick, if they are the same sessions in the same order and none of them
+    stepped, reset or shifted on its own since; else `None`."""
+    entries = [_LAST_BATCH.get(session) for session in sessions]
+    if entries[0] is None:
+        return None
+    state = entries[0][0]
+    if len(state.rows) != len(sessions):
+        return None
+    for index, (session, entry) in enumerate(zip(sessions, entries)):
+        if entry is None or entry[0] is not state or entry[1] != index or not state.rows[index].untouched(session):
+            return None
+    return state
+
+
 @torch.no_grad()
 def _step_group(sessions: list[TekkenWorldModelSession], bits: list[torch.Tensor]) -> list[Any]:
     """One batched frame for sessions with equal [`batch_key`]s; returns each session's frame as its `step` would."""
     first = sessions[0]
     branches = len(first.rollout.branches)
-    rollouts = [session.rollout for session in sessions]
-    target = _common_clock([rollout.cache.next_frame for rollout in rollouts])
-    for rollout in rollouts:
-        # In place on the session's own cache: the shift changes no output, and the next tick needs none.
-        rollout.cache.shift_frames(target - rollout.cache.next_frame)
-    cache = TekkenKVCache.stack([rollout.cache for rollout in rollouts], branches=branches)
-    pending = None
-    if first.rollout._pending is not None:
-        pending = tuple(torch.cat(parts) for parts in zip(*(rollout._pending for rollout in rollouts)))
+    state = _reusable_state(sessions)
+    if state is not None:  # the same players as last tick: their rows are still views of last tick's stacked state
+        cache, pending = state.cache, state.pending
+    else:
+        rollouts = [session.rollout for session in sessions]
+        target = _common_clock([rollout.cache.next_frame for rollout in rollouts])
+        for rollout in rollouts:
+            # In place on the session's own cache: the shift changes no output, and the next tick needs none.
+            rollout.cache.shift_frames(target - rollout.cache.next_frame)
+        cache = TekkenKVCache.stack([rollout.cache for rollout in rollouts], branches=branches)
+        pending = None
+        if first.rollout._pending is not None:
+            pending = tuple(torch.cat(parts) for parts in zip(*(rollout._pending for rollout in rollouts)))
     batched = copy.copy(first.rollout)  # shares the schedule and settings; its own cache, queue and batch size
     batched.batch_size = len(sessions)
     batched.cache = cache
@@ -114,16 +178,19 @@ def _step_group(sessions: list[TekkenWorldModelSession], bits: list[torch.Tensor
     generator = None if generators[0] is None else generators  # one generator per row, as randn_tensor takes them
     latents = batched.next_frame(torch.cat(bits), generator)  # (N, 1, C, h, w)
 
-    # The sessions' state changes only now that the batched frame succeeded. Each row is copied out (a few % of a
-    # tick): a session that stops stepping (paused, closed tab) then holds its own cache, not the whole batch's.
-    caches = cache.split(branches=branches, clone=True)
+    # The sessions' state changes only now that the batched frame succeeded. Each session gets views of its rows
+    # (free to take; its first step on its own copies them), and the stacked state is kept for the next tick. A
+    # session that stops stepping keeps one batch's storage alive until its next step or reset.
     queued = batched._pending
-    for index, (session, row_cache) in enumerate(zip(sessions, caches)):
+    rows = []
+    for index, (session, row_cache) in enumerate(zip(sessions, cache.split(branches=branches))):
         session.rollout.cache = row_cache
-        session.rollout._pending = (
-            None if queued is None else tuple(part[index : index + 1].clone() for part in queued)
-        )
+        session.rollout._pending = None if queued is None else tuple(part[index : index + 1] for part in queued)
         session.num_steps += 1
+        rows.append(_Row.handed_out(row_cache, session.rollout._pending))
+    state = _BatchState(cache, queued, rows)
+    for index, session in enumerate(sessions):
+        _LAST_BATCH[session] = (state, index)
     if first.output_type == "latent":
         return [latents[index, 0] for index in range(len(sessions))]
     pipe = first.pipe
