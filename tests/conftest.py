@@ -121,3 +121,14 @@ def boxing_rounds(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("boxing")
     record_boxing(RecordConfig(out=out, rounds=4, max_frames=48, seed=0, val_fraction=0.25), progress=False)
     return out
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """One intra-op thread for a test module (`pytestmark = pytest.mark.usefixtures("single_thread")`): tiny models are
+    overhead-bound, and a second thread only adds contention on a shared 2-core machine (measured: 0.8 ms vs 10 ms
+    per cached step of the tiny model while another process runs)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -11,12 +11,7 @@ from tekken_diffusers.models.transformer_tekken import TekkenKVCache, TekkenWorl
 CHANNELS, SIZE = 4, 4  # the tiny preset: 4x4x4 latents, patch 2 -> 4 tokens per frame
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: conftest.single_thread
 
 
 def make_model(seed: int = 0, **overrides) -> TekkenWorldModelTransformer:

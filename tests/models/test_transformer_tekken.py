@@ -15,14 +15,7 @@ from tekken_diffusers.models.transformer_tekken import (
 CHANNELS, SIZE = 4, 4  # the tiny preset: 4x4x4 latents, patch 2 -> 4 tokens per frame
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    # Tiny models are overhead-bound: a second intra-op thread only adds contention on a shared 2-core machine
-    # (measured: 0.8 ms vs 10 ms per cached step of the tiny model while another process runs).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: conftest.single_thread
 
 
 def make_model(seed: int = 0, **overrides) -> TekkenWorldModelTransformer:

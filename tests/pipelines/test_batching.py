@@ -15,12 +15,7 @@ STEPS = 2
 ATOL = 1e-5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: conftest.single_thread
 
 
 def make_pipe(**overrides):
