@@ -9,6 +9,7 @@ import os
 
 import pytest
 
+from tekken_diffusers import runtime
 from tekken_diffusers.benchmarking import NeighbourLoad, cpu_model_name, interleaved_times, markdown_table
 from tekken_diffusers.cli import benchmark_world_model
 from tekken_diffusers.pipelines import build_random_pipeline
@@ -111,6 +112,33 @@ def test_quick_run_measures_every_part(tiny_pipeline, tmp_path):
     for caption in ("**Training**", "**Loader**", "**VAE**", "round-robin", "| fp32 (auto) |"):
         assert caption in section
     assert "| 2 | batched |" in section and "| 2 | round-robin |" in section and "× round-robin" in section
+
+
+def test_cpu_isa_avx2_restarts_under_the_limits_and_writes_its_own_section(tiny_pipeline, tmp_path, monkeypatch):
+    """`--cpu-isa avx2` measures in a child process whose torch, oneDNN and MKL were started limited to AVX2: bf16 is
+    no longer native there (auto picks fp32 for training too), torch dispatches below AVX-512, and the results go to
+    their own section, leaving the native one alone."""
+    for name in runtime.ISA_LIMIT_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    doc, results_path = tmp_path / "benchmarks.md", tmp_path / "avx2.json"
+    doc.write_text("# Benchmarks\n\n## World model\n\nnative numbers\n")
+    argv = ["--pipeline", str(tiny_pipeline), "--quick", "--parts", "generation", "training", "--threads", "1"]
+    argv += ["--cpu-isa", "avx2", "--out", str(doc), "--json", str(results_path)]
+    assert benchmark_world_model.main(argv) == 0
+    assert runtime.cpu_isa_limits() == {}  # this process was left as it was
+
+    results = json.loads(results_path.read_text())
+    machine = results["machine"]
+    assert machine["isa_limits"] == runtime.CPU_ISA_LIMITS["avx2"] and results["settings"]["cpu_isa"] == "avx2"
+    assert machine["native_bf16"] is None and "AVX512" not in machine["torch_cpu_capability"].upper()
+    assert results["model"]["auto_dtype"] == "fp32"
+    assert [row["precision"] for row in results["parts"]["training"]["rows"] if row["auto"]] == ["fp32"]
+    text = doc.read_text()
+    assert "native numbers" in text and "## World model, AVX2 only (emulated)" in text
+    section = text[text.index("## World model, AVX2") :]
+    assert "ONEDNN_MAX_CPU_ISA=AVX2" in section and "estimate such a CPU" in section
+    assert benchmark_world_model.default_json("avx2") == "outputs/benchmark_world_model_avx2.json"
+    assert benchmark_world_model.default_json("native") == "outputs/benchmark_world_model.json"
 
 
 def test_parts_select_what_runs_and_a_missing_vae_is_reported(tmp_path):

@@ -27,6 +27,8 @@ def fake_cpu(monkeypatch):
     def set_cpu(flags: set[str], capability: str = "AVX2") -> None:
         monkeypatch.setattr(runtime, "cpu_flags", lambda: set(flags))
         monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+        for name in runtime.ISA_LIMIT_VARIABLES:  # a limit in the caller's environment would change the answers
+            monkeypatch.delenv(name, raising=False)
 
     return set_cpu
 
@@ -57,6 +59,36 @@ def test_native_bf16_only_with_the_cpu_flags(fake_cpu):
     assert runtime.native_bf16("cpu") is None
     fake_cpu(set(), capability="AVX512_BF16")
     assert runtime.native_bf16("cpu") == "torch CPU capability AVX512_BF16"
+
+
+def test_instruction_set_limits_take_native_bf16_away(fake_cpu, monkeypatch, caplog):
+    fake_cpu(ZEN4_FLAGS)
+    assert runtime.cpu_isa_limits() == {} and runtime.bf16_isa_limit() is None
+    assert runtime.native_bf16("cpu") == "CPU flag avx512_bf16"
+    # tekken-benchmark --cpu-isa avx2: every library kept to AVX2, so bf16 would be emulated.
+    for name, value in runtime.CPU_ISA_LIMITS["avx2"].items():
+        monkeypatch.setenv(name, value)
+    assert runtime.cpu_isa_limits() == runtime.CPU_ISA_LIMITS["avx2"]
+    assert runtime.bf16_isa_limit() == "ATEN_CPU_CAPABILITY=avx2"
+    assert runtime.native_bf16("cpu") is None
+    with caplog.at_level(logging.INFO, logger="tekken_diffusers.runtime"):
+        assert runtime.resolve_dtype("auto") == torch.float32
+        assert runtime.resolve_mixed_precision("auto", "cpu") == "no"
+    assert "no native bf16 on this cpu under ATEN_CPU_CAPABILITY=avx2" in caplog.text
+    # Each library's limit counts on its own; limits that still allow bf16 do not.
+    cases = {
+        ("ATEN_CPU_CAPABILITY", "default"): "ATEN_CPU_CAPABILITY=default",
+        ("ATEN_CPU_CAPABILITY", "avx512"): None,
+        ("ONEDNN_MAX_CPU_ISA", "AVX512_CORE"): "ONEDNN_MAX_CPU_ISA=AVX512_CORE",
+        ("DNNL_MAX_CPU_ISA", "avx2_vnni"): "DNNL_MAX_CPU_ISA=avx2_vnni",
+        ("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16"): None,
+        ("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX"): None,
+        ("ONEDNN_MAX_CPU_ISA", "ALL"): None,
+        ("MKL_ENABLE_INSTRUCTIONS", "AVX2"): None,  # MKL computes no bf16 here
+    }
+    for (name, value), expected in cases.items():
+        assert runtime.bf16_isa_limit({name: value}) == expected, (name, value)
+        assert (runtime.native_bf16("cpu", environ={name: value}) is None) == (expected is not None)
 
 
 def test_native_bf16_on_gpus(monkeypatch):

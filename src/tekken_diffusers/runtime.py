@@ -9,6 +9,11 @@ Threads: a process that takes one thread per logical CPU and lets idle OpenMP th
 process for the cores; docs/benchmarks.md measured 2 spinning threads at 50-100x slower than 1 on a busy CPU.
 `configure_threads` gives torch one thread per physical core this process may use, and makes idle OpenMP threads
 sleep (`OMP_WAIT_POLICY=PASSIVE`) unless the user chose otherwise.
+
+Instruction-set limits: `ATEN_CPU_CAPABILITY`, `ONEDNN_MAX_CPU_ISA` (or `DNNL_MAX_CPU_ISA`) and
+`MKL_ENABLE_INSTRUCTIONS`, set before torch starts, make torch's own kernels, oneDNN and MKL run only the instructions
+they name. `CPU_ISA_LIMITS["avx2"]` runs a CPU with AVX-512 as one without it would (`tekken-benchmark --cpu-isa
+avx2`), and `native_bf16` then answers for the limited CPU: its bf16 flags are of no use to kernels kept off them.
 """
 
 from __future__ import annotations
@@ -36,6 +41,9 @@ __all__ = [
     "native_bf16",
     "resolve_dtype",
     "BF16_MIN_CPU_WIDTH",
+    "CPU_ISA_LIMITS",
+    "bf16_isa_limit",
+    "cpu_isa_limits",
     "resolve_mixed_precision",
 ]
 
@@ -51,6 +59,17 @@ NATIVE_BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 # avx512_bf16: the 256-wide `compact` model ran 1.08x slower in bf16 than in fp32 at 4 steps, while the 384-wide
 # `small` one ran 1.3x faster on a Zen 4 (docs/benchmarks.md).
 BF16_MIN_CPU_WIDTH = 384
+# Environment variables that cap the instructions of torch's kernels (ATen), oneDNN (bf16 and conv kernels) and MKL
+# (fp32 matmuls); read when each library starts, so they must be set before torch is imported.
+ISA_LIMIT_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+CPU_ISA_LIMITS = {
+    "avx2": {
+        "ATEN_CPU_CAPABILITY": "avx2",
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+        "DNNL_MAX_CPU_ISA": "AVX2",
+        "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+    },
+}
 
 _DTYPE_NAMES = {
     "float32": torch.float32,
@@ -76,12 +95,38 @@ def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
     return flags
 
 
-def native_bf16(device: str | torch.device = "cpu", flags: Iterable[str] | None = None) -> str | None:
+def cpu_isa_limits(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The instruction-set limits set in the environment (`ISA_LIMIT_VARIABLES` that are set), by variable."""
+    environ = os.environ if environ is None else environ
+    return {name: environ[name] for name in ISA_LIMIT_VARIABLES if environ.get(name, "").strip()}
+
+
+def bf16_isa_limit(environ: dict[str, str] | None = None) -> str | None:
+    """The limit that keeps torch off native bf16 instructions (e.g. "ONEDNN_MAX_CPU_ISA=AVX2"), or None.
+
+    ATen's capability counts below `avx512`; oneDNN's, which runs the bf16 matmuls, below an ISA that names BF16, AMX
+    or AVX10 (or `ALL`). MKL computes no bf16 here, so its limit does not count.
+    """
+    limits = cpu_isa_limits(environ)
+    aten = limits.get("ATEN_CPU_CAPABILITY", "").strip().lower()
+    if aten and not aten.startswith("avx512"):
+        return f"ATEN_CPU_CAPABILITY={limits['ATEN_CPU_CAPABILITY']}"
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        value = limits.get(name, "").strip().upper()
+        if value and value != "ALL" and not any(tag in value for tag in ("BF16", "AMX", "AVX10")):
+            return f"{name}={limits[name]}"
+    return None
+
+
+def native_bf16(
+    device: str | torch.device = "cpu", flags: Iterable[str] | None = None, environ: dict[str, str] | None = None
+) -> str | None:
     """Why `device` computes bf16 natively (e.g. "CPU flag avx512_bf16"), or None where bf16 would be emulated.
 
     Args:
         device: "cpu" or a CUDA device.
         flags: the CPU's feature flags; read from /proc/cpuinfo when None.
+        environ: the environment whose instruction-set limits apply (`bf16_isa_limit`); default `os.environ`.
     """
     device = torch.device(device)
     if device.type == "cuda":
@@ -91,6 +136,8 @@ def native_bf16(device: str | torch.device = "cpu", flags: Iterable[str] | None 
         # bf16 tensor cores arrived with Ampere (compute capability 8.0); older GPUs emulate it.
         return f"CUDA compute capability {major}.{minor}" if major >= 8 else None
     if device.type != "cpu":
+        return None
+    if bf16_isa_limit(environ) is not None:
         return None
     flags = set(cpu_flags() if flags is None else flags)
     found = [flag for flag in NATIVE_BF16_CPU_FLAGS if flag in flags]
@@ -108,6 +155,11 @@ def default_device() -> str:
     """The device accelerate will train on: CUDA if present, unless `ACCELERATE_USE_CPU` asks for the CPU."""
     use_cpu = os.environ.get("ACCELERATE_USE_CPU", "").strip().lower() in ("1", "true", "yes")
     return "cuda" if torch.cuda.is_available() and not use_cpu else "cpu"
+
+
+def _limit_note(device: torch.device) -> str:
+    limit = bf16_isa_limit() if device.type == "cpu" else None
+    return f" under {limit}" if limit else ""
 
 
 def resolve_dtype(
@@ -143,7 +195,7 @@ def resolve_dtype(
             logger.info(
                 "dtype auto -> %s (%s)",
                 str(resolved).removeprefix("torch."),
-                reason or f"no native bf16 on this {device.type}: it would be emulated",
+                reason or f"no native bf16 on this {device.type}{_limit_note(device)}: it would be emulated",
             )
             return resolved
         if name not in _DTYPE_NAMES:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from ..runtime import cpu_flags, native_bf16
+from ..runtime import cpu_flags, cpu_isa_limits, native_bf16
 from .timing import interleaved_times, timed
 
 logger = logging.getLogger(__name__)
@@ -74,6 +74,9 @@ def machine_info(omp_wait_policy: str | None = None) -> dict:
         "logical_cpus": os.cpu_count(),
         "flags": {flag: flag in flags for flag in REPORTED_FLAGS},
         "native_bf16": native_bf16("cpu", flags),
+        # Instruction-set limits in force (e.g. `--cpu-isa avx2`) and the kernel level torch dispatches to.
+        "isa_limits": cpu_isa_limits(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "omp_wait_policy": omp_wait_policy or "unset",

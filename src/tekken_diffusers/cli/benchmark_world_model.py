@@ -8,7 +8,9 @@ go to a JSON file and replace the "World model" section of docs/benchmarks.md.
 Every part is timed in rounds that alternate its configurations (a few frames of one, then of the next), so that a
 change of load on the CPU hits all of them alike; the header records the machine (CPU model and flags, torch threads,
 OpenMP wait policy) and its measured fp32 and bf16 matmul ceilings, against which utilisation is computed. `--parts`
-chooses the parts, `--quick` shrinks every size to seconds (tests). The measurements are in
+chooses the parts, `--quick` shrinks every size to seconds (tests). `--cpu-isa avx2` measures, on this CPU, what a CPU
+without AVX-512 runs: the benchmark restarts itself with torch, oneDNN and MKL limited to AVX2 (environment variables
+read when torch starts) and writes its own JSON file and its own docs section. The measurements are in
 `tekken_diffusers.benchmarking.world_model`; the loader and VAE parts reuse the measurements of
 `tekken-benchmark-dataloader` and `tekken-benchmark-vae`.
 """
@@ -22,6 +24,7 @@ import json
 import logging
 import os
 import shlex
+import subprocess
 import sys
 import tempfile
 import time
@@ -40,13 +43,14 @@ from ..benchmarking.world_model import (
     measure_training,
     require_positive,
 )
-from ..runtime import configure_threads, resolve_dtype
+from ..runtime import CPU_ISA_LIMITS, configure_threads, cpu_isa_limits, resolve_dtype
 from ..utils import atomic_output, write_markdown_section
 from . import setup_logging, transformer_width
 
 logger = logging.getLogger("benchmark_world_model")
 
 SECTION = "World model"
+DEFAULT_JSON = "outputs/benchmark_world_model.json"
 PARTS = ("generation", "cache", "neighbour", "sessions", "training", "loader", "vae")
 
 # Sizes of a full run and of `--quick`; the options below replace single entries.
@@ -111,10 +115,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--game-fps", type=float, default=15.0, help="frames/s of the game (15: Atari Boxing)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: as every command picks)")
     parser.add_argument(
+        "--cpu-isa",
+        choices=("native", *CPU_ISA_LIMITS),
+        default="native",
+        help="native: every instruction this CPU has; avx2: restart with torch, oneDNN and MKL limited to AVX2, to "
+        "measure here what a CPU without AVX-512 (and its native bf16) runs; its own JSON (default "
+        "outputs/benchmark_world_model_avx2.json) and docs section (%(default)s)",
+    )
+    parser.add_argument(
         "--out", default="docs/benchmarks.md", help="markdown file whose section is replaced (%(default)s)"
     )
     parser.add_argument(
-        "--json", default="outputs/benchmark_world_model.json", help="where the results go (%(default)s)"
+        "--json",
+        default=None,
+        help=f"where the results go ({DEFAULT_JSON}; with --cpu-isa avx2: benchmark_world_model_avx2.json beside it)",
     )
     parser.add_argument("--no-write", action="store_true", help="write neither file, only log")
     return parser
@@ -191,13 +205,35 @@ def load(value: float | None) -> str:
     return "unknown" if value is None else f"{value:.1f}"
 
 
+def section_title(cpu_isa: str) -> str:
+    """The docs section of a run: `World model`, or `World model, AVX2 only (emulated)` for `--cpu-isa avx2`."""
+    return SECTION if cpu_isa == "native" else f"{SECTION}, {cpu_isa.upper()} only (emulated)"
+
+
+def default_json(cpu_isa: str) -> str:
+    return DEFAULT_JSON if cpu_isa == "native" else DEFAULT_JSON.replace(".json", f"_{cpu_isa}.json")
+
+
+def isa_note(machine: dict) -> str:
+    """A sentence on the instruction-set limits of a run, empty without any."""
+    limits = machine.get("isa_limits") or {}
+    if not limits:
+        return ""
+    named = ", ".join(f"{name}={value}" for name, value in limits.items())
+    return (
+        f" Instruction sets limited ({named}; torch dispatches to {machine.get('torch_cpu_capability', 'unknown')}): "
+        "the kernels a CPU without AVX-512 runs, at this CPU's clock, caches and per-core FMA width, so the rates "
+        "estimate such a CPU rather than measure one."
+    )
+
+
 def markdown(results: dict) -> str:
     machine, model, parts, settings = results["machine"], results["model"], results["parts"], results["settings"]
     ceilings = machine["ceilings_gflops"]
     flags = ", ".join(f"{flag} {yes_no(present)}" for flag, present in machine["flags"].items())
     fps = settings["game_fps"]
     lines = [
-        f"## {SECTION}",
+        f"## {section_title(settings.get('cpu_isa', 'native'))}",
         "",
         f"`{results['command']}` ({machine['date'][:10]}; {machine['cpu']}, {machine['machine']}, "
         f"{machine['logical_cpus']} logical CPUs; {flags}; torch {machine['torch']}, {machine['torch_threads']} torch "
@@ -209,7 +245,7 @@ def markdown(results: dict) -> str:
         f"{model['width']}, latents {'×'.join(map(str, model['latent_shape']))}, patch {model['patch_size']}, "
         f"{'a VAE' if model['vae'] else 'no VAE'}; `--dtype auto` picks {model['auto_dtype']} here. Configurations "
         "are timed in alternating rounds; the full results are in the JSON file "
-        f"(`{results['json']}`).",
+        f"(`{results['json']}`).{isa_note(machine)}",
     ]
     if "generation" in parts:
         part = parts["generation"]
@@ -331,9 +367,26 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: str | os.PathLike, body: str) -> None:
-    """Replace (or append) the `## World model` section of a markdown file, leaving the other sections alone."""
-    write_markdown_section(path, body, heading=f"## {SECTION}")
+def write_section(path: str | os.PathLike, body: str, cpu_isa: str = "native") -> None:
+    """Replace (or append) the run's `## World model` section of a markdown file (`section_title`), leaving the
+    other sections alone."""
+    write_markdown_section(path, body, heading=f"## {section_title(cpu_isa)}")
+
+
+def restart_with_isa_limit(cpu_isa: str, argv: list[str]) -> int | None:
+    """Run this benchmark again in a child process whose environment limits the instruction sets to `cpu_isa`
+    (`runtime.CPU_ISA_LIMITS`), and return its exit status; None where this process already runs under them.
+
+    The limits are read when torch, oneDNN and MKL start, so this process, which has imported torch, cannot take them.
+    """
+    wanted = CPU_ISA_LIMITS[cpu_isa]
+    if all(cpu_isa_limits().get(name) == value for name, value in wanted.items()):
+        return None
+    logger.info(
+        "restarting with %s", " ".join(f"{name}={value}" for name, value in wanted.items())
+    )  # fmt: skip
+    command = [sys.executable, "-m", "tekken_diffusers.cli.benchmark_world_model", *argv]
+    return subprocess.call(command, env={**os.environ, **wanted})
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -386,7 +439,13 @@ def run(args: argparse.Namespace, settings: dict, folder: str, source: str, comm
     return {
         "command": command,
         "json": args.json,
-        "settings": {**settings, "game_fps": args.game_fps, "parts": list(args.parts), "quick": args.quick},
+        "settings": {
+            **settings,
+            "game_fps": args.game_fps,
+            "parts": list(args.parts),
+            "quick": args.quick,
+            "cpu_isa": args.cpu_isa,
+        },
         "machine": machine,
         "model": model,
         "parts": parts,
@@ -400,6 +459,12 @@ def main(argv: list[str] | None = None) -> int:
     settings = resolve_settings(args)
     check_args(parser, settings)
     setup_logging()
+    if args.json is None:
+        args.json = default_json(args.cpu_isa)
+    if args.cpu_isa != "native":
+        status = restart_with_isa_limit(args.cpu_isa, sys.argv[1:] if argv is None else list(argv))
+        if status is not None:
+            return status
     # As torch's OpenMP read it at import, before configure_threads sets it for child processes.
     wait_policy = os.environ.get("OMP_WAIT_POLICY", "unset")
     try:
@@ -426,8 +491,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_write:
         with atomic_output(args.json) as tmp:
             tmp.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-        write_section(args.out, markdown(results))
-        logger.info("wrote %s and the %r section of %s", args.json, SECTION, args.out)
+        write_section(args.out, markdown(results), args.cpu_isa)
+        logger.info("wrote %s and the %r section of %s", args.json, section_title(args.cpu_isa), args.out)
     return 0
 
 
