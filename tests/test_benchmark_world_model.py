@@ -132,11 +132,16 @@ def test_cpu_isa_avx2_restarts_under_the_limits_and_writes_its_own_section(tiny_
     assert machine["isa_limits"] == runtime.CPU_ISA_LIMITS["avx2"] and results["settings"]["cpu_isa"] == "avx2"
     assert machine["native_bf16"] is None and "AVX512" not in machine["torch_cpu_capability"].upper()
     assert results["model"]["auto_dtype"] == "fp32"
-    assert [row["precision"] for row in results["parts"]["training"]["rows"] if row["auto"]] == ["fp32"]
+    training = {row["precision"]: row for row in results["parts"]["training"]["rows"]}
+    assert training["fp32"]["auto"] and not training["bf16"]["auto"]
+    # Emulated bf16 gets no utilisation: its 2048² ceiling would make the model's small matmuls exceed 100 %.
+    assert training["bf16"]["emulated"] and training["bf16"]["mfu"] is None
+    assert not training["fp32"]["emulated"] and 0 < training["fp32"]["mfu"]
     text = doc.read_text()
     assert "native numbers" in text and "## World model, AVX2 only (emulated)" in text
     section = text[text.index("## World model, AVX2") :]
     assert "ONEDNN_MAX_CPU_ISA=AVX2" in section and "estimate such a CPU" in section
+    assert "| bf16 | 2×4 |" in section and "n/a (emulated)" in section
     assert benchmark_world_model.default_json("avx2") == "outputs/benchmark_world_model_avx2.json"
     assert benchmark_world_model.default_json("native") == "outputs/benchmark_world_model.json"
 

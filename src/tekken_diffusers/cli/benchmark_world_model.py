@@ -205,6 +205,15 @@ def load(value: float | None) -> str:
     return "unknown" if value is None else f"{value:.1f}"
 
 
+def rate(gflops: float) -> str:
+    """A GFLOP/s figure: whole numbers, one decimal below 10 (an emulated dtype's ceiling is a fraction of one)."""
+    return f"{gflops:.0f}" if gflops >= 10 else f"{gflops:.1f}"
+
+
+def mfu_cell(row: dict) -> str:
+    return "n/a (emulated)" if row.get("mfu") is None else f"{100 * row['mfu']:.0f} %"
+
+
 def section_title(cpu_isa: str) -> str:
     """The docs section of a run: `World model`, or `World model, AVX2 only (emulated)` for `--cpu-isa avx2`."""
     return SECTION if cpu_isa == "native" else f"{SECTION}, {cpu_isa.upper()} only (emulated)"
@@ -239,8 +248,8 @@ def markdown(results: dict) -> str:
         f"{machine['logical_cpus']} logical CPUs; {flags}; torch {machine['torch']}, {machine['torch_threads']} torch "
         f"threads, OMP_WAIT_POLICY={machine['omp_wait_policy']}; load average {load(machine['load_average'])} "
         f"before and {load(results['load_average_after'])} after). Measured matmul ceilings ({ceilings['size']}² "
-        f"square, median of {ceilings['repeats']}): fp32 {ceilings['fp32']:.0f} GFLOP/s, bf16 "
-        f"{ceilings['bf16']:.0f} GFLOP/s. Model: "
+        f"square, median of {ceilings['repeats']}): fp32 {rate(ceilings['fp32'])} GFLOP/s, bf16 "
+        f"{rate(ceilings['bf16'])} GFLOP/s. Model: "
         f"{model['source']}; {model['transformer_parameters'] / 1e6:.2f} M transformer parameters, width "
         f"{model['width']}, latents {'×'.join(map(str, model['latent_shape']))}, patch {model['patch_size']}, "
         f"{'a VAE' if model['vae'] else 'no VAE'}; `--dtype auto` picks {model['auto_dtype']} here. Configurations "
@@ -320,15 +329,16 @@ def markdown(results: dict) -> str:
             f"**Training** (forward + backward + AdamW on random windows, every frame at its own noise level, "
             f"{part['tokens_per_window']} tokens per window, no gradient checkpointing). Model FLOPs = 6 × "
             "(per-token block parameters × tokens + adaLN parameters × frames) + causal attention within the local "
-            "window (a lower bound: global layers see more); MFU against the measured ceiling of the dtype used. "
-            "`mixed_precision: auto` picks the row marked auto.",
+            "window (a lower bound: global layers see more); MFU against the measured ceiling of the dtype used (none "
+            "for emulated bf16, whose fallback kernel runs the ceiling's large square far slower than the model's "
+            "small matmuls). `mixed_precision: auto` picks the row marked auto.",
             "",
             markdown_table(
                 ("precision", "batch × frames", "ms/step", "tokens/s", "frames/s", "GFLOP/s", "ceiling GFLOP/s",
                  "MFU"),
                 [(f"{r['precision']}{' (auto)' if r['auto'] else ''}", f"{r['batch']}×{r['frames']}",
                   f"{r['ms_per_step']:.0f}", f"{r['tokens_per_second']:,.0f}", f"{r['frames_per_second']:,.0f}",
-                  f"{r['gflops']:.1f}", f"{r['ceiling_gflops']:.0f}", f"{100 * r['mfu']:.0f} %")
+                  f"{r['gflops']:.1f}", rate(r['ceiling_gflops']), mfu_cell(r))
                  for r in part["rows"]],
             ),
         ]  # fmt: skip
