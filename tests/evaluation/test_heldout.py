@@ -101,7 +101,7 @@ def test_evaluate_command_scores_a_copying_model_as_the_vae_reconstruction_of_th
     # open loop, --context-noise 0: the first generated frame is the same copy of the last context frame
     first = results["open_loop"]["recorded_inputs"]["pooled_psnr_at_k"][0]
     assert first == pytest.approx(pooled_psnr(previous[:, :1], real[:, 3:4]), abs=1e-3)
-    assert [item["frames"] for item in results["long_rollouts"]] == [6, 6]
+    assert [item["frames"] for item in results["long_rollouts"]] == [6] * 8  # eight by default
     assert "## pipe" in (tmp_path / "evaluation.md").read_text()
 
 
@@ -132,11 +132,11 @@ def test_evaluate_command_two_player_action_binding(tmp_path, capsys):
     assert windows.action_bits_p2.shape == windows.action_bits.shape == (2, 7, 8)
     argv = ["--pipeline", str(tmp_path / "pipe2p"), "--rounds", str(tmp_path / "rounds"), "--windows", "2",
             "--context-frames", "3", "--frames", "4", "--teacher-forced-steps", "1", "--steps", "1",
-            "--health-frames", "5", "--out", str(tmp_path / "eval.json"),
+            "--health-frames", "5", "--health-rollouts", "3", "--out", str(tmp_path / "eval.json"),
             "--docs", str(tmp_path / "eval.md")]  # fmt: skip
     assert main(argv) == 0
     results = json.loads((tmp_path / "eval.json").read_text())
-    assert results["players"] == 2 and [item["frames"] for item in results["long_rollouts"]] == [5, 5]
+    assert results["players"] == 2 and [item["frames"] for item in results["long_rollouts"]] == [5, 5, 5]
     assert list(results["open_loop"]) == [
         "recorded_inputs", "p1_shuffled_inputs", "p2_shuffled_inputs", "swapped_players", "hold_last_frame"
     ]  # fmt: skip

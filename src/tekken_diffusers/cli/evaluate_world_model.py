@@ -107,7 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
         "player 2",
     )
     parser.add_argument("--health-frames", type=int, default=1000, help="length of the long rollouts (0: skip)")
-    parser.add_argument("--health-rollouts", type=int, default=2, help="number of long rollouts")
+    parser.add_argument(
+        "--health-rollouts",
+        type=int,
+        default=8,
+        help="number of long rollouts, from evenly spread held-out starts (a boxer that fades in one rollout of "
+        "eight goes unseen in two)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
     parser.add_argument("--out", default=None, help="JSON output (default: outputs/eval-<pipeline name>.json)")
     parser.add_argument("--docs", default="docs/evaluation.md", help="markdown file whose section is replaced")
