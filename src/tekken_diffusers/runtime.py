@@ -42,6 +42,7 @@ __all__ = [
     "resolve_dtype",
     "BF16_MIN_CPU_WIDTH",
     "CPU_ISA_LIMITS",
+    "ISA_LIMIT_VARIABLES",
     "bf16_isa_limit",
     "cpu_isa_limits",
     "resolve_mixed_precision",

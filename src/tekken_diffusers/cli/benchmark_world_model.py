@@ -392,9 +392,7 @@ def restart_with_isa_limit(cpu_isa: str, argv: list[str]) -> int | None:
     wanted = CPU_ISA_LIMITS[cpu_isa]
     if all(cpu_isa_limits().get(name) == value for name, value in wanted.items()):
         return None
-    logger.info(
-        "restarting with %s", " ".join(f"{name}={value}" for name, value in wanted.items())
-    )  # fmt: skip
+    logger.info("restarting with %s", " ".join(f"{name}={value}" for name, value in wanted.items()))
     command = [sys.executable, "-m", "tekken_diffusers.cli.benchmark_world_model", *argv]
     return subprocess.call(command, env={**os.environ, **wanted})
 
