@@ -49,6 +49,8 @@ setup(
             "tekken-encode-latents=tekken_diffusers.cli.encode_latents:main",
             "tekken-train=tekken_diffusers.cli.train:main",
             "tekken-train-vae=tekken_diffusers.cli.train_vae:main",
+            "tekken-infer-opponent=tekken_diffusers.cli.infer_opponent:main",
+            "tekken-train-opponent=tekken_diffusers.cli.train_opponent:main",
             "tekken-evaluate=tekken_diffusers.cli.evaluate_world_model:main",
             "tekken-export=tekken_diffusers.cli.export_pipeline:main",
             "tekken-benchmark=tekken_diffusers.cli.benchmark_world_model:main",

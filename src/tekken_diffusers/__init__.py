@@ -9,7 +9,7 @@ Every component module is imported here, eagerly: diffusers 0.42 resolves the cl
 __version__ = "0.1.0"
 
 from . import actions, data
-from .models import TRANSFORMER_PRESETS, TekkenKVCache, TekkenWorldModelTransformer
+from .models import TRANSFORMER_PRESETS, TekkenKVCache, TekkenOpponentPolicy, TekkenWorldModelTransformer
 from .models.autoencoders import LTXVideoVAE, TekkenAutoencoderDC, WanVAE
 from .pipelines import TekkenRollout, TekkenWorldModelPipeline, TekkenWorldModelPipelineOutput, TekkenWorldModelSession
 from .schedulers import TekkenFlowMatchScheduler
@@ -20,6 +20,7 @@ __all__ = [
     "TekkenAutoencoderDC",
     "TekkenFlowMatchScheduler",
     "TekkenKVCache",
+    "TekkenOpponentPolicy",
     "TekkenRollout",
     "TekkenWorldModelPipeline",
     "TekkenWorldModelPipelineOutput",

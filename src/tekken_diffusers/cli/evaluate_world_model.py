@@ -162,14 +162,25 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
     real = windows.unit()  # (B, L, 3, H, W)
     bits = windows.action_bits
-    if two_player:
+    latents = pipe.encode_frames(real * 2 - 1)  # (B, L, C, h, w)
+    truth_bits = None
+    # A two-player model with an opponent policy on one-player rounds: the policy plays player 2 (NaN inputs, drawn
+    # frame by frame) and the report is a one-player one; the true frames enter the cache under the player-2 inputs
+    # the policy's inverse model reads from them.
+    opponent_plays = two_player and windows.action_bits_p2 is None and pipe.opponent is not None
+    if opponent_plays:
+        read = pipe.opponent.infer_inputs(latents.to(pipe.opponent.device, pipe.opponent.dtype)).cpu()  # (B, L, 8)
+        drawn = torch.cat([read[:, :context], torch.full_like(read[:, context:], float("nan"))], dim=1)
+        truth_bits = torch.stack([bits, read], dim=2)
+        bits = torch.stack([bits, drawn], dim=2)  # (B, L, 2, 8)
+        two_player = False
+    elif two_player:
         if windows.action_bits_p2 is None:
             parser.error(
                 f"--rounds {args.rounds}: the pipeline is a two-player model (num_players=2) and these rounds carry "
                 "no player 2 inputs (actions_p2); record them with --two-player"
             )
         bits = torch.stack([windows.action_bits, windows.action_bits_p2], dim=2)  # (B, L, 2, 8)
-    latents = pipe.encode_frames(real * 2 - 1)  # (B, L, C, h, w)
     target = real[:, context:]  # the frames to predict, (B, K, 3, H, W)
     reconstruction = _to_unit(pipe.decode_latents(latents[:, context:]))
     logger.info("%d held-out windows (%d context + %d frames) from %s", len(real), context, count, args.rounds)
@@ -179,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         "context_noise": args.context_noise if args.context_noise is not None else pipe.scheduler.config.context_noise,
         "shift": pipe.scheduler.shift,
         "guidance_scale": guidance,
+        "opponent": "policy" if opponent_plays else None,
         "vae_reconstruction_pooled_psnr": pooled_psnr(reconstruction, target),
     }  # fmt: skip
 
@@ -201,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             context_noise=args.context_noise,
             generator=generator,
             guidance_scale=guidance,
+            truth_bits=truth_bits,
         )
         frames = _to_unit(pipe.decode_latents(predicted))
         results["teacher_forced"][f"steps_{steps}"] = {
@@ -217,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         return _to_unit(pipe.decode_latents(generated))
 
     shuffled_bits = torch.cat([bits[:, :context], bits.roll(1, dims=0)[:, context:]], dim=1)
+    # (with an opponent policy only player 1's inputs are shuffled: player 2's generated inputs are all NaN)
     if two_player:
         # One player's generated inputs shuffled between windows (the other's kept), or the two players' swapped;
         # the context keeps its recorded inputs.
@@ -267,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
         long_windows = load_heldout_windows(args.rounds, context + 1, args.health_rollouts)
         start = long_windows.unit()[:, :context]
         recorded_inputs = bits[:, context:].flatten(0, 1)  # the held-out input stream, (N, [2,] 8)
+        if opponent_plays:
+            recorded_inputs = recorded_inputs[:, 0]  # player 1's; the opponent policy plays player 2
         repeats = (args.health_frames // len(recorded_inputs) + 1, *[1] * (recorded_inputs.ndim - 1))
         stream = recorded_inputs.repeat(*repeats)[: args.health_frames]
         offsets = [index * len(recorded_inputs) // args.health_rollouts for index in range(len(start))]

@@ -44,8 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     source_p2 = parser.add_mutually_exclusive_group()
     source_p2.add_argument(
         "--actions-p2",
-        help="a two-player pipeline's player-2 inputs in notation, read from player 2's side (default: the round's "
-        "recorded player-2 inputs after the context, else neutral)",
+        help="a two-player pipeline's player-2 inputs in notation, read from player 2's side (default: the "
+        "pipeline's opponent policy if it has one, else the round's recorded player-2 inputs after the context, else "
+        "neutral)",
     )
     source_p2.add_argument("--actions-p2-file", help="text file of player-2 inputs")
     parser.add_argument(
@@ -194,7 +195,12 @@ def main(argv: list[str] | None = None) -> int:
             f"--actions-p2: {args.pipeline} conditions on player 1 only (num_players=1); leave --actions-p2 out"
         )
     context_p2 = {}
-    if two_player:
+    opponent_plays = two_player and actions_p2 is None and getattr(pipe, "opponent", None) is not None
+    if opponent_plays:  # the pipeline's opponent policy plays player 2 (its context inputs: recorded, or read)
+        logger.info("player 2: the pipeline's opponent policy")
+        if round_.actions_p2 is not None:
+            context_p2 = {"context_actions_p2": round_.actions_p2[args.start : end]}
+    elif two_player:
         recorded_p2 = round_.actions_p2
         if recorded_p2 is None:
             logger.warning("%s has no player-2 inputs: player 2 is neutral in the context", args.context)

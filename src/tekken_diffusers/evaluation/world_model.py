@@ -61,6 +61,7 @@ def teacher_forced_next_frames(
     context_noise: float | None = None,
     generator: torch.Generator | None = None,
     guidance_scale: GuidanceScale = 1.0,
+    truth_bits: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Predict frames `context_frames..T-1` of each window, each from the true frames before it.
 
@@ -70,6 +71,9 @@ def teacher_forced_next_frames(
         action_bits: their inputs `(B, T, 8)`, or both players' `(B, T, 2, 8)` for a two-player model.
         context_frames: frames given before the first prediction (>= 1).
         guidance_scale: classifier-free guidance on the inputs, as in the pipeline (1 disables it).
+        truth_bits: the inputs the true frames are written into the cache under, where they differ from the inputs
+            frames are generated under: with an opponent policy, `action_bits` holds NaN for player 2 (the policy
+            draws it) and `truth_bits` the inputs its inverse model reads from the true frames. Default `action_bits`.
 
     Returns:
         Predicted latents `(B, T - context_frames, C, h, w)`.
@@ -81,12 +85,13 @@ def teacher_forced_next_frames(
         pipe, batch, num_inference_steps, guidance_scale=guidance_scale, context_noise=context_noise
     )
     latents, action_bits = latents.to(rollout.device, torch.float32), action_bits.to(rollout.device, torch.float32)
-    rollout.append(latents[:, :context_frames], action_bits[:, :context_frames], generator)
+    truth_bits = action_bits if truth_bits is None else truth_bits.to(rollout.device, torch.float32)
+    rollout.append(latents[:, :context_frames], truth_bits[:, :context_frames], generator)
     predictions = []
     for t in range(context_frames, num_frames):
-        bits = action_bits[:, t : t + 1]
-        predictions.append(rollout.next_frame(bits, generator, append=False))
-        rollout.append(latents[:, t : t + 1], bits, generator)  # teacher forcing: the truth goes into the cache
+        predictions.append(rollout.next_frame(action_bits[:, t : t + 1], generator, append=False))
+        # teacher forcing: the truth goes into the cache
+        rollout.append(latents[:, t : t + 1], truth_bits[:, t : t + 1], generator)
     return torch.cat(predictions, dim=1)
 
 

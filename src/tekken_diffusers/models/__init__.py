@@ -1,4 +1,5 @@
 """Models: the world-model transformer and the autoencoders (every VAE behaves like diffusers' AutoencoderKL)."""
 
 from .autoencoders import LTXVideoVAE, TekkenAutoencoderDC, WanVAE
+from .opponent_policy import TekkenOpponentPolicy
 from .transformer_tekken import TRANSFORMER_PRESETS, TekkenKVCache, TekkenWorldModelTransformer

@@ -174,9 +174,11 @@ def _step_group(sessions: list[TekkenWorldModelSession], bits: list[torch.Tensor
     batched.batch_size = len(sessions)
     batched.cache = cache
     batched._pending = pending
+    batched.opponent, batched._history = None, None  # inputs arrive resolved (`step_bits`); rows remember their own
     generators = [session.generator for session in sessions]
     generator = None if generators[0] is None else generators  # one generator per row, as randn_tensor takes them
-    latents = batched.next_frame(torch.cat(bits), generator)  # (N, 1, C, h, w)
+    stacked_bits = torch.cat(bits)
+    latents = batched.next_frame(stacked_bits, generator)  # (N, 1, C, h, w)
 
     # The sessions' state changes only now that the batched frame succeeded. Each session gets views of its rows
     # (free to take; its first step on its own copies them), and the stacked state is kept for the next tick. A
@@ -186,6 +188,7 @@ def _step_group(sessions: list[TekkenWorldModelSession], bits: list[torch.Tensor
     for index, (session, row_cache) in enumerate(zip(sessions, cache.split(branches=branches))):
         session.rollout.cache = row_cache
         session.rollout._pending = None if queued is None else tuple(part[index : index + 1] for part in queued)
+        session.rollout.remember(latents[index : index + 1], stacked_bits[index : index + 1])
         session.num_steps += 1
         rows.append(_Row.handed_out(row_cache, session.rollout._pending))
     state = _BatchState(cache, queued, rows)

@@ -191,9 +191,15 @@ def opponent_side(side: str) -> str:
 
 
 def check_players(
-    num_players: int, actions: Any, actions_p2: Any, context_actions: Any, context_actions_p2: Any
+    num_players: int,
+    actions: Any,
+    actions_p2: Any,
+    context_actions: Any,
+    context_actions_p2: Any,
+    opponent: Any = None,
 ) -> None:
-    """One error when a two-player model gets one player's inputs, or a one-player model gets two."""
+    """One error when a two-player model gets one player's inputs, or a one-player model gets two. A two-player
+    model with an `opponent` policy may get player 1's inputs alone: the opponent plays player 2."""
     if num_players == 1:
         for name, value in (("actions_p2", actions_p2), ("context_actions_p2", context_actions_p2)):
             if value is not None:
@@ -201,6 +207,8 @@ def check_players(
                     f"`{name}`: this pipeline's transformer conditions on player 1 only (num_players=1); it "
                     "cannot take player 2's inputs"
                 )
+        return
+    if opponent is not None:
         return
     for p1_name, p1, p2_name, p2 in (
         ("actions", actions, "actions_p2", actions_p2),
@@ -431,7 +439,17 @@ def prepare_context(
         )
     bits = context_bits(context_actions, batch, num_inputs, side, note=note)
     bits = _pooled_bits(pipe, bits, "context_actions", starts_clip=True)
-    if pipe.num_players == 2:
+    opponent = getattr(pipe, "opponent", None)
+    if pipe.num_players == 2 and opponent is not None and ratio > 1:
+        raise ValueError(
+            f"this pipeline's opponent policy reads one latent frame per game frame, but {vae_name(pipe.vae)} "
+            f"compresses time by {ratio}"
+        )
+    if pipe.num_players == 2 and context_actions_p2 is None and opponent is not None:
+        # Nobody recorded player 2's inputs: the opponent's inverse model reads them from the frames.
+        bits_p2 = opponent.infer_inputs(context_latents.to(opponent.device, opponent.dtype)).to(bits.device)
+        bits = torch.stack([bits, bits_p2], dim=2)  # (B, T, 2, 8)
+    elif pipe.num_players == 2:
         bits_p2 = context_bits(
             context_actions_p2, batch, num_inputs, opponent_side(side), "context_actions_p2", note=note
         )
@@ -451,7 +469,10 @@ def prepare_future_bits(
     bits = future_bits(actions, num_frames, batch, side, pipe.max_frames_per_call)  # (B, N, 8)
     num_game_frames = bits.shape[1]
     bits = _pooled_bits(pipe, bits, "actions", starts_clip=False)
-    if pipe.num_players == 2:
+    if pipe.num_players == 2 and actions_p2 is None and getattr(pipe, "opponent", None) is not None:
+        bits_p2 = torch.full_like(bits, float("nan"))  # the opponent policy chooses each one (`TekkenRollout`)
+        bits = torch.stack([bits, bits_p2], dim=2)  # (B, N, 2, 8)
+    elif pipe.num_players == 2:
         bits_p2 = future_bits(
             actions_p2, num_game_frames, batch, opponent_side(side), pipe.max_frames_per_call, "actions_p2"
         )

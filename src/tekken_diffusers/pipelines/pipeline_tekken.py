@@ -37,6 +37,7 @@ from diffusers.utils import logging, replace_example_docstring
 from diffusers.video_processor import VideoProcessor
 
 from ..data.latents.windows import check_action_pooling
+from ..models.opponent_policy import TekkenOpponentPolicy
 from ..models.transformer_tekken import TekkenWorldModelTransformer
 from ..schedulers.scheduling_tekken_flow_match import TekkenFlowMatchScheduler
 from . import vae_io
@@ -106,10 +107,13 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
             latent frame become its one input: `"or"` (a button pressed in any of them), `"first"` or `"last"` (the
             input of the first or last of them). Saved in `model_index.json`; the trainer sets the rule the model was
             trained with. Without temporal compression every rule is the identity.
+        opponent ([`TekkenOpponentPolicy`], *optional*): For a two-player model, plays player 2 wherever its inputs
+            are not given: it labels the context frames with the inputs it reads from them and draws player 2's
+            input of every generated frame from the frames before it. Per-frame VAEs only.
     """
 
     model_cpu_offload_seq = "transformer->vae"
-    _optional_components = ["vae"]
+    _optional_components = ["vae", "opponent"]
     _callback_tensor_inputs = ["latents"]
     max_frames_per_call = MAX_FRAMES_PER_CALL
 
@@ -119,9 +123,15 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
         scheduler: TekkenFlowMatchScheduler,
         vae: Any | None = None,
         action_pooling: str = "or",
+        opponent: TekkenOpponentPolicy | None = None,
     ):
         super().__init__()
-        self.register_modules(transformer=transformer, scheduler=scheduler, vae=vae)
+        if opponent is not None and transformer.config.get("num_players", 1) != 2:
+            raise ValueError(
+                "opponent: an opponent policy plays player 2 of a two-player model, but this transformer conditions "
+                "on player 1 only (num_players=1)"
+            )
+        self.register_modules(transformer=transformer, scheduler=scheduler, vae=vae, opponent=opponent)
         self.register_to_config(action_pooling=check_action_pooling(action_pooling))
         self.video_processor = VideoProcessor(vae_scale_factor=self.vae_scale_factor, do_resize=False)
 
@@ -302,10 +312,12 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
                 denoised `(B, 1, C, h, w)`, and a returned `"latents"` replaces it.
             callback_on_step_end_tensor_inputs (`list[str]`, *optional*): Tensors passed to the callback.
             actions_p2 (same forms as `actions`, *optional*): Player 2's input per generated frame, for a two-player
-                model (required there with `actions`; refused by a one-player model). Player 2 stands on the other
-                side: with `side="left"`, player 2's *forward* is Left.
+                model (required there with `actions`, unless the pipeline has an `opponent` policy, which plays
+                player 2 when this is `None`; refused by a one-player model). Player 2 stands on the other side:
+                with `side="left"`, player 2's *forward* is Left.
             context_actions_p2 (same forms as `actions`, *optional*): Player 2's inputs of the context frames (with
-                `context_actions`, for a two-player model).
+                `context_actions`, for a two-player model; with an `opponent`, read from the context frames when
+                not given).
 
         Examples:
         """
@@ -329,7 +341,7 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
             generator,
             callback_on_step_end_tensor_inputs,
         )
-        check_players(self.num_players, actions, actions_p2, context_actions, context_actions_p2)
+        check_players(self.num_players, actions, actions_p2, context_actions, context_actions_p2, self.opponent)
         device = self._execution_device
 
         # 2. Context latents and inputs (per game frame, pooled to one per latent frame for a video VAE)
@@ -424,7 +436,7 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
         )
         if isinstance(generator, list):
             raise ValueError("a session plays one clip: pass one `generator`, not a list")
-        check_players(self.num_players, None, None, context_actions, context_actions_p2)
+        check_players(self.num_players, None, None, context_actions, context_actions_p2, self.opponent)
         context_latents, context_bits = prepare_context(
             self, context, context_latents, context_actions, side, context_actions_p2
         )

@@ -93,6 +93,10 @@ class TekkenRollout:
         self.branches = guidance_branches(guidance_scale, self.num_players)
         self.device = torch.device(device) if device is not None else pipe._execution_device
         self.cache: TekkenKVCache = pipe.transformer.make_kv_cache(max_frames=attention_window)
+        # A two-player model's opponent policy (`pipe.opponent`) picks player 2's input wherever it is NaN; it reads
+        # the last frames (clean latents) and both players' inputs of them, kept here.
+        self.opponent = getattr(pipe, "opponent", None) if self.num_players == 2 else None
+        self._history: tuple[torch.Tensor, torch.Tensor] | None = None
         # Writing queued frames in the next frame's first pass equals writing them on their own only when every layer
         # keeps its whole window: a cache capped below it (`attention_window`) would let that pass see past frames
         # the later passes no longer see, so a capped rollout writes in a pass of its own.
@@ -168,6 +172,7 @@ class TekkenRollout:
         more), or by [`flush`]. With a cache capped below the trained windows they are written here, in a pass of
         their own.
         """
+        self.remember(latents, bits)
         noisy, sigmas = self.pipe.scheduler.add_context_noise(
             latents.float(), generator=generator, context_noise=self.context_noise
         )
@@ -186,13 +191,58 @@ class TekkenRollout:
             self._forward(*self._pending, update=True)
             self._pending = None  # only once written: a pass that raises keeps them queued
 
-    def state(self) -> tuple[TekkenKVCache, tuple[torch.Tensor, ...] | None]:
-        """A copy of everything a later frame depends on (the cache and the queued frames), for [`restore`]."""
-        return copy.deepcopy((self.cache, self._pending))
+    def remember(self, latents: torch.Tensor, bits: torch.Tensor) -> None:
+        """Keep finished frames `(B, F, C, h, w)` and their inputs `(B, F, 2, 8)` for the opponent policy (its last
+        `context_frames`); nothing to keep without one."""
+        if self.opponent is None:
+            return
+        keep = self.opponent.config.context_frames
+        latents, bits = latents.detach().float(), bits.detach().float()
+        if self._history is not None:
+            latents = torch.cat([self._history[0], latents], dim=1)
+            bits = torch.cat([self._history[1], bits.to(self._history[1].device)], dim=1)
+        self._history = (latents[:, -keep:], bits[:, -keep:])
 
-    def restore(self, state: tuple[TekkenKVCache, tuple[torch.Tensor, ...] | None]) -> None:
+    def choose_opponent_inputs(
+        self, bits: torch.Tensor, generator: torch.Generator | list[torch.Generator] | None
+    ) -> torch.Tensor:
+        """Bits `(B, 1, 2, 8)` with player 2's input drawn from the opponent policy in every row where it is NaN
+        (the pipeline's mark for "the opponent plays"); bits without NaN are returned as they are."""
+        if self.num_players != 2 or not torch.isnan(bits).any():
+            return bits
+        if self.opponent is None:
+            raise ValueError("player 2's input is missing and this pipeline has no opponent policy to choose it")
+        if self._history is None:
+            raise ValueError("the opponent policy needs at least one frame before the one to generate")
+        opponent = self.opponent
+        latents, past = self._history
+        latents = latents.to(opponent.device, opponent.dtype)
+        past = past.to(opponent.device)
+        temperature = opponent.config.temperature
+        if isinstance(generator, list):
+            chosen = torch.cat(
+                [
+                    opponent.sample(latents[i : i + 1], past[i : i + 1], generator[i], temperature)
+                    for i in range(latents.shape[0])
+                ]
+            )
+        else:
+            chosen = opponent.sample(latents, past, generator, temperature)
+        bits = bits.clone()
+        missing = torch.isnan(bits[:, 0, 1]).any(dim=-1)
+        bits[missing, 0, 1] = chosen.to(bits.device, bits.dtype)[missing]
+        return bits
+
+    def state(self) -> tuple[TekkenKVCache, tuple[torch.Tensor, ...] | None, tuple[torch.Tensor, torch.Tensor] | None]:
+        """A copy of everything a later frame depends on (the cache, the queued frames and the opponent's history),
+        for [`restore`]."""
+        return copy.deepcopy((self.cache, self._pending, self._history))
+
+    def restore(
+        self, state: tuple[TekkenKVCache, tuple[torch.Tensor, ...] | None, tuple[torch.Tensor, torch.Tensor] | None]
+    ) -> None:
         """Return to a [`state`] (which stays usable for another restore)."""
-        self.cache, self._pending = copy.deepcopy(state)
+        self.cache, self._pending, self._history = copy.deepcopy(state)
 
     def _check_noise(self, noise: Any) -> None:
         shape = self.frame_shape
@@ -214,7 +264,8 @@ class TekkenRollout:
         """Denoise one new frame `(B, 1, C, h, w)` under `bits` `(B, 1, [P,] 8)`.
 
         Args:
-            bits (`torch.Tensor`): The frame's inputs, `(B, 1, 8)` or `(B, 1, 2, 8)` for a two-player model.
+            bits (`torch.Tensor`): The frame's inputs, `(B, 1, 8)` or `(B, 1, 2, 8)` for a two-player model, where
+                NaN in player 2's input means the opponent policy chooses it (`choose_opponent_inputs`).
             generator: Draws the initial noise (unless `noise` is given) and the re-noising of the finished frame.
             noise (`torch.Tensor`, *optional*): Initial noise `(B, 1, C, h, w)`.
             on_step (`Callable`, *optional*): `on_step(step, timestep, latents)` runs after every Euler step, with
@@ -222,6 +273,7 @@ class TekkenRollout:
             append (`bool`, defaults to `True`): Append the finished frame to the cache (teacher forcing appends the
                 true frame instead).
         """
+        bits = self.choose_opponent_inputs(bits, generator)
         if noise is not None:
             self._check_noise(noise)
             latents = noise.to(self.device)
@@ -338,14 +390,16 @@ class TekkenWorldModelSession:
         """One clear error where `step` gets player 2's input for a one-player model, or lacks it for a two-player
         one."""
         num_players = self.pipe.num_players
+        if num_players == 2 and action_p2 is None and self.rollout.opponent is not None:
+            return  # the opponent policy plays player 2
         if num_players == 1 and action_p2 is not None:
             raise ValueError(
                 "action_p2: this session's transformer conditions on player 1 only (num_players=1); call step(action)"
             )
         if num_players == 2 and action_p2 is None:
             raise ValueError(
-                "action_p2: this session's transformer is a two-player model (num_players=2): call "
-                "step(action, action_p2) with both players' inputs"
+                "action_p2: this session's transformer is a two-player model (num_players=2) without an opponent "
+                "policy: call step(action, action_p2) with both players' inputs"
             )
 
     def step_bits(self, action: Any, action_p2: Any = None) -> torch.Tensor:
@@ -356,6 +410,9 @@ class TekkenWorldModelSession:
         if action_p2 is not None:
             bits_p2 = self._one_input(self.pipe, action_p2, opponent_side(self.side), "action_p2")
             bits = torch.stack([bits, bits_p2], dim=1)  # (1, 2, 8)
+        elif self.pipe.num_players == 2:  # the opponent policy plays player 2: drawn now, so a batch gets all inputs
+            bits = torch.stack([bits, torch.full_like(bits, float("nan"))], dim=1)
+            return self.rollout.choose_opponent_inputs(bits[None].to(self.rollout.device), self.generator)
         return bits[None].to(self.rollout.device)  # (1, 1, [2,] 8)
 
     @torch.no_grad()
@@ -369,8 +426,9 @@ class TekkenWorldModelSession:
 
         Args:
             action: player 1's input: an action id (`int`), Tekken notation (`"d/f+2"`), or 8 bits.
-            action_p2: player 2's input in the same forms, for a two-player model (required there, refused by a
-                one-player model); notation is read for player 2's side, the other one.
+            action_p2: player 2's input in the same forms, for a two-player model (required there unless the
+                pipeline has an opponent policy, which plays player 2 when it is `None`; refused by a one-player
+                model); notation is read for player 2's side, the other one.
             noise (`torch.Tensor`, *optional*): Initial noise `(1, 1, C, h, w)` for this frame.
 
         Returns:

@@ -1,0 +1,117 @@
+"""Training the opponent policy (`train_opponent_policy`) on a latent dataset where player 2's input can be read from
+the frames: it must learn it, and beat the baselines."""
+
+from __future__ import annotations
+
+import json
+
+import datasets
+import numpy as np
+import pytest
+import torch
+
+from tekken_diffusers import TekkenOpponentPolicy
+from tekken_diffusers.actions import LEFT, RIGHT
+from tekken_diffusers.data.latents import LATENT_FEATURES, LatentDatasetInfo, latent_row, save_latent_dataset
+from tekken_diffusers.opponent_training import (
+    METRICS_FILE,
+    OpponentTrainingConfig,
+    evaluate_opponent_policy,
+    load_opponent_data,
+    train_opponent_policy,
+)
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def synthetic_opponent_dataset(path, rounds=None, frames: int = 40, with_p2: bool = True, seed: int = 0):
+    """A latent dataset of 4×4×4 latents (the tiny pipeline's) where player 2 presses RIGHT at frame t when channel 0
+    of frame t−1 is bright (mean +2) and LEFT when it is dark (mean −2); player 1 presses at random."""
+    rng = np.random.default_rng(seed)
+    rounds = rounds or {"train": 6, "val": 2}
+    splits = {}
+    for split, count in rounds.items():
+        rows = []
+        for index in range(count):
+            latents = rng.normal(size=(frames, 4, 4, 4)).astype(np.float32) * 0.5
+            sign = rng.choice([-1.0, 1.0], size=frames)
+            latents[:, 0] += 2.0 * sign[:, None, None]
+            actions_p2 = np.zeros(frames, dtype=np.uint8)
+            actions_p2[1:] = np.where(sign[:-1] > 0, RIGHT, LEFT)
+            actions = rng.integers(0, 256, frames, dtype=np.uint8)
+            rows.append(
+                latent_row(f"round_{index:04d}", split, latents, actions, actions_p2=actions_p2 if with_p2 else None)
+            )
+        splits[split] = datasets.Dataset.from_list(rows, features=LATENT_FEATURES)
+    save_latent_dataset(splits, path, LatentDatasetInfo(latent_channels=4, latent_height=4, latent_width=4))
+    return path
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return synthetic_opponent_dataset(tmp_path_factory.mktemp("opponent") / "latents")
+
+
+def test_load_opponent_data_keeps_rounds_apart(dataset):
+    data = load_opponent_data(dataset, "train")
+    assert len(data) == 6 * 40 and data.latents.shape == (240, 4, 4, 4) and data.latents.dtype == torch.float16
+    assert data.actions.shape == (240, 2)
+    np.testing.assert_array_equal(data.starts, np.arange(0, 240, 40))
+    positions = data.positions()
+    assert len(positions) == 240 - 6 and not np.isin(data.starts, positions).any()
+    # the dataset's rule holds in what was loaded: player 2's input follows the previous frame's channel 0
+    bright = data.latents[positions - 1, 0].float().mean(dim=(-1, -2)) > 0
+    expected = torch.where(bright, RIGHT, LEFT)
+    assert torch.equal(data.actions[positions, 1], expected)
+    with pytest.raises(ValueError, match="no split 'test'; it has train, val"):
+        load_opponent_data(dataset, "test")
+
+
+def test_a_dataset_without_player_2_inputs_says_how_to_infer_them(tmp_path):
+    path = synthetic_opponent_dataset(tmp_path / "one-player", rounds={"train": 1}, with_p2=False)
+    with pytest.raises(ValueError, match=r"no player-2 inputs \(actions_p2\).*tekken-infer-opponent"):
+        load_opponent_data(path, "train")
+    with pytest.raises(ValueError, match="tekken-infer-opponent"):
+        train_opponent_policy(path, tmp_path / "out", OpponentTrainingConfig(steps=1), progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_training_learns_an_opponent_that_can_be_read_from_the_frames(dataset, tmp_path):
+    config = OpponentTrainingConfig(
+        steps=150, batch_size=64, hidden_dim=32, conv_channels=8, learning_rate=3e-3, temperature=0.7, val_samples=512
+    )
+    model, metrics = train_opponent_policy(dataset, tmp_path / "opponent", config, progress=False)
+    val = metrics["val"]
+    assert val["frames"] == 2 * 39  # every val frame with one before it
+    assert 0.4 <= val["baseline_most_common_accuracy"] <= 0.7  # RIGHT and LEFT about equally often
+    assert val["policy_accuracy"] >= 0.95 > val["baseline_most_common_accuracy"] + 0.2
+    assert val["inverse_accuracy"] >= 0.95
+    assert val["policy_nll"] < 0.5 * np.log(2)  # far below a coin flip between the two inputs
+    assert metrics["train"]["policy_accuracy"] >= 0.95
+
+    out = tmp_path / "opponent"
+    assert (out / "config.json").is_file() and (out / "diffusion_pytorch_model.safetensors").is_file()
+    saved = json.loads((out / METRICS_FILE).read_text())
+    assert saved["val"] == pytest.approx(val) and saved["config"]["steps"] == 150
+    loaded = TekkenOpponentPolicy.from_pretrained(out)
+    assert loaded.config.temperature == 0.7 and loaded.config.hidden_dim == 32
+    assert loaded.config.in_channels == 4 and tuple(loaded.config.sample_size) == (4, 4)
+    # the saved model is the trained one: it scores the same
+    again = evaluate_opponent_policy(loaded, load_opponent_data(dataset, "val"), samples=512)
+    assert again["policy_accuracy"] == pytest.approx(val["policy_accuracy"])
+
+
+def test_an_untrained_policy_scores_near_chance(dataset):
+    torch.manual_seed(0)
+    model = TekkenOpponentPolicy(in_channels=4, sample_size=(4, 4), hidden_dim=32, conv_channels=8)
+    metrics = evaluate_opponent_policy(model, load_opponent_data(dataset, "val"), samples=512)
+    assert metrics["policy_accuracy"] < 0.7 and metrics["policy_nll"] > np.log(256) - 1.0
+    # the baselines are computed from the data, not the model: repeating player 2's previous input is right about
+    # half the time here (the brightness flips at random)
+    assert 0.25 <= metrics["baseline_repeat_previous_accuracy"] <= 0.75
+
+
+def test_twenty_steps_train(dataset, tmp_path):
+    config = OpponentTrainingConfig(steps=20, batch_size=8, hidden_dim=8, conv_channels=4, val_samples=16)
+    _, metrics = train_opponent_policy(dataset, tmp_path / "opponent", config, progress=False)
+    assert metrics["config"]["steps"] == 20 and (tmp_path / "opponent" / METRICS_FILE).is_file()
