@@ -8,6 +8,7 @@ import math
 import os
 
 import pytest
+import torch
 
 from tekken_diffusers import runtime
 from tekken_diffusers.benchmarking import NeighbourLoad, cpu_model_name, interleaved_times, markdown_table
@@ -220,3 +221,32 @@ def test_helpers():
     assert times == {"a": [1.0] * 4, "b": [2.0] * 4}
     assert calls == ["a", "b"] + ["a", "a", "b", "b"] * 2  # warm-up, then alternating rounds
     assert markdown_table(("x", "y"), [("1", "2")]) == "| x | y |\n|---|---:|\n| 1 | 2 |"
+
+
+def test_a_pipeline_with_an_opponent_is_timed_as_played(tmp_path, monkeypatch):
+    """With an opponent policy the benchmark's sessions get player 1's inputs alone, so every timed step includes the
+    opponent's draw of player 2's input (and the context's player-2 inputs are read from the frames)."""
+    from tekken_diffusers import TekkenOpponentPolicy, TekkenWorldModelPipeline
+    from tekken_diffusers.pipelines.rollout import TekkenRollout
+
+    base = build_random_pipeline("tiny", vae=None, seed=0, num_players=2)
+    config = base.transformer.config
+    opponent = TekkenOpponentPolicy(
+        in_channels=config.in_channels, sample_size=base.latent_size, hidden_dim=16, conv_channels=4
+    )
+    folder = tmp_path / "with-opponent"
+    TekkenWorldModelPipeline(base.transformer, base.scheduler, None, opponent=opponent).save_pretrained(folder)
+    draws = []
+    original = TekkenRollout.choose_opponent_inputs
+
+    def counting(self, bits, generator):
+        draws.append(bool(torch.isnan(bits).any()))
+        return original(self, bits, generator)
+
+    monkeypatch.setattr(TekkenRollout, "choose_opponent_inputs", counting)
+    argv = ["--pipeline", str(folder), "--quick", "--parts", "generation", "cache", "sessions", "--sessions", "2"]
+    results_path = tmp_path / "results.json"
+    assert benchmark_world_model.main(argv + ["--out", str(tmp_path / "b.md"), "--json", str(results_path)]) == 0
+    assert sum(draws) > 0  # player 2 was drawn by the policy in the timed steps
+    parts = json.loads(results_path.read_text())["parts"]
+    assert set(parts) >= {"generation", "cache", "sessions"}

@@ -87,14 +87,20 @@ class Inputs:
         return tuple(int(i) for i in self.ids(1)[0])
 
 
+def input_players(pipe) -> int:
+    """Players whose inputs a session's `step` is given: player 1 alone where the pipeline's opponent policy plays
+    player 2 (its draw is then part of every timed step, as in play)."""
+    return 1 if getattr(pipe, "opponent", None) is not None else pipe.num_players
+
+
 def start_session(pipe, context_frames: int, steps: int, decode: bool, seed: int = 0):
     """A session on `context_frames` random context latents (content does not change the cost), decoding each frame to
     an array when `decode` and the pipeline has a VAE, else returning latents."""
     config = pipe.transformer.config
     generator = torch.Generator().manual_seed(seed)
     latents = torch.randn(1, context_frames, config.in_channels, *pipe.latent_size, generator=generator)
-    ids = Inputs(pipe.num_players, seed).ids(context_frames)
-    players = {"context_actions_p2": ids[:, 1]} if pipe.num_players == 2 else {}
+    ids = Inputs(input_players(pipe), seed).ids(context_frames)
+    players = {"context_actions_p2": ids[:, 1]} if input_players(pipe) == 2 else {}
     return pipe.start_session(
         context_latents=latents,
         context_actions=ids[:, 0],
@@ -166,7 +172,7 @@ def measure_generation(pipes: Pipelines, auto: torch.dtype, settings: dict, game
         pipe = pipes.get(dtype)
         for steps in settings["steps"]:
             key = f"{DTYPE_NAMES[dtype]} {steps}"
-            cases[key] = stepper(start_session(pipe, 8, steps, decode=True), Inputs(pipe.num_players))
+            cases[key] = stepper(start_session(pipe, 8, steps, decode=True), Inputs(input_players(pipe)))
             keys.append((key, dtype, steps))
     times = interleaved_times(
         cases,
@@ -205,7 +211,7 @@ def measure_cache(pipe, settings: dict) -> dict:
     cases, memory = {}, {}
     for frames in settings["contexts"]:
         session = start_session(pipe, frames, 1, decode=False)
-        inputs = Inputs(pipe.num_players, seed=frames)
+        inputs = Inputs(input_players(pipe), seed=frames)
         # The first step writes the context into the cache; every timed step then starts from this same state: the
         # context in the cache and the frame just generated queued (written by the step's own forward pass, as in
         # play), so each timed step is the next frame after exactly `frames` frames.
@@ -219,7 +225,7 @@ def measure_cache(pipe, settings: dict) -> dict:
         window = torch.randn(1, frames + 1, config.in_channels, *pipe.latent_size, generator=generator)
         sigmas = torch.full((1, frames + 1), context_noise)
         sigmas[:, -1] = 1.0  # the new frame starts from pure noise
-        ids = torch.from_numpy(inputs.ids(frames + 1))[None]  # (1, T, players)
+        ids = torch.from_numpy(Inputs(pipe.num_players, seed=frames).ids(frames + 1))[None]  # (1, T, players)
         bits = ids_to_bits(ids if pipe.num_players == 2 else ids[..., 0])
         window, bits = window.to(transformer.dtype), bits.to(transformer.dtype)
 
@@ -258,7 +264,7 @@ def measure_neighbour(pipe, settings: dict, game_fps: float) -> dict:
     threads = torch.get_num_threads()
     steps = settings["reference_steps"]
     session = start_session(pipe, 8, steps, decode=True)
-    inputs = Inputs(pipe.num_players)
+    inputs = Inputs(input_players(pipe))
     rounds = max(1, settings["frames"] // settings["round_frames"])
     timing = dict(per_round=settings["round_frames"], warmup=warmup_frames(pipe), desc="neighbour")
     # The neighbour also stops by itself when this process exits, or after an hour (a safety net): the part takes
@@ -328,7 +334,7 @@ def measure_sessions(pipe, settings: dict) -> dict:
     for count in settings["sessions"]:
         for stepper_name in SESSION_STEPPERS:
             sessions = [start_session(pipe, 8, steps, decode=True, seed=index) for index in range(count)]
-            inputs = [Inputs(pipe.num_players, seed=index) for index in range(count)]
+            inputs = [Inputs(input_players(pipe), seed=index) for index in range(count)]
             if stepper_name == "round-robin":
 
                 def tick(sessions=sessions, inputs=inputs) -> None:
@@ -339,7 +345,7 @@ def measure_sessions(pipe, settings: dict) -> dict:
 
                 def tick(sessions=sessions, inputs=inputs) -> None:
                     actions = [stream.next() for stream in inputs]
-                    actions_p2 = [action[1] for action in actions] if pipe.num_players == 2 else None
+                    actions_p2 = [action[1] for action in actions] if input_players(pipe) == 2 else None
                     step_sessions(sessions, [action[0] for action in actions], actions_p2)
 
             cases[stepper_name, count] = timed(tick)
