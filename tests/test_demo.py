@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from tekken_diffusers.actions import bits_to_ids
 from tekken_diffusers.demo import ContextLibrary, PlaySession, build_demo, parse_action_field
 from tekken_diffusers.pipelines import build_random_pipeline
 from tests.conftest import make_round
@@ -334,6 +335,50 @@ def test_the_app_takes_player_2_from_the_chosen_source(pipe2, contexts2, mode):
     if expected is not None:
         assert play.actions_p2 == expected
     assert all(0 <= action <= 255 for action in play.actions_p2)
+
+
+@pytest.mark.parametrize("recorded_p2", [True, False], ids=["two-player-context", "one-player-context"])
+def test_the_app_lets_the_pipelines_opponent_play_player_2(pipe2, tmp_path, recorded_p2):
+    import gradio as gr
+
+    from tekken_diffusers import TekkenOpponentPolicy, TekkenWorldModelPipeline
+    from tekken_diffusers.data.rounds import save_round
+
+    actions_p2 = (np.arange(12) * 8).astype(np.uint8) if recorded_p2 else None
+    save_round(tmp_path / "round_0000.npz", make_round(12, size=(8, 8), actions_p2=actions_p2))
+    contexts = ContextLibrary.from_folder(tmp_path, context_frames=4)
+    config = pipe2.transformer.config
+    policy = TekkenOpponentPolicy(in_channels=config.in_channels, sample_size=pipe2.latent_size, hidden_dim=16,
+                                  conv_channels=4)  # fmt: skip
+    with_opponent = TekkenWorldModelPipeline(pipe2.transformer, pipe2.scheduler, pipe2.vae, opponent=policy)
+    with_opponent.set_progress_bar_config(disable=True)
+    demo = build_demo(with_opponent, contexts, num_inference_steps=1)
+    radio = next(block for block in demo.blocks.values() if getattr(block, "elem_id", None) == "player2")
+    assert radio.value == "opponent"  # the default where the pipeline has one
+    fns = {f.name: f.fn for f in demo.fns.values()}
+    play, _, ready = fns["start"](contexts.names[0], 0, "opponent")
+    assert "player 2: opponent" in ready
+    drawn = []
+    original = play.session.rollout.choose_opponent_inputs
+
+    def recording(bits, generator):
+        chosen = original(bits, generator)
+        if torch.isnan(bits).any():  # a draw (later calls on the batched rollout get resolved inputs)
+            drawn.append(int(bits_to_ids(chosen[0, 0, 1])))
+        return chosen
+
+    play.session.rollout.choose_opponent_inputs = recording
+    fns["keys"](play, "16", "40")  # player 2's keys are ignored: the opponent plays
+    frames = fns["stream"](play)
+    for _ in range(2):
+        frame, stats = next(frames)
+    frames.close()
+    assert play.actions == [16, 16] and play.actions_p2 == drawn and len(drawn) == 2
+    assert "player 2 input" in stats
+    # a pipeline without an opponent refuses the mode with one message
+    plain = build_demo(pipe2, contexts, num_inference_steps=1)
+    with pytest.raises(gr.Error, match="no opponent policy"):
+        {f.name: f.fn for f in plain.fns.values()}["start"](contexts.names[0], 0, "opponent")
 
 
 def test_scripted_opponent_walks_to_player_1_and_punches():

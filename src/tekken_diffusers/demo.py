@@ -163,6 +163,8 @@ class PlaySession:
         frame = (np.asarray(frame) * 255).round().astype(np.uint8).transpose(2, 0, 1)  # (3, H, W)
         self.frames.append(frame)
         self.actions.append(int(action_id))
+        if action_p2 is None and getattr(self.session, "rollout", None) is not None:
+            action_p2 = self.session.last_action_p2  # the pipeline's opponent policy drew it (None without one)
         if action_p2 is not None:
             self.actions_p2.append(int(action_p2))
         return frame

@@ -207,7 +207,7 @@ def test_step_sessions_errors_reach_their_own_session():
     finally:
         pipe.transformer.forward = original
     assert all(isinstance(r, RuntimeError) and "simulated" in str(r) for r in results)
-    for session, (cache, pending) in zip(sessions, states):
+    for session, (cache, pending, _) in zip(sessions, states):
         assert session.rollout.cache.next_frame == cache.next_frame
         assert (session.rollout._pending is None) == (pending is None)
 

@@ -258,6 +258,22 @@ def test_batched_sessions_equal_sessions_stepped_alone(pipe2, temperature):
         hook.remove()
 
 
+def test_a_session_stepped_alone_by_the_batched_stepper_draws_once_per_frame(pipe2):
+    """A group of one (here: a session whose settings no other shares) takes the inputs `step_bits` converted, so the
+    opponent's draw is not repeated: the game equals plain `step` calls under the same seed, at temperature 1."""
+    pipe = with_opponent(pipe2, tiny_opponent(1.0))
+
+    def session():
+        latents = torch.randn(1, 4, 4, 4, 4, generator=gen(7))
+        return pipe.start_session(context_latents=latents, context_actions=[0, 16, 32, 8], num_inference_steps=STEPS,
+                                  generator=gen(3), output_type="latent")  # fmt: skip
+
+    alone, batched = session(), session()
+    for action in (16, 0, 40, 16, 8):
+        torch.testing.assert_close(step_sessions([batched], [action])[0], alone.step(action), rtol=0, atol=0)
+    assert torch.equal(batched.rollout._history[1], alone.rollout._history[1])
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Saving, loading and construction
 # ---------------------------------------------------------------------------------------------------------------------

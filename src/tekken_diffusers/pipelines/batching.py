@@ -274,8 +274,8 @@ def step_sessions(
     for members in groups.values():
         indices = [index for index, _ in members]
         if len(members) == 1:
-            index = indices[0]
-            attempt(indices, lambda i=index: [sessions[i].step(actions[i], actions_p2[i])])
+            index, bits = members[0]
+            attempt(indices, lambda i=index, b=bits: [sessions[i].step_from_bits(b)])
         else:
             group = [sessions[index] for index in indices]
             attempt(indices, lambda g=group, m=members: _step_group(g, [bits for _, bits in m]))

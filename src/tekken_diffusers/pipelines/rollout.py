@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
+from ..actions import bits_to_ids
 from ..models.transformer_tekken import TekkenKVCache
 from .inputs import opponent_side
 
@@ -373,6 +374,15 @@ class TekkenWorldModelSession:
         self.rollout.flush()
         return self.rollout.cache
 
+    @property
+    def last_action_p2(self) -> int | None:
+        """The action id player 2's input had in the last frame (drawn by the opponent policy, or given); None
+        without an opponent policy or before the first frame."""
+        history = self.rollout._history
+        if history is None:
+            return None
+        return int(bits_to_ids(history[1][0, -1, 1].cpu()))
+
     @staticmethod
     def _one_input(pipe: TekkenWorldModelPipeline, action: Any, side: str, name: str) -> torch.Tensor:
         """One frame's input of one player → bits `(1, 8)`."""
@@ -435,7 +445,12 @@ class TekkenWorldModelSession:
             The frame as a PIL image, an `(H, W, 3)` array in [0, 1], a `(3, H, W)` tensor in [0, 1], or its
             latents `(C, h, w)`, by the session's `output_type`.
         """
-        bits = self.step_bits(action, action_p2)
+        return self.step_from_bits(self.step_bits(action, action_p2), noise=noise)
+
+    @torch.no_grad()
+    def step_from_bits(self, bits: torch.Tensor, noise: torch.Tensor | None = None):
+        """`step` with the inputs already converted by [`step_bits`] (`(1, 1, [2,] 8)`, player 2's drawn): what a
+        batched stepper calls for a session it steps alone, so the opponent's input is drawn once per frame."""
         latents = self.rollout.next_frame(bits, self.generator, noise=noise)  # (1, 1, C, h, w)
         self.num_steps += 1
         if self.output_type == "latent":
