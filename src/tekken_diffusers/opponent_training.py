@@ -50,6 +50,7 @@ class OpponentTrainingConfig:
     weight_decay: float = 0.01
     noise_max: float = 0.15
     temperature: float = 1.0
+    reads_player_1_input: bool = True
     seed: int = 0
     val_samples: int = 8192
 
@@ -107,8 +108,8 @@ def _batch(
     data: OpponentData, frames: np.ndarray, context: int, noise_max: float, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Policy inputs for target frames `frames`: the `context` frames before each (repeating a round's first frame
-    where the round starts later, with nothing pressed), their bits, the frame itself (for the inverse model) and the
-    target ids."""
+    where the round starts later, with nothing pressed), their bits, the frame and the one before it (for the inverse
+    model), the target ids and player 1's input of the target frame."""
     round_start = data.starts[np.searchsorted(data.starts, frames, side="right") - 1]
     offsets = np.arange(-context, 0)  # the frames before t
     index = frames[:, None] + offsets[None, :]
@@ -123,7 +124,8 @@ def _batch(
     bits = ids_to_bits(data.actions[torch.from_numpy(index)])  # (B, K, 2, 8) float
     bits[torch.from_numpy(before_start)] = 0.0
     targets = data.actions[torch.from_numpy(frames), 1]
-    return both[:, :-1], bits, both[:, -2:], targets
+    player_1 = ids_to_bits(data.actions[torch.from_numpy(frames), 0])  # player 1's input of the target frame
+    return both[:, :-1], bits, both[:, -2:], targets, player_1
 
 
 @torch.no_grad()
@@ -138,8 +140,8 @@ def evaluate_opponent_policy(
     model.eval()
     nll = correct = inv_nll = inv_correct = repeat = 0.0
     for chunk in np.array_split(frames, max(1, math.ceil(len(frames) / 1024))):
-        history, bits, pair, targets = _batch(data, chunk, model.config.context_frames, 0.0, generator)
-        logits = model(history, bits)
+        history, bits, pair, targets, player_1 = _batch(data, chunk, model.config.context_frames, 0.0, generator)
+        logits = model(history, bits, player_1)
         nll += float(F.cross_entropy(logits, targets, reduction="sum"))
         correct += float((logits.argmax(-1) == targets).sum())
         inverse = model.infer_logits(pair)[:, 0]
@@ -186,6 +188,7 @@ def train_opponent_policy(
         hidden_dim=config.hidden_dim,
         conv_channels=config.conv_channels,
         temperature=config.temperature,
+        reads_player_1_input=config.reads_player_1_input,
     )
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     warmup = max(1, config.steps // 20)
@@ -204,8 +207,10 @@ def train_opponent_policy(
     bar = tqdm(range(config.steps), desc="opponent policy", disable=not progress)
     for step in bar:
         frames = rng.choice(positions, size=config.batch_size)
-        history, bits, pair, targets = _batch(train, frames, config.context_frames, config.noise_max, generator)
-        policy_loss = F.cross_entropy(model(history, bits), targets)
+        history, bits, pair, targets, player_1 = _batch(
+            train, frames, config.context_frames, config.noise_max, generator
+        )
+        policy_loss = F.cross_entropy(model(history, bits, player_1), targets)
         inverse_loss = F.cross_entropy(model.infer_logits(pair)[:, 0], targets)
         loss = policy_loss + inverse_loss
         optimizer.zero_grad(set_to_none=True)

@@ -171,3 +171,17 @@ def test_odd_latent_sizes_and_one_context_frame_work():
     with torch.no_grad():
         assert policy(latents, bits).shape == (2, 256)
     assert policy.infer_inputs(latents).shape == (2, 3, 8)
+
+
+def test_a_policy_that_reads_player_1s_input_needs_it_and_uses_it():
+    policy = tiny_policy(reads_player_1_input=True)
+    latents, actions = history()
+    with pytest.raises(ValueError, match=r"player_1_input: this policy reads player 1's input .* got None"):
+        policy(latents, actions)
+    with pytest.raises(ValueError, match=r"player_1_input: .*got \(2, 7\)"):
+        policy(latents, actions, torch.zeros(2, 7))
+    forward, back = ids_to_bits(torch.tensor([16, 16])), ids_to_bits(torch.tensor([32, 32]))
+    assert not torch.allclose(policy(latents, actions, forward), policy(latents, actions, back))
+    # a policy that does not read it ignores it
+    plain = tiny_policy()
+    torch.testing.assert_close(plain(latents, actions, forward), plain(latents, actions), rtol=0, atol=0)

@@ -363,3 +363,21 @@ def test_teacher_forcing_writes_the_truth_under_truth_bits(pipe2, pipe_opp):
     drawn[:, 3:, 1] = float("nan")
     predicted = predict(pipe_opp, drawn, truth_bits=bits)
     assert predicted.shape == (2, 3, 4, 4, 4) and torch.isfinite(predicted).all()
+
+
+def test_the_policy_reads_player_1s_input_of_the_frame_it_draws_for(pipe2, context):
+    policy = TekkenOpponentPolicy(in_channels=4, sample_size=(4, 4), context_frames=3, hidden_dim=16, conv_channels=8,
+                                  temperature=0.0, reads_player_1_input=True).eval()  # fmt: skip
+    pipe = with_opponent(pipe2, policy)
+    seen = []
+    original = policy.forward
+
+    def recording(latents, actions, player_1_input=None):
+        seen.append(bits_to_ids(player_1_input).tolist())
+        return original(latents, actions, player_1_input)
+
+    policy.forward = recording
+    session = pipe.start_session(context=context, context_actions=[0, 0, 0], num_inference_steps=1, generator=gen())
+    for action in (16, 32, 160):
+        session.step(action)
+    assert seen == [[16], [32], [160]]

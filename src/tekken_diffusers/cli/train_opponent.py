@@ -42,6 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--temperature", type=float, default=defaults.temperature, help="sampling temperature saved with the policy"
     )
+    parser.add_argument(
+        "--no-player-1-input",
+        dest="reads_player_1_input",
+        action="store_false",
+        help="the policy does not read player 1's input of the frame it draws for (it does by default)",
+    )
     parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     return parser

@@ -42,6 +42,10 @@ class TekkenOpponentPolicy(ModelMixin, ConfigMixin):
         conv_channels (`int`, defaults to 64): Channels of the per-frame convolutional encoder.
         temperature (`float`, defaults to 1.0): Sampling temperature a pipeline draws player 2's inputs with (0: the
             most likely input every time). Saved with the model; change it with `register_to_config(temperature=…)`.
+        reads_player_1_input (`bool`, defaults to `False`): The policy also reads player 1's input of the frame to
+            generate. Where player 2's inputs are inferred from what the frames show (the console's boxer), a push
+            by player 1 shows up as a move of player 2's, so the input that moves player 1 in the same frame tells
+            the policy something; it is known whenever player 2's input is drawn.
     """
 
     _supports_gradient_checkpointing = False
@@ -56,6 +60,7 @@ class TekkenOpponentPolicy(ModelMixin, ConfigMixin):
         hidden_dim: int = 256,
         conv_channels: int = 64,
         temperature: float = 1.0,
+        reads_player_1_input: bool = False,
     ):
         super().__init__()
         if temperature < 0:
@@ -76,8 +81,9 @@ class TekkenOpponentPolicy(ModelMixin, ConfigMixin):
             nn.SiLU(),
         )
         num_classes = 2**num_actions
+        policy_inputs = context_frames * (hidden_dim + 2 * num_actions) + (num_actions if reads_player_1_input else 0)
         self.policy_head = nn.Sequential(
-            nn.Linear(context_frames * (hidden_dim + 2 * num_actions), hidden_dim),
+            nn.Linear(policy_inputs, hidden_dim),
             nn.SiLU(),
             nn.Linear(hidden_dim, hidden_dim),
             nn.SiLU(),
@@ -103,12 +109,16 @@ class TekkenOpponentPolicy(ModelMixin, ConfigMixin):
             bits = torch.cat([bits.new_zeros(bits.shape[0], missing, *bits.shape[2:]), bits], dim=1)
         return latents, bits
 
-    def forward(self, latents: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, latents: torch.Tensor, actions: torch.Tensor, player_1_input: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Logits `(B, 2 ** num_actions)` of player 2's next input.
 
         Args:
             latents: the last frames `(B, T, C, h, w)` (T ≥ 1; the last `context_frames` are read).
             actions: both players' inputs of those frames as bits `(B, T, 2, num_actions)`.
+            player_1_input: player 1's input of the frame to generate, bits `(B, num_actions)`; required by a policy
+                that reads it (`reads_player_1_input`), ignored by one that does not.
         """
         if latents.ndim != 5 or actions.shape[:2] != latents.shape[:2] or actions.shape[2:] != (2, NUM_BUTTONS):
             raise ValueError(
@@ -116,8 +126,16 @@ class TekkenOpponentPolicy(ModelMixin, ConfigMixin):
                 f"and {tuple(actions.shape)}"
             )
         latents, actions = self._pad(latents, actions)
-        features = torch.cat([self._encode(latents), actions.flatten(2).to(self.dtype)], dim=-1)
-        return self.policy_head(features.flatten(1)).float()
+        features = torch.cat([self._encode(latents), actions.flatten(2).to(self.dtype)], dim=-1).flatten(1)
+        if self.config.reads_player_1_input:
+            if player_1_input is None or tuple(player_1_input.shape) != (latents.shape[0], NUM_BUTTONS):
+                found = None if player_1_input is None else tuple(player_1_input.shape)
+                raise ValueError(
+                    f"player_1_input: this policy reads player 1's input of the frame to generate, bits "
+                    f"({latents.shape[0]}, {NUM_BUTTONS}); got {found}"
+                )
+            features = torch.cat([features, player_1_input.to(features.device, self.dtype)], dim=-1)
+        return self.policy_head(features).float()
 
     def infer_logits(self, latents: torch.Tensor) -> torch.Tensor:
         """Logits `(B, T - 1, 2 ** num_actions)` of the input that took frame t−1 to frame t, for t = 1 … T−1."""
@@ -144,9 +162,11 @@ class TekkenOpponentPolicy(ModelMixin, ConfigMixin):
         actions: torch.Tensor,
         generator: torch.Generator | None = None,
         temperature: float = 1.0,
+        player_1_input: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Draw player 2's next input as bits `(B, num_actions)` (float32); `temperature` 0 takes the most likely."""
-        logits = self(latents, actions)
+        """Draw player 2's next input as bits `(B, num_actions)` (float32); `temperature` 0 takes the most likely;
+        `player_1_input` as in `forward`."""
+        logits = self(latents, actions, player_1_input)
         if temperature <= 0:
             choice = logits.argmax(-1)
         else:

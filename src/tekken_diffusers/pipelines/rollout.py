@@ -220,15 +220,18 @@ class TekkenRollout:
         latents = latents.to(opponent.device, opponent.dtype)
         past = past.to(opponent.device)
         temperature = opponent.config.temperature
+        player_1 = bits[:, 0, 0].to(opponent.device)  # player 1's input of the frame to generate
         if isinstance(generator, list):
             chosen = torch.cat(
                 [
-                    opponent.sample(latents[i : i + 1], past[i : i + 1], generator[i], temperature)
+                    opponent.sample(
+                        latents[i : i + 1], past[i : i + 1], generator[i], temperature, player_1[i : i + 1]
+                    )
                     for i in range(latents.shape[0])
                 ]
             )
         else:
-            chosen = opponent.sample(latents, past, generator, temperature)
+            chosen = opponent.sample(latents, past, generator, temperature, player_1)
         bits = bits.clone()
         missing = torch.isnan(bits[:, 0, 1]).any(dim=-1)
         bits[missing, 0, 1] = chosen.to(bits.device, bits.dtype)[missing]
