@@ -195,6 +195,9 @@ def test_evaluate_with_an_opponent_on_one_player_rounds(tmp_path, monkeypatch, c
     assert evaluate([str(arg) for arg in argv]) == 0
     results = json.loads((tmp_path / "eval.json").read_text())
     assert results["opponent"] == "policy"
+    from tekken_diffusers.cli.evaluate_world_model import format_section
+
+    assert "Player 2 is played by the pipeline's opponent policy" in format_section(results)
     assert np.isfinite(results["delta_pooled_psnr_at_last_k"]) and "delta_white_error_at_last_k" in results
     assert "players" not in results and "action_binding_at_last_k" not in results
     assert list(results["open_loop"]) == ["recorded_inputs", "shuffled_inputs", "hold_last_frame"]

@@ -381,3 +381,9 @@ def test_the_policy_reads_player_1s_input_of_the_frame_it_draws_for(pipe2, conte
     for action in (16, 32, 160):
         session.step(action)
     assert seen == [[16], [32], [160]]
+
+
+def test_the_model_card_names_the_opponent(pipe2, pipe_opp):
+    assert "| opponent | `TekkenOpponentPolicy`" in pipe_opp.default_model_card()
+    assert "last 3 frames (temperature 0.0)" in pipe_opp.default_model_card()
+    assert "| opponent |" not in pipe2.default_model_card()

@@ -376,6 +376,13 @@ def format_section(results: dict) -> str:
             f"{item['black_boxer_missing_frames']} | {item['longest_frozen_run']} "
             f"({item['longest_frozen_run_recorded']}) | {item['frames_outside_colour_range']} |\n"
         )
+    opponent = ""
+    if results.get("opponent") == "policy":
+        opponent = (
+            "\nPlayer 2 is played by the pipeline's opponent policy throughout, its input drawn frame by frame (the "
+            "rounds have no player-2 inputs); teacher-forced, the true frames enter the cache under the player-2 "
+            "inputs its inverse model reads from them."
+        )
     return f"""## {name}
 
 `tekken-evaluate --pipeline {results["pipeline"]} --rounds {results["rounds"]}`:
@@ -384,7 +391,7 @@ def format_section(results: dict) -> str:
 {results.get("guidance_scale", 1.0)} on the inputs; scored in
 pixels against the recorded frames (CPU: {results["cpu"]}, {results["torch_threads"]} threads,
 {results["seconds"]} s). Ceiling: the VAE's own reconstruction,
-{results["vae_reconstruction_pooled_psnr"]:.2f} dB pooled.
+{results["vae_reconstruction_pooled_psnr"]:.2f} dB pooled.{opponent}
 
 **Teacher-forced next frame** (true previous frames in the cache), PSNR in dB:
 

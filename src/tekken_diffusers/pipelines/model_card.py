@@ -41,7 +41,7 @@ player's inputs (8 buttons per frame: Up, Down, Left, Right, 1, 2, 3, 4), one fr
 | attention | frame-causal; windows: local {local_window}, global {global_window} (every {global_every} layers) |
 | predicts | {prediction} |
 | scheduler | `TekkenFlowMatchScheduler` (per-frame flow matching), shift {shift}, context noise {context_noise} |
-| VAE | {vae} |
+| VAE | {vae} |{opponent}
 
 ## Use
 
@@ -70,7 +70,17 @@ def default_model_card(pipe: TekkenWorldModelPipeline) -> str:
             f": one latent frame per {pipe.temporal_compression_ratio} game frames, whose inputs are pooled by "
             f"`{pipe.action_pooling}` (`action_pooling`)"
         )
+    opponent = ""
+    if getattr(pipe, "opponent", None) is not None:
+        o = pipe.opponent.config
+        count = sum(p.numel() for p in pipe.opponent.parameters())
+        opponent = (
+            f"\n| opponent | `TekkenOpponentPolicy`, {count / 1e6:.2f} M parameters: plays player 2 where its "
+            f"inputs are not given, drawing each input from the last {o.context_frames} frames "
+            f"(temperature {o.temperature}) |"
+        )
     return MODEL_CARD_TEMPLATE.format(
+        opponent=opponent,
         params=f"{params / 1e6:.1f} M",
         layers=t.num_layers,
         width=t.num_attention_heads * t.attention_head_dim,
