@@ -222,9 +222,7 @@ def train_opponent_policy(
     minutes = (time.perf_counter() - start) / 60
     metrics: dict[str, Any] = {"config": asdict(config), "dataset": str(dataset), "train_minutes": round(minutes, 2)}
     metrics["train"] = evaluate_opponent_policy(model, train, config.val_samples, config.seed)
-    import datasets
-
-    if "val" in datasets.load_from_disk(str(dataset)):
+    if "val" in info.splits:
         metrics["val"] = evaluate_opponent_policy(
             model, load_opponent_data(dataset, "val", progress), config.val_samples
         )
