@@ -176,3 +176,44 @@ def test_evaluate_command_guidance_scale(tmp_path, capsys):
         with pytest.raises(SystemExit) as exit_info:
             main([*argv, "--guidance-scale", *bad, "--out", str(tmp_path / "bad.json")])
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_evaluate_command_samples_each_window_several_times(tmp_path, monkeypatch):
+    """`--samples N` rolls every window out N times (tiled along the batch, so each row draws its own noise), keeps
+    shuffled inputs from another window, and leaves the long rollouts' input stream as it was."""
+    import tekken_diffusers.cli.evaluate_world_model as evaluate
+    from tekken_diffusers.pipelines.random_pipeline import build_random_pipeline
+
+    build_random_pipeline().save_pretrained(tmp_path / "pipe")
+    for index in range(3):
+        save_round(tmp_path / "rounds" / f"round_{index:04d}.npz", make_round(20, size=(8, 8), seed=index))
+    calls = []
+    rollout_latents = evaluate.rollout_latents
+
+    def recording_rollout(pipe, latents, inputs, *args, **kwargs):
+        calls.append((latents.clone(), inputs.clone()))
+        return rollout_latents(pipe, latents, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "rollout_latents", recording_rollout)
+    argv = ["--pipeline", str(tmp_path / "pipe"), "--rounds", str(tmp_path / "rounds"), "--windows", "3",
+            "--context-frames", "3", "--frames", "3", "--teacher-forced-steps", "1", "--steps", "1",
+            "--health-frames", "5", "--health-rollouts", "2", "--no-docs"]  # fmt: skip
+    results = {}
+    for samples in (1, 2):
+        calls.clear()
+        out = tmp_path / f"eval-{samples}.json"
+        assert evaluate.main([*argv, "--samples", str(samples), "--out", str(out)]) == 0
+        results[samples] = json.loads(out.read_text())
+        (latents, recorded), (_, shuffled) = calls  # recorded inputs, then shuffled
+        assert len(latents) == 3 * samples
+        assert torch.equal(latents[:3], latents[-3:])  # the same windows again
+        for row in range(len(latents)):
+            future = shuffled[row, 3:]
+            same_window = [other for other in range(len(latents)) if torch.equal(latents[other], latents[row])]
+            assert not any(torch.equal(future, recorded[other, 3:]) for other in same_window)
+    assert results[2]["samples_per_window"] == 2 and results[2]["windows"] == 3
+    assert results[1]["long_rollouts"] == results[2]["long_rollouts"]
+    assert results[1]["open_loop"] != results[2]["open_loop"]
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main([*argv, "--samples", "0", "--out", str(tmp_path / "bad.json")])
+    assert exit_info.value.code == 2
