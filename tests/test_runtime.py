@@ -228,6 +228,25 @@ def test_configure_threads_sets_a_passive_wait_policy_and_the_threads(monkeypatc
         runtime.configure_threads(0)
 
 
+def test_generation_of_a_narrow_model_defaults_to_one_thread(monkeypatch, one_thread_after):
+    """A generating command passes the model's width: below `SHARED_THREADS_MIN_WIDTH` one thread unless the user
+    chose a count; a wide (or unknown) model gets one per physical core; the user's count always wins."""
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    monkeypatch.delenv(runtime.THREADS_ENV, raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(runtime, "default_num_threads", lambda: 2)
+    narrow, wide = runtime.SHARED_THREADS_MIN_WIDTH - 128, runtime.SHARED_THREADS_MIN_WIDTH
+    assert runtime.default_generation_threads(narrow) == 1
+    assert runtime.default_generation_threads(wide) == 2 and runtime.default_generation_threads(None) == 2
+    assert runtime.configure_threads(model_width=narrow) == 1 and torch.get_num_threads() == 1
+    assert runtime.configure_threads(model_width=wide) == 2 and torch.get_num_threads() == 2
+    assert runtime.configure_threads() == 2 and runtime.user_thread_count() is None
+    assert runtime.configure_threads(2, model_width=narrow) == 2
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert runtime.user_thread_count() == 2
+    assert runtime.configure_threads(model_width=narrow) == 2 and torch.get_num_threads() == 2
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # The generate CLI and the app pass --dtype and --threads through
 # ---------------------------------------------------------------------------------------------------------------------

@@ -150,6 +150,15 @@ class TrainWorldModelConfig:
             "recorded frames, so it learns to correct its own errors (a fading boxer) as rollouts need"
         },
     )
+    self_target_prob: float = field(
+        default=0.0,
+        metadata={
+            "help": "teacher-forced steps: probability that a window's noisy targets are built around the model's own "
+            "one-step estimate of each frame, (1 - sigma) * estimate + sigma * noise, with the noise it was estimated "
+            "from (no gradient), as the later steps of multistep sampling see them; the loss still grades against the "
+            "recorded frame, so those steps learn to correct the first estimate"
+        },
+    )
     target_sigma_shift: float = field(
         default=3.0,
         metadata={"help": "teacher-forced targets draw sigma = shift*u/(1+(shift-1)*u), u ~ U[0, 1], up to 1"},
@@ -231,7 +240,7 @@ class TrainWorldModelConfig:
                 f"{self.diffusion_forcing_sigmas!r}"
             )
         for name in ("action_dropout", "player_action_dropout", "context_prefix_prob", "teacher_forcing_prob",
-                     "context_frame_prob", "self_context_prob"):  # fmt: skip
+                     "context_frame_prob", "self_context_prob", "self_target_prob"):  # fmt: skip
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
         if not 0 <= self.teacher_forcing_context_noise < 1:
@@ -375,7 +384,12 @@ def training_step(
       noise level drawn over all of [0, 1] (shifted uniform, as the sampling schedule spends its steps), predicted from
       a copy of the frames before it at a low noise level, U[0, teacher_forcing_context_noise]: what the model sees
       when it denoises the next frame against its KV cache. With `self_context_prob`, a share of the windows take as
-      context the model's own one-step predictions of their frames instead ([`own_predictions`]).
+      context the model's own one-step predictions of their frames instead ([`own_predictions`]). With
+      `self_target_prob`, a share of the windows noise their targets around the model's own one-step estimate made
+      from the same noise, `(1 - sigma) * estimate + sigma * noise`: exactly what the second and later Euler steps of
+      sampling feed the model (their input is the first estimate re-noised with the noise it came from), graded
+      against the recorded frame; since the estimate's error does not vanish as sigma -> 0, those windows' x0 errors
+      are weighed as at sigma = 1 (divided by `c_out(1)`) at every noise level.
 
     The loss: for `prediction_type="flow"` the MSE of the velocity `noise - latents`; for `"prev_frame_residual"` the
     MSE of the network's own output against its unit-variance target, i.e. the x0 error divided by `c_out(sigma)`
@@ -423,6 +437,14 @@ def training_step(
     # 2. Noise the latents
     noise = torch.randn(latents.shape, generator=generator).to(device)
     noisy = scheduler.scale_noise(latents, sigmas, noise)
+    mine = torch.zeros(batch_size, dtype=torch.bool, device=device)  # windows whose targets sit around own estimates
+    if teacher_forcing and config.self_target_prob > 0:
+        mine = (torch.rand(batch_size, generator=generator) < config.self_target_prob).to(device)
+        if mine.any():
+            rows = (context[mine], context_sigmas[mine], batch, mine, generator, device)
+            estimate = own_predictions(model, scheduler, *rows, noise=noise[mine])
+            noisy = noisy.clone()
+            noisy[mine] = scheduler.scale_noise(estimate, sigmas[mine], noise[mine])
     # 3. Classifier-free guidance: whole samples lose their inputs
     keep_actions = (torch.rand(batch_size, generator=generator) >= config.action_dropout).to(device)
     actions = batch.action_bits.to(device)
@@ -443,6 +465,10 @@ def training_step(
     # 4. Per-frame MSE in the parameterisation's own units, averaged over the valid frames
     if len(outputs) > 1:  # prev_frame_residual: x0 error / c_out
         _, c_out = prev_frame_prior(sigmas, model_config(model).prev_frame_variance)
+        # Around an own estimate the clean frame is not recoverable as sigma -> 0 (the estimate's error stays), so
+        # those windows weigh every noise level as sigma = 1 does: the x0 error / c_out(1), not / c_out(sigma) -> 0.
+        _, c_out_one = prev_frame_prior(torch.ones_like(sigmas), model_config(model).prev_frame_variance)
+        c_out = torch.where(mine[:, None], c_out_one, c_out)
         error = (outputs[1].float() - latents) / c_out.clamp_min(1e-4)[:, :, None, None, None]
     else:
         error = outputs[0].float() - scheduler.get_velocity_target(latents, noise).float()
@@ -462,16 +488,20 @@ def own_predictions(
     rows: torch.Tensor,
     generator: torch.Generator,
     device: torch.device,
+    noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The model's one-step, teacher-forced predictions of every frame of some windows `(n, T, C, h, w)`: each frame
     denoised from pure noise (sigma 1, what 1-step sampling does) against the noised recorded frames before it, under
-    the recorded inputs. No gradient flows through them: they stand in for the frames a rollout feeds back.
+    the recorded inputs. No gradient flows through them: they stand in for the frames a rollout feeds back, or for
+    the first estimate that multistep sampling refines.
 
     Args:
         context: the noised recorded latents of the chosen windows `(n, T, C, h, w)`, at `context_sigmas` `(n, T)`.
         batch: the whole batch; `rows` `(B,)` bool picks the chosen windows' inputs.
+        noise: the pure noise to start from (drawn from `generator` when not given).
     """
-    noise = torch.randn(context.shape, generator=generator).to(device)
+    if noise is None:
+        noise = torch.randn(context.shape, generator=generator).to(device)
     sigmas = torch.ones(context.shape[:2], device=device)
     actions = batch.action_bits.to(device)
     if getattr(model_config(model), "num_players", 1) == 2:

@@ -46,6 +46,9 @@ __all__ = [
     "bf16_isa_limit",
     "cpu_isa_limits",
     "resolve_mixed_precision",
+    "SHARED_THREADS_MIN_WIDTH",
+    "default_generation_threads",
+    "user_thread_count",
 ]
 
 DTYPE_CHOICES = ("auto", "float32", "bfloat16")
@@ -60,6 +63,12 @@ NATIVE_BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 # avx512_bf16: the 256-wide `compact` model ran 1.08x slower in bf16 than in fp32 at 4 steps, while the 384-wide
 # `small` one ran 1.3x faster on a Zen 4 (docs/benchmarks.md).
 BF16_MIN_CPU_WIDTH = 384
+# Batch-1 generation on a CPU: below this transformer width one torch thread is the default. Each denoising pass is
+# ~1,500 small ops; with idle OpenMP threads asleep (the PASSIVE policy, for a fair share) every op's parallel region
+# must wake the second thread, which costs more than it saves. Measured on an AMD EPYC (2 cores, avx512_bf16), the
+# 256-wide shipped model, 4 steps, decode included (docs/benchmarks.md): PASSIVE 2 threads 20.0 frames/s alone and
+# 18.4 beside a busy neighbour; 1 thread 23.9 and 23.3; 2 spinning threads (policy unset) 28.1 alone, 13.4 beside it.
+SHARED_THREADS_MIN_WIDTH = 384
 # Environment variables that cap the instructions of torch's kernels (ATen), oneDNN (bf16 and conv kernels) and MKL
 # (fp32 matmuls); read when each library starts, so they must be set before torch is imported.
 ISA_LIMIT_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
@@ -282,12 +291,31 @@ def _gnu_openmp_loaded(maps: str | Path = "/proc/self/maps") -> bool:
         return False
 
 
-def configure_threads(threads: int | None = None) -> int:
+def user_thread_count() -> int | None:
+    """The thread count the user set in the environment (`$TEKKEN_NUM_THREADS`, else `$OMP_NUM_THREADS`), if any."""
+    for name in (THREADS_ENV, "OMP_NUM_THREADS"):
+        threads = _threads_from_env(name)
+        if threads is not None:
+            return threads
+    return None
+
+
+def default_generation_threads(model_width: int | None) -> int:
+    """The thread count batch-1 generation gets when the user chose none: 1 for a transformer narrower than
+    `SHARED_THREADS_MIN_WIDTH` (its passes are too small to share between threads that sleep when idle), else
+    `default_num_threads()`. `model_width` None (unknown) gives `default_num_threads()`."""
+    if model_width is not None and model_width < SHARED_THREADS_MIN_WIDTH:
+        return 1
+    return default_num_threads()
+
+
+def configure_threads(threads: int | None = None, model_width: int | None = None) -> int:
     """Choose this process's CPU threads; call once at start-up, before the first heavy torch op.
 
     Sets `OMP_WAIT_POLICY=PASSIVE` in the environment unless the user set it (idle OpenMP threads sleep instead of
     spinning against a neighbour process), then torch's intra-op threads to, in order: `threads`,
-    `$TEKKEN_NUM_THREADS`, `$OMP_NUM_THREADS`, `default_num_threads()`. Returns the thread count.
+    `$TEKKEN_NUM_THREADS`, `$OMP_NUM_THREADS`, else `default_generation_threads(model_width)` when the process
+    generates with a model of known width (`model_width`), else `default_num_threads()`. Returns the thread count.
 
     GNU OpenMP (torch's CPU wheels on Linux) reads `OMP_WAIT_POLICY` once, when `import torch` loads it, so in a
     process that has already imported torch the policy set here reaches only child processes and Intel OpenMP builds:
@@ -308,6 +336,9 @@ def configure_threads(threads: int | None = None) -> int:
             threads, source = _threads_from_env(name), name
             if threads is not None:
                 break
+    if threads is None and model_width is not None and model_width < SHARED_THREADS_MIN_WIDTH:
+        threads = default_generation_threads(model_width)
+        source = f"a {model_width}-wide model's batch-1 passes gain nothing from a second thread"
     if threads is None:
         threads, source = default_num_threads(), "physical cores available"
     torch.set_num_threads(threads)
@@ -329,6 +360,7 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
         "--threads",
         type=int,
         default=None,
-        help=f"torch CPU threads; when unset: ${THREADS_ENV}, else $OMP_NUM_THREADS, else one per physical core "
+        help=f"torch CPU threads; when unset: ${THREADS_ENV}, else $OMP_NUM_THREADS, else 1 for a transformer "
+        f"narrower than {SHARED_THREADS_MIN_WIDTH} (its passes are too small to share), else one per physical core "
         f"(at most {MAX_DEFAULT_THREADS})",
     )

@@ -512,6 +512,67 @@ def test_self_context_replaces_the_context_with_the_models_own_one_step_predicti
         train_world_model.TrainWorldModelConfig(dataset="x", preset="tiny", self_context_prob=1.5)
 
 
+def test_self_target_noises_the_targets_around_the_models_own_estimate_from_the_same_noise():
+    """`self_target_prob=1`: the graded pass sees each target as `(1 - sigma) * estimate + sigma * noise`, where the
+    estimate is the model's own one-step prediction made (without gradient) from that same noise, as the second Euler
+    step of sampling does; the loss still grades against the recorded frames."""
+    train_world_model = _script_module()
+    from tekken_diffusers import TekkenFlowMatchScheduler
+    from tekken_diffusers.data import WindowBatch
+    from tekken_diffusers.models import TekkenWorldModelTransformer
+
+    latents = torch.randn(3, 6, 4, 4, 4)
+    batch = WindowBatch(
+        latents=latents,
+        actions=torch.zeros(3, 6, dtype=torch.uint8),
+        action_bits=torch.zeros(3, 6, 8),
+        valid=torch.ones(3, 6, dtype=torch.bool),
+        round_ids=["a", "b", "c"],
+        starts=torch.zeros(3, dtype=torch.long),
+    )
+    model = TekkenWorldModelTransformer.from_preset(
+        "tiny", prev_frame_conditioning=True, prediction_type="prev_frame_residual", prev_frame_variance=0.5
+    )
+    calls = []
+
+    class Spy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.module = model
+
+        def forward(self, *args, **kwargs):
+            calls.append({"grad": torch.is_grad_enabled(), "sample": args[0], "sigmas": args[1], **kwargs})
+            return self.module(*args, **kwargs)
+
+    def run(prob: float) -> tuple[list[dict], torch.Tensor]:
+        calls.clear()
+        config = train_world_model.TrainWorldModelConfig(
+            dataset="x", preset="tiny", teacher_forcing_context_noise=0.0, self_target_prob=prob
+        )
+        loss, _, _ = train_world_model.training_step(
+            Spy(), TekkenFlowMatchScheduler(), batch, config, torch.Generator().manual_seed(0), torch.device("cpu"),
+            teacher_forcing=True,
+        )  # fmt: skip
+        return list(calls), loss
+
+    (plain,), plain_loss = run(0.0)
+    (first, graded), own_loss = run(1.0)
+    assert not first["grad"] and graded["grad"]
+    assert torch.all(first["sigmas"] == 1) and torch.equal(first["context_latents"], latents)
+    sigmas = graded["sigmas"][..., None, None, None]
+    assert torch.equal(graded["sigmas"], plain["sigmas"]) and torch.all(sigmas < 1)
+    # the estimate started from the noise that also noises the graded targets
+    torch.testing.assert_close(plain["sample"], (1 - sigmas) * latents + sigmas * first["sample"])
+    # a fresh copy-path model's one-step estimate of frame t is the recorded frame t - 1 (context noise 0)
+    shifted = (1 - sigmas[:, 1:]) * latents[:, :-1] + sigmas[:, 1:] * first["sample"][:, 1:]
+    torch.testing.assert_close(graded["sample"][:, 1:], shifted, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(graded["sample"], plain["sample"])
+    # graded against the recorded frames either way: the fresh model's output differs, so the losses do too
+    assert float(own_loss.detach()) != pytest.approx(float(plain_loss.detach()))
+    with pytest.raises(ValueError, match="self_target_prob must lie in"):
+        train_world_model.TrainWorldModelConfig(dataset="x", preset="tiny", self_target_prob=-0.1)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Two players: a two-player dataset (record_atari.py --two-player) and model_overrides {num_players: 2}
 # ---------------------------------------------------------------------------------------------------------------------

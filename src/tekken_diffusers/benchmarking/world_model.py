@@ -16,7 +16,8 @@ import logging
 import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from functools import partial
 
 import numpy as np
 import torch
@@ -163,37 +164,48 @@ def require_positive(part: str, rows: list[dict], fields: tuple[str, ...]) -> No
 # ---------------------------------------------------------------------------------------------------------------------
 # The parts
 # ---------------------------------------------------------------------------------------------------------------------
-def measure_generation(pipes: Pipelines, auto: torch.dtype, settings: dict, game_fps: float) -> dict:
+def measure_generation(
+    pipes: Pipelines, auto: torch.dtype, settings: dict, game_fps: float, threads: Sequence[int] | None = None
+) -> dict:
     """ms/frame (p50, p95) and frames/s of `session.step` at batch 1, decode included, for each step count, in the
-    dtype `auto` picks and in the other one; all configurations interleaved."""
+    dtype `auto` picks and in the other one; in the dtype `auto` picks also at every other thread count of `threads`
+    (the first is the one generation picks); all configurations interleaved. torch's thread count is restored."""
+    before = torch.get_num_threads()
+    threads = list(threads or [before])
     other = torch.bfloat16 if auto == torch.float32 else torch.float32
     cases, keys = {}, []
-    for dtype in (auto, other):
+    for dtype, count in [(auto, count) for count in threads] + [(other, threads[0])]:
         pipe = pipes.get(dtype)
         for steps in settings["steps"]:
-            key = f"{DTYPE_NAMES[dtype]} {steps}"
-            cases[key] = stepper(start_session(pipe, 8, steps, decode=True), Inputs(input_players(pipe)))
-            keys.append((key, dtype, steps))
-    times = interleaved_times(
-        cases,
-        rounds=max(1, settings["frames"] // settings["round_frames"]),
-        per_round=settings["round_frames"],
-        warmup=warmup_frames(pipes.get(auto)),
-        desc="generation",
-    )
+            key = f"{DTYPE_NAMES[dtype]} {count} {steps}"
+            session = start_session(pipe, 8, steps, decode=True)
+            cases[key] = stepper(session, Inputs(input_players(pipe)), before=partial(torch.set_num_threads, count))
+            keys.append((key, dtype, count, steps))
+    try:
+        times = interleaved_times(
+            cases,
+            rounds=max(1, settings["frames"] // settings["round_frames"]),
+            per_round=settings["round_frames"],
+            warmup=warmup_frames(pipes.get(auto)),
+            desc="generation",
+        )
+    finally:
+        torch.set_num_threads(before)
     require_times("generation", times)
     rows = [
-        {"dtype": DTYPE_NAMES[dtype], "auto": dtype == auto, "steps": steps, **rate_row(times[key], game_fps)}
-        for key, dtype, steps in keys
-    ]
+        {"dtype": DTYPE_NAMES[dtype], "threads": count, "auto": dtype == auto and count == threads[0],
+         "steps": steps, **rate_row(times[key], game_fps)}
+        for key, dtype, count, steps in keys
+    ]  # fmt: skip
     for row in rows:
         logger.info(
-            "generation %s, %d steps: %.1f ms p50, %.1f ms p95, %.1f frames/s",
-            row["dtype"], row["steps"], row["ms_p50"], row["ms_p95"], row["frames_per_second"],
+            "generation %s, %d threads, %d steps: %.1f ms p50, %.1f ms p95, %.1f frames/s",
+            row["dtype"], row["threads"], row["steps"], row["ms_p50"], row["ms_p95"], row["frames_per_second"],
         )  # fmt: skip
     require_positive("generation", rows, ("ms_p50", "ms_p95", "frames_per_second"))
     return {
         "auto_dtype": DTYPE_NAMES[auto],
+        "threads": threads[0],
         "context_frames": 8,
         "decode": pipes.get(auto).vae is not None,
         "rows": rows,
@@ -257,11 +269,13 @@ def measure_cache(pipe, settings: dict) -> dict:
     }
 
 
-def measure_neighbour(pipe, settings: dict, game_fps: float) -> dict:
-    """Generation (reference steps, decode included) with and without a neighbour process that runs an fp32 matmul
-    loop on the same number of threads. The neighbour is started here and stopped (and reaped) before returning,
-    whatever happens; where it can be paused (SIGSTOP) loaded and unloaded rounds alternate."""
+def measure_neighbour(pipe, settings: dict, game_fps: float, neighbour_threads: int | None = None) -> dict:
+    """Generation (reference steps, decode included, this process's torch threads) with and without a neighbour
+    process that runs an fp32 matmul loop on `neighbour_threads` threads (default: as many as this process). The
+    neighbour is started here and stopped (and reaped) before returning, whatever happens; where it can be paused
+    (SIGSTOP) loaded and unloaded rounds alternate."""
     threads = torch.get_num_threads()
+    neighbour_threads = neighbour_threads or threads
     steps = settings["reference_steps"]
     session = start_session(pipe, 8, steps, decode=True)
     inputs = Inputs(input_players(pipe))
@@ -269,7 +283,7 @@ def measure_neighbour(pipe, settings: dict, game_fps: float) -> dict:
     timing = dict(per_round=settings["round_frames"], warmup=warmup_frames(pipe), desc="neighbour")
     # The neighbour also stops by itself when this process exits, or after an hour (a safety net): the part takes
     # seconds to minutes.
-    neighbour = NeighbourLoad(threads, size=settings["neighbour_size"], lifetime=3600.0)
+    neighbour = NeighbourLoad(neighbour_threads, size=settings["neighbour_size"], lifetime=3600.0)
     if NeighbourLoad.can_pause():
         with neighbour:
             cases = {
@@ -291,7 +305,7 @@ def measure_neighbour(pipe, settings: dict, game_fps: float) -> dict:
         "dtype": DTYPE_NAMES[pipe.transformer.dtype],
         "steps": steps,
         "threads": threads,
-        "neighbour": {"pid": neighbour.pid, "threads": threads, "matmul_size": neighbour.size,
+        "neighbour": {"pid": neighbour.pid, "threads": neighbour_threads, "matmul_size": neighbour.size,
                       "matmuls": neighbour.matmuls, "exit_code": neighbour.process.returncode},
         "method": method,
         "rows": [{"load": "alone", **unloaded}, {"load": "beside the neighbour", **loaded}],

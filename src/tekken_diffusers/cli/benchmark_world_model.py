@@ -43,7 +43,14 @@ from ..benchmarking.world_model import (
     measure_training,
     require_positive,
 )
-from ..runtime import CPU_ISA_LIMITS, configure_threads, cpu_isa_limits, resolve_dtype
+from ..runtime import (
+    CPU_ISA_LIMITS,
+    configure_threads,
+    cpu_isa_limits,
+    default_generation_threads,
+    resolve_dtype,
+    user_thread_count,
+)
 from ..utils import atomic_output, write_markdown_section
 from . import setup_logging, transformer_width
 
@@ -246,7 +253,9 @@ def markdown(results: dict) -> str:
         "",
         f"`{results['command']}` ({machine['date'][:10]}; {machine['cpu']}, {machine['machine']}, "
         f"{machine['logical_cpus']} logical CPUs; {flags}; torch {machine['torch']}, {machine['torch_threads']} torch "
-        f"threads, OMP_WAIT_POLICY={machine['omp_wait_policy']}; load average {load(machine['load_average'])} "
+        f"threads ({machine.get('generation_threads', machine['torch_threads'])} in generation, the cache, the "
+        "neighbour and the sessions parts, as the generating commands pick for this model), "
+        f"OMP_WAIT_POLICY={machine['omp_wait_policy']}; load average {load(machine['load_average'])} "
         f"before and {load(results['load_average_after'])} after). Measured matmul ceilings ({ceilings['size']}² "
         f"square, median of {ceilings['repeats']}): fp32 {rate(ceilings['fp32'])} GFLOP/s, bf16 "
         f"{rate(ceilings['bf16'])} GFLOP/s. Model: "
@@ -266,8 +275,9 @@ def markdown(results: dict) -> str:
             f"divided by the {1000 / fps:.1f} ms a frame lasts (≤ 1 plays in real time); frames/s is 1 / p50.",
             "",
             markdown_table(
-                ("precision", "steps", "ms/frame p50", "ms/frame p95", "frames/s", "× real time"),
-                [(f"{r['dtype']}{' (auto)' if r['auto'] else ''}", r["steps"], f"{r['ms_p50']:.1f}",
+                ("precision", "torch threads", "steps", "ms/frame p50", "ms/frame p95", "frames/s", "× real time"),
+                [(f"{r['dtype']}{' (auto)' if r['auto'] else ''}", r.get("threads", machine["torch_threads"]),
+                  r["steps"], f"{r['ms_p50']:.1f}",
                   f"{r['ms_p95']:.1f}", f"{r['frames_per_second']:.1f}", f"{r['x_real_time']:.2f}")
                  for r in part["rows"]],
             ),
@@ -400,6 +410,17 @@ def restart_with_isa_limit(cpu_isa: str, argv: list[str]) -> int | None:
 # ---------------------------------------------------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def torch_threads(count: int):
+    """torch's intra-op threads set to `count` inside the block, restored after it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def run(args: argparse.Namespace, settings: dict, folder: str, source: str, command: str, wait_policy: str):
     pipes = Pipelines(folder)
     machine = machine_info(wait_policy)
@@ -408,7 +429,17 @@ def run(args: argparse.Namespace, settings: dict, folder: str, source: str, comm
     machine["ceilings_gflops"] = {**ceilings, "size": settings["ceiling_size"], "repeats": settings["ceiling_repeats"]}
     logger.info("ceilings: fp32 %.1f GFLOP/s, bf16 %.1f GFLOP/s", ceilings["fp32"], ceilings["bf16"])
 
-    auto = resolve_dtype("auto", "cpu", model_width=transformer_width(folder))
+    width = transformer_width(folder)
+    auto = resolve_dtype("auto", "cpu", model_width=width)
+    # Threads: training, the loader and the VAE parts run on the count every command picks (`full_threads`);
+    # generation, the cache, the neighbour and the sessions on the count the generating commands pick for this model
+    # (`runtime.default_generation_threads`), and generation also on the full count beside it, unless the user chose.
+    full_threads = torch.get_num_threads()
+    if args.threads is not None or user_thread_count():
+        generation_threads = [full_threads]
+    else:
+        generation_threads = list(dict.fromkeys([default_generation_threads(width), full_threads]))
+    machine["generation_threads"] = generation_threads[0]
     pipe = pipes.get(auto)
     config = pipe.transformer.config
     model = {
@@ -427,13 +458,16 @@ def run(args: argparse.Namespace, settings: dict, folder: str, source: str, comm
         logger.info("part: %s", name)
         started = time.perf_counter()
         if name == "generation":
-            parts[name] = measure_generation(pipes, auto, settings, args.game_fps)
+            parts[name] = measure_generation(pipes, auto, settings, args.game_fps, threads=generation_threads)
         elif name == "cache":
-            parts[name] = measure_cache(pipe, settings)
+            with torch_threads(generation_threads[0]):
+                parts[name] = measure_cache(pipe, settings)
         elif name == "neighbour":
-            parts[name] = measure_neighbour(pipe, settings, args.game_fps)
+            with torch_threads(generation_threads[0]):  # the neighbour takes every core the full count has
+                parts[name] = measure_neighbour(pipe, settings, args.game_fps, neighbour_threads=full_threads)
         elif name == "sessions":
-            parts[name] = measure_sessions(pipe, settings)
+            with torch_threads(generation_threads[0]):
+                parts[name] = measure_sessions(pipe, settings)
         elif name == "training":
             parts[name] = measure_training(pipes.get(torch.float32).transformer, ceilings, settings)
         elif name == "loader":

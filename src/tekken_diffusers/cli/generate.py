@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     _check_args(parser, args)
     setup_logging()
     try:
-        configure_threads(args.threads)  # before the first heavy torch op starts the thread pool
+        # before the first heavy torch op starts the thread pool; a small model generates on one thread
+        configure_threads(args.threads, model_width=transformer_width(args.pipeline))
     except ValueError as error:
         parser.error(str(error))
     import torch

@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         parser.error(f"--dtype {args.dtype}: {error}")
     try:
-        configure_threads(args.threads)  # before the first heavy torch op starts the thread pool
+        # before the first heavy torch op starts the thread pool; a small model plays on one thread
+        configure_threads(args.threads, model_width=transformer_width(args.pipeline))
     except ValueError as error:
         parser.error(str(error))
     from ..pipelines import TekkenWorldModelPipeline
