@@ -93,10 +93,16 @@ class TekkenOpponentPolicy(ModelMixin, ConfigMixin):
             nn.Linear(2 * hidden_dim, hidden_dim), nn.SiLU(), nn.Linear(hidden_dim, num_classes)
         )
 
+    @property
+    def _weight_dtype(self) -> torch.dtype:
+        """The weights' dtype, read from one parameter (diffusers' `self.dtype` walks every submodule; this policy
+        has no fp32-kept modules nor casting hooks, and runs once a frame)."""
+        return next(self.parameters()).dtype
+
     def _encode(self, latents: torch.Tensor) -> torch.Tensor:
         """`(B, T, C, h, w)` → per-frame features `(B, T, hidden_dim)`."""
         batch, frames = latents.shape[:2]
-        features = self.frame_encoder(latents.flatten(0, 1).to(self.dtype))
+        features = self.frame_encoder(latents.flatten(0, 1).to(self._weight_dtype))
         return features.view(batch, frames, -1)
 
     def _pad(self, latents: torch.Tensor, bits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -126,7 +132,7 @@ class TekkenOpponentPolicy(ModelMixin, ConfigMixin):
                 f"and {tuple(actions.shape)}"
             )
         latents, actions = self._pad(latents, actions)
-        features = torch.cat([self._encode(latents), actions.flatten(2).to(self.dtype)], dim=-1).flatten(1)
+        features = torch.cat([self._encode(latents), actions.flatten(2).to(self._weight_dtype)], dim=-1).flatten(1)
         if self.config.reads_player_1_input:
             if player_1_input is None or tuple(player_1_input.shape) != (latents.shape[0], NUM_BUTTONS):
                 found = None if player_1_input is None else tuple(player_1_input.shape)
@@ -134,7 +140,7 @@ class TekkenOpponentPolicy(ModelMixin, ConfigMixin):
                     f"player_1_input: this policy reads player 1's input of the frame to generate, bits "
                     f"({latents.shape[0]}, {NUM_BUTTONS}); got {found}"
                 )
-            features = torch.cat([features, player_1_input.to(features.device, self.dtype)], dim=-1)
+            features = torch.cat([features, player_1_input.to(features.device, self._weight_dtype)], dim=-1)
         return self.policy_head(features).float()
 
     def infer_logits(self, latents: torch.Tensor) -> torch.Tensor:

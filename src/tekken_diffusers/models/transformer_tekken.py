@@ -567,22 +567,39 @@ def owl_wms_timestep_features(sigmas: torch.Tensor, num_features: int, dtype: to
     return torch.cat([angles.sin(), angles.cos()], dim=-1).float()
 
 
-def apply_rotary_emb(hidden_states: torch.Tensor, rotary_emb: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+def rotary_phasors(rotary_emb: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """The RoPE angles' `(cos, sin)` tables, each `(frames, tokens_per_frame, P)`, as one complex tensor `cos + i sin`
+    (what [`apply_rotary_emb`] multiplies by; the model builds it once per forward pass for all its layers)."""
+    cos, sin = rotary_emb
+    return torch.complex(cos.float(), sin.float())
+
+
+def apply_rotary_emb(
+    hidden_states: torch.Tensor, rotary_emb: tuple[torch.Tensor, torch.Tensor] | torch.Tensor
+) -> torch.Tensor:
     """
     Rotate adjacent channel pairs `(2i, 2i+1)` of the first `2P` channels by the RoPE angles; the rest pass through.
 
+    Each pair is read as the complex number `x_2i + i x_2i+1` and multiplied by `cos + i sin` (in fp32, as the original
+    rotated, rope.py:43-51), which is the rotation `(x cos - y sin, x sin + y cos)` in fewer operations.
+
     Args:
-        hidden_states (`torch.Tensor` of shape `(batch, frames, tokens_per_frame, heads, head_dim)`): Queries or keys.
-        rotary_emb (`tuple[torch.Tensor, torch.Tensor]`): `(cos, sin)`, each `(frames, tokens_per_frame, P)`.
+        hidden_states (`torch.Tensor` of shape `(batch, frames, tokens_per_frame, *extra, head_dim)`): Queries or keys
+            (`extra`: heads, or (2, heads) for queries and keys together).
+        rotary_emb: `(cos, sin)`, each `(frames, tokens_per_frame, P)`, or the same as one complex tensor
+            ([`rotary_phasors`]).
     """
-    cos, sin = rotary_emb
-    rot_dim = 2 * cos.shape[-1]
-    cos, sin = cos[:, :, None, :], sin[:, :, None, :]  # (T, N, 1, P): broadcast over batch and heads
-    # Rotate in fp32 (the original did too, rope.py:43-51), then go back to the attention dtype.
-    pairs = hidden_states[..., :rot_dim].float().unflatten(-1, (-1, 2))  # (B, T, N, H, P, 2)
-    real, imag = pairs.unbind(-1)
-    rotated = torch.stack([real * cos - imag * sin, real * sin + imag * cos], dim=-1).flatten(-2)  # (B, T, N, H, 2P)
-    return torch.cat([rotated, hidden_states[..., rot_dim:].float()], dim=-1).to(hidden_states.dtype)
+    phasors = rotary_emb if isinstance(rotary_emb, torch.Tensor) else rotary_phasors(rotary_emb)
+    rot_dim = 2 * phasors.shape[-1]
+    extra = hidden_states.ndim - 4  # broadcast over the batch and the dims between tokens and channels
+    phasors = phasors.view(*phasors.shape[:2], *([1] * extra), phasors.shape[-1])
+    pairs = hidden_states[..., :rot_dim].float().unflatten(-1, (-1, 2))  # (B, T, N, ..., P, 2)
+    if pairs.stride(-2) % 2 or pairs.storage_offset() % 2:  # view_as_complex needs whole complex numbers
+        pairs = pairs.contiguous()
+    rotated = torch.view_as_real(torch.view_as_complex(pairs) * phasors).flatten(-2)  # (B, T, N, ..., 2P)
+    if rot_dim < hidden_states.shape[-1]:
+        rotated = torch.cat([rotated, hidden_states[..., rot_dim:].float()], dim=-1)
+    return rotated.to(hidden_states.dtype)
 
 
 def rms_norm_fp32(hidden_states: torch.Tensor, norm: nn.RMSNorm) -> torch.Tensor:
@@ -643,7 +660,7 @@ class TekkenAttnProcessor:
         self,
         attn: TekkenAttention,
         hidden_states: torch.Tensor,
-        rotary_emb: tuple[torch.Tensor, torch.Tensor],
+        rotary_emb: tuple[torch.Tensor, torch.Tensor] | torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         attention_chunks: Sequence[AttentionChunk] | None = None,
         kv_cache: TekkenKVCache | None = None,
@@ -652,13 +669,18 @@ class TekkenAttnProcessor:
         cache_leading_frames: int | None = None,
     ) -> torch.Tensor:
         batch_size, num_frames, tokens_per_frame, _ = hidden_states.shape
-        query = attn.to_q(hidden_states).unflatten(-1, (attn.heads, -1))  # (B, T, N, H, Dh)
-        key = attn.to_k(hidden_states).unflatten(-1, (attn.heads, -1))
-        value = attn.to_v(hidden_states).unflatten(-1, (attn.heads, -1))
-
-        # QK-norm and RoPE in fp32 (the rotation needs it anyway), then back to the attention dtype.
-        query = apply_rotary_emb(rms_norm_fp32(query, attn.norm_q), rotary_emb).to(value.dtype)
-        key = apply_rotary_emb(rms_norm_fp32(key, attn.norm_k), rotary_emb).to(value.dtype)
+        # One projection for q, k and v: (B, T, N, 3, H, Dh).
+        weight, bias = attn.qkv_projection()
+        qkv = F.linear(hidden_states, weight, bias)  # as nn.Linear would (autocast casts inside)
+        qkv = qkv.unflatten(-1, (3, attn.heads, -1))
+        value = qkv[..., 2, :, :]
+        # QK-norm and RoPE of q and k together in fp32 (the rotation needs it anyway), then back to the value dtype.
+        norm = attn.norm_q
+        gains = attn.qk_norm_gains()  # (2, 1, Dh) or None
+        query_key = F.rms_norm(qkv[..., :2, :, :].float(), norm.normalized_shape, None, norm.eps)
+        if gains is not None:
+            query_key = query_key * gains
+        query, key = apply_rotary_emb(query_key, rotary_emb).to(value.dtype).unbind(-3)  # (B, T, N, H, Dh) each
 
         if kv_cache is not None and update_kv_cache:
             keep = num_frames if cache_leading_frames is None else cache_leading_frames
@@ -730,11 +752,48 @@ class TekkenAttention(nn.Module, AttentionModuleMixin):
         self.norm_q = nn.RMSNorm(dim_head, eps=eps)
         self.norm_k = nn.RMSNorm(dim_head, eps=eps)
         self.set_processor(processor or self._default_processor_cls())
+        self._fused: tuple | None = None  # (key, weight, bias, gains) of the last inference-time fusion
+
+    def _fusion_key(self) -> tuple:
+        tensors = [self.to_q.weight, self.to_k.weight, self.to_v.weight, self.to_q.bias, self.to_k.bias,
+                   self.to_v.bias, self.norm_q.weight, self.norm_k.weight]  # fmt: skip
+        return tuple(None if t is None else (t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
+
+    def _fuse(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        weight = torch.cat([self.to_q.weight, self.to_k.weight, self.to_v.weight])
+        biases = [self.to_q.bias, self.to_k.bias, self.to_v.bias]
+        bias = None if any(b is None for b in biases) else torch.cat(biases)
+        gains = [self.norm_q.weight, self.norm_k.weight]
+        gains = None if gains[0] is None else torch.stack([g.float() for g in gains])[:, None, :]
+        return weight, bias, gains
+
+    def _fused_tensors(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """The q/k/v projections as one `(3D, D)` weight (and bias), and the q/k norm gains as `(2, 1, Dh)`.
+
+        With gradients on (training) they are concatenated anew on every call, so gradients reach the separate
+        parameters; without, the concatenation is kept and redone only when a parameter changed (moved, cast, loaded
+        or trained: its storage or version differs). Separate parameters keep the saved weights and diffusers' layout.
+        """
+        if torch.is_grad_enabled():
+            return self._fuse()
+        key = self._fusion_key()
+        if self._fused is None or self._fused[0] != key:
+            self._fused = (key, *self._fuse())
+        return self._fused[1:]
+
+    def qkv_projection(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`(weight, bias)` of q, k and v projected at once, `(3 * heads * dim_head, dim)`."""
+        weight, bias, _ = self._fused_tensors()
+        return weight, bias
+
+    def qk_norm_gains(self) -> torch.Tensor | None:
+        """The q and k RMSNorm gains stacked, `(2, 1, dim_head)` fp32 (None without gains)."""
+        return self._fused_tensors()[2]
 
     def forward(
         self,
         hidden_states: torch.Tensor,
-        rotary_emb: tuple[torch.Tensor, torch.Tensor],
+        rotary_emb: tuple[torch.Tensor, torch.Tensor] | torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         attention_chunks: Sequence[AttentionChunk] | None = None,
         kv_cache: TekkenKVCache | None = None,
@@ -791,7 +850,7 @@ class TekkenTransformerBlock(nn.Module):
         self,
         hidden_states: torch.Tensor,
         cond: torch.Tensor,
-        rotary_emb: tuple[torch.Tensor, torch.Tensor],
+        rotary_emb: tuple[torch.Tensor, torch.Tensor] | torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         attention_chunks: Sequence[AttentionChunk] | None = None,
         kv_cache: TekkenKVCache | None = None,
@@ -1414,6 +1473,7 @@ class TekkenWorldModelTransformer(ModelMixin, ConfigMixin, AttentionMixin):
             )
         if teacher_forcing:
             rotary_emb = tuple(torch.cat([angles, angles]) for angles in rotary_emb)  # context and target share t
+        rotary_emb = rotary_phasors(rotary_emb)  # once for every layer: (T, N, P) complex
 
         # 5. Blocks; one attention plan per distinct (cached frames, window): a dense mask (None where nothing is
         # masked) or, for long windows, chunks of query frames with the key frames each may see

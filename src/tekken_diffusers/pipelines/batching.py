@@ -197,7 +197,8 @@ def _step_group(sessions: list[TekkenWorldModelSession], bits: list[torch.Tensor
     if first.output_type == "latent":
         return [latents[index, 0] for index in range(len(sessions))]
     pipe = first.pipe
-    frames = pipe.video_processor.postprocess_video(pipe.decode_latents(latents), first.output_type)
+    decoded = pipe.decode_latents(latents, dtype=first._vae_dtype)
+    frames = pipe.video_processor.postprocess_video(decoded, first.output_type)
     return [frames[index][0] for index in range(len(sessions))]
 
 

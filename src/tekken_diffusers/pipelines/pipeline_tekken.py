@@ -225,10 +225,11 @@ class TekkenWorldModelPipeline(DiffusionPipeline):
         `T' = T`, or `1 + (T - 1) / r` for a video VAE (`T = 1 + k·r`)."""
         return vae_io.encode_frames(self.vae, frames, self._execution_device)
 
-    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+    def decode_latents(self, latents: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
         """Normalised latents `(B, T, C, h, w)` → frames `(B, 3, T', H, W)` in [-1, 1] (diffusers' video layout);
-        `T' = T`, or `1 + (T - 1)·r` for a video VAE (the latents decoded as one clip)."""
-        return vae_io.decode_latents(self.vae, latents)
+        `T' = T`, or `1 + (T - 1)·r` for a video VAE (the latents decoded as one clip). `dtype`: the VAE's dtype when
+        the caller already knows it (a session, every frame), else read from the VAE."""
+        return vae_io.decode_latents(self.vae, latents, dtype=dtype)
 
     def decode_after(self, context_latents: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
         """The frames of `latents` `(B, N, C, h, w)` generated after `context_latents`: `(B, 3, N·r, H, W)` in

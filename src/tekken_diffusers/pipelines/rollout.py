@@ -97,6 +97,10 @@ class TekkenRollout:
         # A two-player model's opponent policy (`pipe.opponent`) picks player 2's input wherever it is NaN; it reads
         # the last frames (clean latents) and both players' inputs of them, kept here.
         self.opponent = getattr(pipe, "opponent", None) if self.num_players == 2 else None
+        # Read once here: diffusers' `ModelMixin.dtype`/`.device` walk every submodule (~0.15 ms a call, several per
+        # frame). Move or cast the pipeline between rollouts, not during one.
+        self.model_dtype = pipe.transformer.dtype
+        self._opponent_at = (self.opponent.device, self.opponent.dtype) if self.opponent is not None else None
         self._history: tuple[torch.Tensor, torch.Tensor] | None = None
         # Writing queued frames in the next frame's first pass equals writing them on their own only when every layer
         # keeps its whole window: a cache capped below it (`attention_window`) would let that pass see past frames
@@ -140,9 +144,9 @@ class TekkenRollout:
             keep = torch.tensor(self.branches, device=self.device).repeat_interleave(self.batch_size, dim=0)
             mask = keep[:, 0] if self.num_players == 1 else keep  # (copies*B,) or (copies*B, P): cond, ..., null
         velocity = transformer(
-            latents.to(transformer.dtype),
+            latents.to(self.model_dtype),
             sigmas,
-            actions=bits.to(transformer.dtype),
+            actions=bits.to(self.model_dtype),
             action_mask=mask,
             kv_cache=self.cache,
             update_kv_cache=update,
@@ -216,11 +220,12 @@ class TekkenRollout:
         if self._history is None:
             raise ValueError("the opponent policy needs at least one frame before the one to generate")
         opponent = self.opponent
+        device, dtype = self._opponent_at
         latents, past = self._history
-        latents = latents.to(opponent.device, opponent.dtype)
-        past = past.to(opponent.device)
+        latents = latents.to(device, dtype)
+        past = past.to(device)
         temperature = opponent.config.temperature
-        player_1 = bits[:, 0, 0].to(opponent.device)  # player 1's input of the frame to generate
+        player_1 = bits[:, 0, 0].to(device)  # player 1's input of the frame to generate
         if isinstance(generator, list):
             chosen = torch.cat(
                 [
@@ -368,6 +373,7 @@ class TekkenWorldModelSession:
         self.side = side
         self.generator = generator
         self.rollout = rollout
+        self._vae_dtype = pipe.vae.dtype if getattr(pipe, "vae", None) is not None else None  # read once, as above
         self._initial_state = rollout.state()
         self.num_steps = 0
 
@@ -458,7 +464,8 @@ class TekkenWorldModelSession:
         self.num_steps += 1
         if self.output_type == "latent":
             return latents[0, 0]
-        frames = self.pipe.video_processor.postprocess_video(self.pipe.decode_latents(latents), self.output_type)
+        decoded = self.pipe.decode_latents(latents, dtype=self._vae_dtype)
+        frames = self.pipe.video_processor.postprocess_video(decoded, self.output_type)
         return frames[0][0]
 
     def reset(self) -> None:

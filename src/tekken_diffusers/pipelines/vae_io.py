@@ -74,19 +74,21 @@ def encode_frames(vae: Any, frames: torch.Tensor, device: torch.device | str) ->
 
 
 @torch.no_grad()
-def decode_latents(vae: Any, latents: torch.Tensor) -> torch.Tensor:
+def decode_latents(vae: Any, latents: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
     """Normalised latents `(B, T, C, h, w)` → frames `(B, 3, T', H, W)` in [-1, 1] (diffusers' video layout):
-    `T' = T` for a per-frame VAE, `T' = 1 + (T - 1)·r` for a video VAE (each clip decoded as one)."""
+    `T' = T` for a per-frame VAE, `T' = 1 + (T - 1)·r` for a video VAE (each clip decoded as one). `dtype`: the VAE's
+    (default: `vae.dtype`, which walks the VAE's modules)."""
     batch, num_frames = latents.shape[:2]
+    dtype = dtype or vae.dtype
     if temporal_compression_ratio(vae) > 1:
         clips = []
         for clip in latents.float():  # (T, C, h, w)
             raw = denormalize_latents(clip.permute(1, 0, 2, 3)[None], vae, channel_dim=1)  # (1, C, T, h, w)
-            clips.append(vae.decode(raw.to(vae.dtype)).sample.float().clamp(-1, 1))  # (1, 3, 1 + (T-1)·r, H, W)
+            clips.append(vae.decode(raw.to(dtype)).sample.float().clamp(-1, 1))  # (1, 3, 1 + (T-1)·r, H, W)
         return torch.cat(clips)
     raw = denormalize_latents(latents.flatten(0, 1).float(), vae, channel_dim=1)
     frames = torch.cat(
-        [vae.decode(chunk.to(vae.dtype)).sample.float().clamp(-1, 1) for chunk in raw.split(VAE_CHUNK_FRAMES)]
+        [vae.decode(chunk.to(dtype)).sample.float().clamp(-1, 1) for chunk in raw.split(VAE_CHUNK_FRAMES)]
     )  # (B*T, 3, H, W)
     return frames.unflatten(0, (batch, num_frames)).permute(0, 2, 1, 3, 4)
 
