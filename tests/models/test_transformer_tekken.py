@@ -687,3 +687,32 @@ def test_rotary_embedding_as_a_complex_product_rotates_each_pair():
     torch.testing.assert_close(apply_rotary_emb(x, rotary_phasors((cos, sin))), expected)
     stacked = torch.stack([x, 2 * x], dim=3)  # queries and keys together: (B, T, N, 2, H, Dh)
     torch.testing.assert_close(apply_rotary_emb(stacked, (cos, sin)), torch.stack([expected, 2 * expected], dim=3))
+
+
+@pytest.mark.parametrize("num_players", [1, 2])
+def test_precomputed_conditioning_equals_embedding_in_the_pass(num_players):
+    """`forward(..., conditioning=model.condition(sigmas, actions, mask))` equals the pass that embeds its own, with
+    a KV cache and per-sample action masks; slices of a longer conditioning serve single frames."""
+    model = randomize(make_model(num_players=num_players))
+    latents, sigmas, actions = make_inputs(frames=4)
+    if num_players == 2:
+        actions = torch.stack([actions, actions.flip(-1)], dim=2)
+        mask = torch.tensor([[True, False], [True, True]])
+    else:
+        mask = torch.tensor([True, False])
+    with torch.no_grad():
+        for use_cache in (False, True):
+            cache = model.make_kv_cache() if use_cache else None
+            kwargs = dict(actions=actions, action_mask=mask, kv_cache=cache, update_kv_cache=use_cache)
+            expected = model(latents, sigmas, **kwargs).sample
+            if cache is not None:
+                cache.reset()
+            conditioning = model.condition(sigmas, actions, mask)
+            torch.testing.assert_close(
+                model(latents, sigmas, conditioning=conditioning, **kwargs).sample, expected, rtol=1e-5, atol=1e-5
+            )
+        first = model(latents[:, :1], sigmas[:, :1], actions=actions[:, :1], action_mask=mask).sample
+        sliced = model(latents[:, :1], sigmas[:, :1], conditioning=conditioning.frames(0, 1)).sample
+        torch.testing.assert_close(sliced, first, rtol=1e-5, atol=1e-5)
+        with pytest.raises(ValueError, match="conditioning covers"):
+            model(latents[:, :2], sigmas[:, :2], conditioning=conditioning)

@@ -195,3 +195,35 @@ def test_a_capped_cache_writes_each_frame_in_its_own_pass():
     session.step(0)
     keys, _ = session.cache.get(0)  # reading the cache writes the queued frame, outside autograd
     assert not keys.requires_grad and keys.grad_fn is None
+
+
+@torch.no_grad()
+def test_a_frame_embeds_its_conditions_once_for_all_its_denoising_passes(monkeypatch):
+    """The rollout computes every pass's condition and adaLN modulation of a frame in one `condition` call (the
+    modulation weights read once per frame); the frames equal those of passes that each embed their own."""
+    pipe = build_random_pipeline("tiny", seed=0, vae=None, prev_frame_conditioning=True)
+    pipe.set_progress_bar_config(disable=True)
+    for block in pipe.transformer.transformer_blocks:  # non-zero modulations, as in a trained model
+        torch.nn.init.normal_(block.adaLN_modulation.weight, std=0.2)
+    context_latents, context_bits, future_bits = inputs(frames=5)
+    conditions, modulations = [], []
+    hooks = [block.adaLN_modulation.register_forward_hook(lambda *args: modulations.append(1))
+             for block in pipe.transformer.transformer_blocks]  # fmt: skip
+    original = pipe.transformer.condition
+    monkeypatch.setattr(pipe.transformer, "condition", lambda *a, **k: conditions.append(1) or original(*a, **k))
+    ahead = TekkenRollout(pipe, batch_size=2, num_inference_steps=3, guidance_scale=2.0)
+    generator = torch.Generator().manual_seed(4)
+    ahead.append(context_latents, context_bits, generator)
+    frames = ahead.generate(future_bits, generator)
+    assert len(conditions) == 5 and not modulations
+    for hook in hooks:
+        hook.remove()
+    class EachPassEmbedsItsOwn:
+        def frames(self, start, stop):
+            return None  # forward(conditioning=None): the pass embeds its own
+
+    monkeypatch.setattr(TekkenRollout, "_conditioning", lambda self, sigmas, bits: EachPassEmbedsItsOwn())
+    each = TekkenRollout(pipe, batch_size=2, num_inference_steps=3, guidance_scale=2.0)
+    generator = torch.Generator().manual_seed(4)
+    each.append(context_latents, context_bits, generator)
+    torch.testing.assert_close(frames, each.generate(future_bits, generator), rtol=1e-5, atol=1e-5)

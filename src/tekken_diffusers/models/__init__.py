@@ -2,4 +2,9 @@
 
 from .autoencoders import LTXVideoVAE, TekkenAutoencoderDC, WanVAE
 from .opponent_policy import TekkenOpponentPolicy
-from .transformer_tekken import TRANSFORMER_PRESETS, TekkenKVCache, TekkenWorldModelTransformer
+from .transformer_tekken import (
+    TRANSFORMER_PRESETS,
+    TekkenFrameConditioning,
+    TekkenKVCache,
+    TekkenWorldModelTransformer,
+)

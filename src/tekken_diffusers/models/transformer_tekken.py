@@ -136,6 +136,50 @@ class TekkenTransformerOutput(BaseOutput):
     pred_original_sample: torch.Tensor | None = None
 
 
+@dataclass
+class TekkenFrameConditioning:
+    """
+    Each frame's condition and every block's adaLN modulation, from [`TekkenWorldModelTransformer.condition`], for
+    `forward(..., conditioning=...)`. A rollout makes one for all the denoising steps of a frame at once, so the
+    modulation weights (a third of a small model's) are read once per frame instead of once per pass.
+
+    Args:
+        cond (`torch.Tensor` of shape `(batch_size, num_frames, dim)`): SiLU(time embedding + action embedding).
+        modulation (`torch.Tensor` of shape `(batch_size, num_frames, (6 * num_layers + 2) * dim)`): Each block's
+            shift/scale/gate for attention and MLP in layer order, then the output norm's shift/scale.
+    """
+
+    cond: torch.Tensor
+    modulation: torch.Tensor
+
+    @property
+    def num_frames(self) -> int:
+        return self.cond.shape[1]
+
+    def frames(self, start: int, stop: int) -> TekkenFrameConditioning:
+        """Frames `start:stop` (views)."""
+        return TekkenFrameConditioning(self.cond[:, start:stop], self.modulation[:, start:stop])
+
+    @classmethod
+    def cat(cls, parts: Sequence[TekkenFrameConditioning]) -> TekkenFrameConditioning:
+        """The frames of `parts` one after the other."""
+        return cls(torch.cat([p.cond for p in parts], dim=1), torch.cat([p.modulation for p in parts], dim=1))
+
+
+def _kept_fusion(owner: nn.Module, name: str, tensors: Sequence[torch.Tensor | None], build) -> tuple:
+    """`build()` (tensors concatenated from `owner`'s parameters `tensors`), kept on `owner` while no gradient is
+    recorded and none of `tensors` changed (moved, cast, loaded or trained: another storage or version); rebuilt on
+    every call under gradients, so they reach the separate parameters (which stay what is saved and loaded)."""
+    if torch.is_grad_enabled():
+        return build()
+    key = tuple(None if t is None else (t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
+    kept = owner.__dict__.get(name)
+    if kept is None or kept[0] != key:
+        kept = (key, build())
+        owner.__dict__[name] = kept
+    return kept[1]
+
+
 class TekkenKVCache:
     """
     Rolling per-layer key/value cache for frame-by-frame rollout.
@@ -752,34 +796,23 @@ class TekkenAttention(nn.Module, AttentionModuleMixin):
         self.norm_q = nn.RMSNorm(dim_head, eps=eps)
         self.norm_k = nn.RMSNorm(dim_head, eps=eps)
         self.set_processor(processor or self._default_processor_cls())
-        self._fused: tuple | None = None  # (key, weight, bias, gains) of the last inference-time fusion
-
-    def _fusion_key(self) -> tuple:
-        tensors = [self.to_q.weight, self.to_k.weight, self.to_v.weight, self.to_q.bias, self.to_k.bias,
-                   self.to_v.bias, self.norm_q.weight, self.norm_k.weight]  # fmt: skip
-        return tuple(None if t is None else (t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
-
-    def _fuse(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        weight = torch.cat([self.to_q.weight, self.to_k.weight, self.to_v.weight])
-        biases = [self.to_q.bias, self.to_k.bias, self.to_v.bias]
-        bias = None if any(b is None for b in biases) else torch.cat(biases)
-        gains = [self.norm_q.weight, self.norm_k.weight]
-        gains = None if gains[0] is None else torch.stack([g.float() for g in gains])[:, None, :]
-        return weight, bias, gains
 
     def _fused_tensors(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """The q/k/v projections as one `(3D, D)` weight (and bias), and the q/k norm gains as `(2, 1, Dh)`.
+        """The q/k/v projections as one `(3D, D)` weight (and bias), and the q/k norm gains as `(2, 1, Dh)`
+        (`_kept_fusion`: kept between inference passes, rebuilt under gradients)."""
+        tensors = [self.to_q.weight, self.to_k.weight, self.to_v.weight, self.to_q.bias, self.to_k.bias,
+                   self.to_v.bias, self.norm_q.weight, self.norm_k.weight]  # fmt: skip
 
-        With gradients on (training) they are concatenated anew on every call, so gradients reach the separate
-        parameters; without, the concatenation is kept and redone only when a parameter changed (moved, cast, loaded
-        or trained: its storage or version differs). Separate parameters keep the saved weights and diffusers' layout.
-        """
-        if torch.is_grad_enabled():
-            return self._fuse()
-        key = self._fusion_key()
-        if self._fused is None or self._fused[0] != key:
-            self._fused = (key, *self._fuse())
-        return self._fused[1:]
+        def build():
+            weight = torch.cat([self.to_q.weight, self.to_k.weight, self.to_v.weight])
+            biases = [self.to_q.bias, self.to_k.bias, self.to_v.bias]
+            bias = None if any(b is None for b in biases) else torch.cat(biases)
+            gains = None
+            if self.norm_q.weight is not None:
+                gains = torch.stack([self.norm_q.weight.float(), self.norm_k.weight.float()])[:, None, :]
+            return weight, bias, gains
+
+        return _kept_fusion(self, "_fused_qkv", tensors, build)
 
     def qkv_projection(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """`(weight, bias)` of q, k and v projected at once, `(3 * heads * dim_head, dim)`."""
@@ -857,11 +890,13 @@ class TekkenTransformerBlock(nn.Module):
         layer_idx: int = 0,
         update_kv_cache: bool = False,
         cache_leading_frames: int | None = None,
+        modulation: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        # cond: (B, T, D), already through SiLU. One modulation per frame, (B, T, 1, D) to broadcast over tokens.
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (
-            self.adaLN_modulation(cond).unsqueeze(2).chunk(6, dim=-1)
-        )
+        # cond: (B, T, D), already through SiLU. One modulation per frame, (B, T, 1, D) to broadcast over tokens;
+        # `modulation` (B, T, 6D): this block's, computed ahead for several passes (`TekkenFrameConditioning`).
+        if modulation is None:
+            modulation = self.adaLN_modulation(cond)
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = modulation.unsqueeze(2).chunk(6, dim=-1)
         norm_hidden_states = self.norm1(hidden_states) * (1 + scale_msa) + shift_msa  # (B, T, N, D)
         attn_output = self.attn(
             norm_hidden_states,
@@ -1256,6 +1291,82 @@ class TekkenWorldModelTransformer(ModelMixin, ConfigMixin, AttentionMixin):
             player_emb = torch.where(keep[..., None], player_emb, null_actions)
         return player_emb.sum(dim=2)  # (B, T, D)
 
+    def condition(
+        self,
+        sigmas: torch.Tensor,
+        actions: torch.Tensor | None = None,
+        action_mask: torch.Tensor | None = None,
+    ) -> TekkenFrameConditioning:
+        """
+        The conditions and every block's adaLN modulation of frames at noise levels `sigmas` under `actions`, for
+        `forward(..., conditioning=...)`: one matmul for all blocks (their modulation weights concatenated, kept
+        between calls without gradients). A rollout calls it once per frame with all the frame's denoising steps
+        as "frames" (and the finished frame it writes into the cache), then slices it for each pass.
+
+        Args:
+            sigmas (`torch.Tensor` of shape `(batch_size, num_frames)`): Noise levels in [0, 1].
+            actions, action_mask: As in [`forward`], for these frames.
+        """
+        if sigmas.ndim != 2:
+            raise ValueError(f"sigmas must be (batch, frames), got {tuple(sigmas.shape)}")
+        batch_size, num_frames = sigmas.shape
+        cond = self._condition(sigmas, actions, action_mask, batch_size, num_frames, num_frames)
+        cond = cond.to(self.proj_in.weight.dtype)
+        weight, bias = self._fused_modulation()
+        return TekkenFrameConditioning(cond, F.linear(cond, weight, bias))
+
+    def _fused_modulation(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every block's adaLN modulation and the output norm's as one linear map (`_kept_fusion`)."""
+        layers = [block.adaLN_modulation for block in self.transformer_blocks] + [self.norm_out_modulation]
+
+        def build():
+            return torch.cat([layer.weight for layer in layers]), torch.cat([layer.bias for layer in layers])
+
+        tensors = [layer.weight for layer in layers] + [layer.bias for layer in layers]
+        return _kept_fusion(self, "_fused_modulation_weights", tensors, build)
+
+    def _condition(
+        self,
+        sigmas: torch.Tensor,
+        actions: torch.Tensor | None,
+        action_mask: torch.Tensor | None,
+        batch_size: int,
+        num_input_frames: int,
+        num_frames: int,
+    ) -> torch.Tensor:
+        """SiLU(time embedding + action embedding) of every input frame, `(B, T, D)` fp32 (`num_frames`: the frames
+        named in error messages, the targets under teacher forcing)."""
+        with torch.autocast(device_type=sigmas.device.type, enabled=False):
+            # fp32 even under bf16 autocast: sin/cos of sigma * 1000 in bf16 is noise at high frequencies.
+            time_features = self._timestep_features(sigmas.reshape(-1))  # (B*T, F)
+            temb = self.time_embed(time_features.to(self.time_embed.linear_1.weight.dtype))  # (B*T, D)
+        temb = temb.float().view(batch_size, num_input_frames, -1)
+        null_action = self.null_action_embedding.float().expand(batch_size, num_input_frames, -1)
+        if self.config.num_players == 2:
+            action_emb = self._two_player_action_embedding(actions, action_mask, batch_size, num_input_frames)
+        elif actions is None:
+            if action_mask is not None:
+                raise ValueError("action_mask was given without actions")
+            action_emb = null_action
+        else:
+            if actions.shape != (batch_size, num_input_frames, self.config.num_actions):
+                hint = (
+                    " (both players' inputs: this model has num_players=1)"
+                    if actions.ndim == 4
+                    else "; convert uint8 action ids with tekken_diffusers.actions.ids_to_bits"
+                )
+                raise ValueError(
+                    f"actions must be ({batch_size}, {num_frames}, {self.config.num_actions}) button bits, got "
+                    f"{tuple(actions.shape)}{hint}"
+                )
+            action_emb = self.action_embed(actions.to(self.action_embed.weight.dtype)).float()
+            if action_mask is not None:
+                action_mask = self._per_frame(action_mask, batch_size, num_input_frames, "action_mask")
+                action_mask = action_mask.to(torch.bool)
+                action_emb = torch.where(action_mask[..., None], action_emb, null_action)
+        # SiLU once here rather than in every block's adaLN (DiT applies SiLU before each modulation linear).
+        return F.silu(temb + action_emb)  # (B, T, D)
+
     def forward(
         self,
         hidden_states: torch.Tensor,
@@ -1268,6 +1379,7 @@ class TekkenWorldModelTransformer(ModelMixin, ConfigMixin, AttentionMixin):
         cache_leading_frames: int | None = None,
         context_latents: torch.Tensor | None = None,
         context_sigmas: torch.Tensor | float | None = None,
+        conditioning: TekkenFrameConditioning | None = None,
         return_dict: bool = True,
     ) -> TekkenTransformerOutput | tuple[torch.Tensor, ...]:
         """
@@ -1307,6 +1419,10 @@ class TekkenWorldModelTransformer(ModelMixin, ConfigMixin, AttentionMixin):
                 predicted from context frames `< t` and itself, exactly as when it is denoised against a KV cache
                 that holds those context frames; one pass trains every frame as the next frame. Not with `kv_cache`.
             context_sigmas (`torch.Tensor` or float, *optional*): Noise levels of `context_latents`, as `sigmas`.
+            conditioning ([`TekkenFrameConditioning`], *optional*):
+                The input frames' conditions and modulations from [`condition`] for these `sigmas`, `actions` and
+                `action_mask` (which are then not embedded again; `sigmas` still set the parameterisation): what a
+                rollout passes so that one matmul per frame serves all its denoising passes. Not with teacher forcing.
             return_dict (`bool`, defaults to `True`): Return a [`TekkenTransformerOutput`] instead of a tuple.
 
         Returns:
@@ -1409,37 +1525,21 @@ class TekkenWorldModelTransformer(ModelMixin, ConfigMixin, AttentionMixin):
             sigmas_all = sigmas
         num_input_frames = hidden_states.shape[1]
 
-        # 3. Per-frame condition c = time embedding + action embedding, (B, T, D)
-        with torch.autocast(device_type=hidden_states.device.type, enabled=False):
-            # fp32 even under bf16 autocast: sin/cos of sigma * 1000 in bf16 is noise at high frequencies.
-            time_features = self._timestep_features(sigmas_all.reshape(-1))  # (B*T, F)
-            temb = self.time_embed(time_features.to(self.time_embed.linear_1.weight.dtype))  # (B*T, D)
-        temb = temb.float().view(batch_size, num_input_frames, -1)
-        null_action = self.null_action_embedding.float().expand(batch_size, num_input_frames, -1)
-        if self.config.num_players == 2:
-            action_emb = self._two_player_action_embedding(actions, action_mask, batch_size, num_input_frames)
-        elif actions is None:
-            if action_mask is not None:
-                raise ValueError("action_mask was given without actions")
-            action_emb = null_action
-        else:
-            if actions.shape != (batch_size, num_input_frames, self.config.num_actions):
-                hint = (
-                    " (both players' inputs: this model has num_players=1)"
-                    if actions.ndim == 4
-                    else "; convert uint8 action ids with tekken_diffusers.actions.ids_to_bits"
-                )
+        # 3. Per-frame condition c = SiLU(time embedding + action embedding), (B, T, D); each block's modulation
+        if conditioning is not None:
+            if teacher_forcing:
+                raise ValueError("conditioning cannot be combined with context_latents (teacher forcing)")
+            if tuple(conditioning.cond.shape[:2]) != (batch_size, num_frames):
                 raise ValueError(
-                    f"actions must be ({batch_size}, {num_frames}, {self.config.num_actions}) button bits, got "
-                    f"{tuple(actions.shape)}{hint}"
+                    f"conditioning covers {tuple(conditioning.cond.shape[:2])} (batch, frames), the input is "
+                    f"({batch_size}, {num_frames})"
                 )
-            action_emb = self.action_embed(actions.to(self.action_embed.weight.dtype)).float()
-            if action_mask is not None:
-                action_mask = self._per_frame(action_mask, batch_size, num_input_frames, "action_mask")
-                action_mask = action_mask.to(torch.bool)
-                action_emb = torch.where(action_mask[..., None], action_emb, null_action)
-        # SiLU once here rather than in every block's adaLN (DiT applies SiLU before each modulation linear).
-        cond = F.silu(temb + action_emb).to(compute_dtype)  # (B, T, D)
+            cond = conditioning.cond.to(compute_dtype)
+            modulations = conditioning.modulation.to(compute_dtype).split(6 * cond.shape[-1], dim=-1)
+        else:
+            cond = self._condition(sigmas_all, actions, action_mask, batch_size, num_input_frames, num_frames)
+            cond = cond.to(compute_dtype)
+            modulations = None
 
         # 4. Patchify: (B, T, C', H, W) -> (B, T, N, C'*p*p), tokens row-major over the patch grid
         model_input = hidden_states if prev_latents is None else torch.cat([hidden_states, prev_latents], dim=2)
@@ -1507,12 +1607,14 @@ class TekkenWorldModelTransformer(ModelMixin, ConfigMixin, AttentionMixin):
                     layer_idx=layer_idx,
                     update_kv_cache=update_kv_cache,
                     cache_leading_frames=cache_leading_frames,
+                    modulation=None if modulations is None else modulations[layer_idx],
                 )
         if teacher_forcing:
             hidden_states, cond = hidden_states[:, num_frames:], cond[:, num_frames:]  # the targets only
 
         # 6. Output: adaLN-modulated norm, projection, unpatchify (B, T, N, C_out*p*p) -> (B, T, C_out, H, W)
-        shift, scale = self.norm_out_modulation(cond).unsqueeze(2).chunk(2, dim=-1)  # (B, T, 1, D) each
+        final = self.norm_out_modulation(cond) if modulations is None else modulations[-1]
+        shift, scale = final.unsqueeze(2).chunk(2, dim=-1)  # (B, T, 1, D) each
         hidden_states = self.norm_out(hidden_states) * (1 + scale) + shift
         if self.config.final_layer_silu:
             hidden_states = F.silu(hidden_states)

@@ -21,7 +21,7 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..actions import bits_to_ids
-from ..models.transformer_tekken import TekkenKVCache
+from ..models.transformer_tekken import TekkenFrameConditioning, TekkenKVCache
 from .inputs import opponent_side
 
 if TYPE_CHECKING:
@@ -126,6 +126,22 @@ class TekkenRollout:
         """The shape of one generated frame's latents: `(batch_size, 1, C, h, w)`."""
         return (self.batch_size, 1, self.pipe.transformer.config.in_channels, *self.pipe.latent_size)
 
+    def _branches(self, *tensors: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """The tensors repeated once per guidance branch along the batch, and the branches' action mask
+        (`(copies*B,)` or `(copies*B, P)`: conditional, ..., null); unchanged and `None` without guidance."""
+        if not self.do_guidance:
+            return list(tensors), None
+        copies = len(self.branches)
+        keep = torch.tensor(self.branches, device=self.device).repeat_interleave(self.batch_size, dim=0)
+        mask = keep[:, 0] if self.num_players == 1 else keep
+        return [torch.cat([x] * copies) for x in tensors], mask
+
+    def _conditioning(self, sigmas: torch.Tensor, bits: torch.Tensor) -> TekkenFrameConditioning:
+        """The transformer's conditioning of frames at `sigmas` `(B, F)` under `bits` `(B, F, [P,] 8)`, one copy of
+        the batch per guidance branch, in one matmul (`TekkenWorldModelTransformer.condition`)."""
+        (sigmas, bits), mask = self._branches(sigmas, bits)
+        return self.pipe.transformer.condition(sigmas, actions=bits.to(self.model_dtype), action_mask=mask)
+
     def _forward(
         self,
         latents: torch.Tensor,
@@ -133,16 +149,12 @@ class TekkenRollout:
         bits: torch.Tensor,
         update: bool,
         cache_leading_frames: int | None = None,
+        conditioning: TekkenFrameConditioning | None = None,
     ) -> torch.Tensor:
         """Run the transformer on `(B, F, C, h, w)` latents under bits `(B, F, [P,] 8)`, one copy of the batch per
-        guidance branch. Returns the fp32 velocity."""
+        guidance branch (`conditioning`: theirs from `_conditioning`, made ahead). Returns the fp32 velocity."""
         transformer = self.pipe.transformer
-        mask = None
-        if self.do_guidance:
-            copies = len(self.branches)
-            latents, sigmas, bits = (torch.cat([x] * copies) for x in (latents, sigmas, bits))
-            keep = torch.tensor(self.branches, device=self.device).repeat_interleave(self.batch_size, dim=0)
-            mask = keep[:, 0] if self.num_players == 1 else keep  # (copies*B,) or (copies*B, P): cond, ..., null
+        (latents, sigmas, bits), mask = self._branches(latents, sigmas, bits)
         velocity = transformer(
             latents.to(self.model_dtype),
             sigmas,
@@ -151,6 +163,7 @@ class TekkenRollout:
             kv_cache=self.cache,
             update_kv_cache=update,
             cache_leading_frames=cache_leading_frames,
+            conditioning=conditioning,
         ).sample.float()
         if len(self.branches) == 2:
             cond, uncond = velocity.chunk(2)
@@ -289,22 +302,33 @@ class TekkenRollout:
         else:
             latents = randn_tensor(self.frame_shape, generator=generator, device=self.device)
         latents = latents.float()
+        # Every pass's conditioning at once (the queued frames', then one "frame" per denoising step): the
+        # modulation weights are read once per frame, not once per pass.
+        num_steps = len(self.sigmas) - 1
+        step_sigmas = self.sigmas[:-1].to(self.device).expand(self.batch_size, num_steps)
+        step_bits = bits.expand(-1, num_steps, *bits.shape[2:])
+        count = 0 if self._pending is None else self._pending[0].shape[1]
+        if count:
+            queued, queued_sigmas, queued_bits = self._pending
+            step_sigmas = torch.cat([queued_sigmas.to(step_sigmas.dtype), step_sigmas], dim=1)
+            step_bits = torch.cat([queued_bits, step_bits.to(queued_bits.dtype)], dim=1)
+        conditioning = self._conditioning(step_sigmas, step_bits)
         for step, (sigma, sigma_next) in enumerate(zip(self.sigmas[:-1], self.sigmas[1:])):
             sigmas = sigma.expand(self.batch_size, 1)
-            if step == 0 and self._pending is not None:
+            if step == 0 and count:
                 # The queued frames go into the cache in this same pass, in front of the new frame.
-                queued, queued_sigmas, queued_bits = self._pending
-                count = queued.shape[1]
                 velocity = self._forward(
                     torch.cat([queued, latents], dim=1),
                     torch.cat([queued_sigmas.to(sigmas.dtype), sigmas], dim=1),
                     torch.cat([queued_bits, bits.to(queued_bits.dtype)], dim=1),
                     update=True,
                     cache_leading_frames=count,
+                    conditioning=conditioning.frames(0, count + 1),
                 )[:, count:]
                 self._pending = None
             else:
-                velocity = self._forward(latents, sigmas, bits, update=False)
+                step_conditioning = conditioning.frames(count + step, count + step + 1)
+                velocity = self._forward(latents, sigmas, bits, update=False, conditioning=step_conditioning)
             latents = self.pipe.scheduler.step_per_frame(
                 velocity, sigmas, latents, sigma_next.expand(self.batch_size, 1)
             ).prev_sample
