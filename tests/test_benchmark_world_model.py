@@ -160,28 +160,39 @@ def test_parts_select_what_runs_and_a_missing_vae_is_reported(tmp_path):
     assert "**VAE**: skipped" in (tmp_path / "b.md").read_text()
 
 
-def test_generation_is_timed_on_the_thread_count_generation_picks_and_on_every_core(
-    tiny_pipeline, tmp_path, monkeypatch
-):
-    """With no thread count from the user, a narrow model generates on 1 thread (the product's choice, marked auto)
-    and, beside it, on the full count; the cache part runs on generation's count, and the full count is restored."""
+def test_generation_and_the_neighbour_are_timed_tuned_and_at_each_thread_count(tiny_pipeline, tmp_path, monkeypatch):
+    """With no thread count from the user, generation runs at one thread, at every core, and under the
+    `ThreadTuner` the generating commands use (marked auto); the neighbour part measures each count alternating with
+    the neighbour paused, then the tuned session alone and beside it. The full count is restored afterwards."""
     for name in (runtime.THREADS_ENV, "OMP_NUM_THREADS"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(runtime, "default_num_threads", lambda: 2)
     results_path, doc = tmp_path / "results.json", tmp_path / "b.md"
-    argv = ["--pipeline", str(tiny_pipeline), "--quick", "--parts", "generation", "cache", "--steps", "1"]
+    argv = ["--pipeline", str(tiny_pipeline), "--quick", "--parts", "generation", "neighbour", "--steps", "1"]
     try:
         assert benchmark_world_model.main(argv + ["--out", str(doc), "--json", str(results_path)]) == 0
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(1)
     results = json.loads(results_path.read_text())
-    assert results["machine"]["generation_threads"] == 1 and results["machine"]["torch_threads"] == 2
+    assert results["machine"]["generation_threads"] == "tuned" and results["machine"]["torch_threads"] == 2
     rows = results["parts"]["generation"]["rows"]
-    assert {(row["dtype"], row["threads"]) for row in rows} == {("fp32", 1), ("fp32", 2), ("bf16", 1)}
-    assert [(row["dtype"], row["threads"]) for row in rows if row["auto"]] == [("fp32", 1)]
-    assert results["parts"]["generation"]["threads"] == 1
-    assert "| fp32 (auto) | 1 | 1 |" in doc.read_text() and "| fp32 | 2 | 1 |" in doc.read_text()
+    assert [(row["dtype"], row["threads"]) for row in rows] == [("fp32", 1), ("fp32", 2), ("fp32", "tuned"),
+                                                                ("bf16", "tuned")]  # fmt: skip
+    assert [(row["dtype"], row["threads"]) for row in rows if row["auto"]] == [("fp32", "tuned")]
+    assert all(row["chosen_threads"] in (1, 2) for row in rows if row["threads"] == "tuned")
+    neighbour = results["parts"]["neighbour"]
+    assert [(row["threads"], row["load"]) for row in neighbour["rows"]] == [
+        (count, load) for count in (1, 2, "tuned") for load in ("alone", "beside the neighbour")
+    ]
+    tuned = neighbour["rows"][-2:]
+    assert neighbour["threads"] == "tuned"
+    assert neighbour["ratio"] == pytest.approx(tuned[1]["frames_per_second"] / tuned[0]["frames_per_second"])
+    assert len(neighbour["neighbour"]["pids"]) == 3 and neighbour["neighbour"]["matmuls"] > 0
+    for pid in neighbour["neighbour"]["pids"]:
+        assert_gone(pid)
+    text = doc.read_text()
+    assert "| fp32 | 1 | 1 |" in text and "| fp32 | 2 | 1 |" in text and "| fp32 (auto) | tuned (kept " in text
 
 
 def test_sessions_part_times_both_steppers_interleaved_with_two_players(tmp_path, monkeypatch):

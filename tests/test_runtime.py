@@ -228,25 +228,6 @@ def test_configure_threads_sets_a_passive_wait_policy_and_the_threads(monkeypatc
         runtime.configure_threads(0)
 
 
-def test_generation_of_a_narrow_model_defaults_to_one_thread(monkeypatch, one_thread_after):
-    """A generating command passes the model's width: below `SHARED_THREADS_MIN_WIDTH` one thread unless the user
-    chose a count; a wide (or unknown) model gets one per physical core; the user's count always wins."""
-    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
-    monkeypatch.delenv(runtime.THREADS_ENV, raising=False)
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(runtime, "default_num_threads", lambda: 2)
-    narrow, wide = runtime.SHARED_THREADS_MIN_WIDTH - 128, runtime.SHARED_THREADS_MIN_WIDTH
-    assert runtime.default_generation_threads(narrow) == 1
-    assert runtime.default_generation_threads(wide) == 2 and runtime.default_generation_threads(None) == 2
-    assert runtime.configure_threads(model_width=narrow) == 1 and torch.get_num_threads() == 1
-    assert runtime.configure_threads(model_width=wide) == 2 and torch.get_num_threads() == 2
-    assert runtime.configure_threads() == 2 and runtime.user_thread_count() is None
-    assert runtime.configure_threads(2, model_width=narrow) == 2
-    monkeypatch.setenv("OMP_NUM_THREADS", "2")
-    assert runtime.user_thread_count() == 2
-    assert runtime.configure_threads(model_width=narrow) == 2 and torch.get_num_threads() == 2
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # The generate CLI and the app pass --dtype and --threads through
 # ---------------------------------------------------------------------------------------------------------------------
@@ -352,3 +333,60 @@ def test_app_picks_the_dtype_and_threads(tiny, loaded, fake_cpu, monkeypatch, on
     expected = [torch.float32, torch.float32, torch.bfloat16, torch.float32]
     assert [pipe.transformer.dtype for pipe in loaded] == expected
     assert torch.get_num_threads() == 2
+
+
+def test_thread_tuner_keeps_the_faster_count_and_changes_when_the_machine_does():
+    """Times each candidate, keeps the fastest; re-probes after `probe_every` frames or once the kept count slows
+    down (a neighbour started), and switches when another count is then faster."""
+    applied = []
+    speed = {1: 30.0, 2: 20.0}  # ms per frame at each count; changed below
+    now = [0.0]
+
+    def clock():
+        return now[0]
+
+    tuner = runtime.ThreadTuner([2, 1], probe_every=20, probe_frames=3, warmup=1, set_threads=applied.append,
+                                clock=clock)  # fmt: skip
+
+    def frames(n):
+        for _ in range(n):
+            with tuner.frame() as count:
+                now[0] += speed[count] / 1000
+
+    frames(8)  # the first probe: 1 + 3 frames at each count, the kept count last
+    assert tuner.chosen == 2 and tuner.current == 2 and tuner.switches == 1
+    frames(10)
+    assert applied[-1] == 2 and len(applied) == 18  # set before every frame
+    speed[2] = 45.0  # a neighbour: two threads now fight it for the cores
+    frames(3 + 8)  # the kept count's recent median passes 1.3x what it was: probe at once, and switch
+    assert tuner.chosen == 1 and tuner.switches == 2
+    speed[2] = 20.0  # the neighbour is gone: found at the next periodic probe
+    frames(20 + 8)
+    assert tuner.chosen == 2 and tuner.switches == 3
+
+    def frames_until(probing: bool) -> int:
+        count = 0
+        while tuner.probing != probing:
+            frames(1)
+            count += 1
+        return count
+
+    assert frames_until(True) <= 20 and frames_until(False) == 8  # a periodic probe that keeps the count...
+    assert tuner.switches == 3 and frames_until(True) == 40  # ...so the next one waits twice as long
+    assert runtime.ThreadTuner([3]).candidates == [3]
+    with pytest.raises(ValueError, match="candidates must be thread counts >= 1"):
+        runtime.ThreadTuner([0, 2])
+
+
+def test_generating_commands_tune_threads_unless_the_user_chose(monkeypatch):
+    for name in (runtime.THREADS_ENV, "OMP_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(runtime, "default_num_threads", lambda: 4)
+    assert runtime.generation_thread_tuner().candidates == [1, 4]
+    assert runtime.generation_thread_tuner(2) is None
+    assert runtime.user_thread_count() is None
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert runtime.user_thread_count() == 2 and runtime.generation_thread_tuner() is None
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setattr(runtime, "default_num_threads", lambda: 1)
+    assert runtime.generation_thread_tuner() is None

@@ -34,7 +34,7 @@ import torch
 
 from .actions import DOWN, LEFT, LP, RIGHT, UP, id_to_notation, id_to_notation_safe
 from .data.rounds import list_rounds, load_round
-from .pipelines.batching import SessionBatcher
+from .pipelines.batching import SessionBatcher, step_sessions
 from .visualization import compose_frames, write_video
 
 logger = logging.getLogger(__name__)
@@ -457,6 +457,7 @@ def build_demo(
     seed: int = 0,
     max_players: int = 16,
     batch_wait: float = 0.005,
+    thread_tuner=None,
 ):
     """The Gradio Blocks app. `launch(server_name="127.0.0.1", head=KEYBOARD_JS, css=CSS)` serves it.
     `num_inference_steps=None` samples with the pipeline's `default_inference_steps`.
@@ -465,7 +466,8 @@ def build_demo(
     pushes each frame to the page as it is made, under the held keys the page last sent. Up to `max_players` streams
     play at once (the stream event's concurrency limit; more wait in Gradio's queue), and the app's `SessionBatcher`
     (`demo.session_batcher`) steps the games that asked for a frame in one batched call, a request waiting at most
-    `batch_wait` seconds for the other players' requests."""
+    `batch_wait` seconds for the other players' requests. `thread_tuner` (a `runtime.ThreadTuner`, optional) picks the
+    torch threads of those batched ticks by timing them."""
     import gradio as gr
 
     if max_players < 1:
@@ -473,7 +475,9 @@ def build_demo(
     if not fps > 0:
         raise ValueError(f"fps must be > 0, got {fps}")
     clips = ClipFolder()
-    batcher = SessionBatcher(max_wait=batch_wait)
+    batcher = SessionBatcher(
+        max_wait=batch_wait, step=step_sessions if thread_tuner is None else thread_tuner.wrap(step_sessions)
+    )
     two_player = getattr(pipe, "num_players", 1) == 2
 
     def start(name: str, start_frame: float, mode: str = "keyboard", previous: PlaySession | None = None):

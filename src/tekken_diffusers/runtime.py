@@ -7,8 +7,12 @@ else fp32. fp16 is refused on a CPU (no native fp16 matmul there: ~200x slower).
 
 Threads: a process that takes one thread per logical CPU and lets idle OpenMP threads spin fights any neighbour
 process for the cores; docs/benchmarks.md measured 2 spinning threads at 50-100x slower than 1 on a busy CPU.
-`configure_threads` gives torch one thread per physical core this process may use, and makes idle OpenMP threads
-sleep (`OMP_WAIT_POLICY=PASSIVE`) unless the user chose otherwise.
+`configure_threads` gives torch one thread per physical core this process may use, and makes idle OpenMP threads of
+child processes sleep (`OMP_WAIT_POLICY=PASSIVE`) unless the user chose otherwise; training sets that policy before
+importing torch. The generating commands (generate, the play app) choose between one thread and one per core by
+timing their frames (`ThreadTuner`): on an idle CPU two briefly spinning threads are fastest, beside a busy neighbour
+one thread is, and sleeping (PASSIVE) threads are slower than one thread at these small ops, so those commands leave
+GNU OpenMP's default wait policy alone.
 
 Instruction-set limits: `ATEN_CPU_CAPABILITY`, `ONEDNN_MAX_CPU_ISA` (or `DNNL_MAX_CPU_ISA`) and
 `MKL_ENABLE_INSTRUCTIONS`, set before torch starts, make torch's own kernels, oneDNN and MKL run only the instructions
@@ -19,10 +23,13 @@ avx2`), and `native_bf16` then answers for the limited CPU: its bf16 flags are o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
 import os
-from collections.abc import Iterable
+import statistics
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -46,9 +53,9 @@ __all__ = [
     "bf16_isa_limit",
     "cpu_isa_limits",
     "resolve_mixed_precision",
-    "SHARED_THREADS_MIN_WIDTH",
-    "default_generation_threads",
     "user_thread_count",
+    "ThreadTuner",
+    "generation_thread_tuner",
 ]
 
 DTYPE_CHOICES = ("auto", "float32", "bfloat16")
@@ -63,12 +70,6 @@ NATIVE_BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 # avx512_bf16: the 256-wide `compact` model ran 1.08x slower in bf16 than in fp32 at 4 steps, while the 384-wide
 # `small` one ran 1.3x faster on a Zen 4 (docs/benchmarks.md).
 BF16_MIN_CPU_WIDTH = 384
-# Batch-1 generation on a CPU: below this transformer width one torch thread is the default. Each denoising pass is
-# ~1,500 small ops; with idle OpenMP threads asleep (the PASSIVE policy, for a fair share) every op's parallel region
-# must wake the second thread, which costs more than it saves. Measured on an AMD EPYC (2 cores, avx512_bf16), the
-# 256-wide shipped model, 4 steps, decode included (docs/benchmarks.md): PASSIVE 2 threads 20.0 frames/s alone and
-# 18.4 beside a busy neighbour; 1 thread 23.9 and 23.3; 2 spinning threads (policy unset) 28.1 alone, 13.4 beside it.
-SHARED_THREADS_MIN_WIDTH = 384
 # Environment variables that cap the instructions of torch's kernels (ATen), oneDNN (bf16 and conv kernels) and MKL
 # (fp32 matmuls); read when each library starts, so they must be set before torch is imported.
 ISA_LIMIT_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
@@ -300,22 +301,12 @@ def user_thread_count() -> int | None:
     return None
 
 
-def default_generation_threads(model_width: int | None) -> int:
-    """The thread count batch-1 generation gets when the user chose none: 1 for a transformer narrower than
-    `SHARED_THREADS_MIN_WIDTH` (its passes are too small to share between threads that sleep when idle), else
-    `default_num_threads()`. `model_width` None (unknown) gives `default_num_threads()`."""
-    if model_width is not None and model_width < SHARED_THREADS_MIN_WIDTH:
-        return 1
-    return default_num_threads()
-
-
-def configure_threads(threads: int | None = None, model_width: int | None = None) -> int:
+def configure_threads(threads: int | None = None) -> int:
     """Choose this process's CPU threads; call once at start-up, before the first heavy torch op.
 
     Sets `OMP_WAIT_POLICY=PASSIVE` in the environment unless the user set it (idle OpenMP threads sleep instead of
     spinning against a neighbour process), then torch's intra-op threads to, in order: `threads`,
-    `$TEKKEN_NUM_THREADS`, `$OMP_NUM_THREADS`, else `default_generation_threads(model_width)` when the process
-    generates with a model of known width (`model_width`), else `default_num_threads()`. Returns the thread count.
+    `$TEKKEN_NUM_THREADS`, `$OMP_NUM_THREADS`, `default_num_threads()`. Returns the thread count.
 
     GNU OpenMP (torch's CPU wheels on Linux) reads `OMP_WAIT_POLICY` once, when `import torch` loads it, so in a
     process that has already imported torch the policy set here reaches only child processes and Intel OpenMP builds:
@@ -326,9 +317,9 @@ def configure_threads(threads: int | None = None, model_width: int | None = None
     if "OMP_WAIT_POLICY" not in os.environ:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
         if _gnu_openmp_loaded():
-            logger.info(
-                "OMP_WAIT_POLICY was unset when torch loaded GNU OpenMP, so idle threads of this process spin between "
-                "ops; on a busy CPU start it with OMP_WAIT_POLICY=PASSIVE"
+            logger.debug(
+                "OMP_WAIT_POLICY was unset when torch loaded GNU OpenMP: idle threads of this process spin briefly "
+                "between ops (fast on an idle CPU; the generating commands drop to one thread when that is faster)"
             )
     source = "--threads"
     if threads is None:
@@ -336,9 +327,6 @@ def configure_threads(threads: int | None = None, model_width: int | None = None
             threads, source = _threads_from_env(name), name
             if threads is not None:
                 break
-    if threads is None and model_width is not None and model_width < SHARED_THREADS_MIN_WIDTH:
-        threads = default_generation_threads(model_width)
-        source = f"a {model_width}-wide model's batch-1 passes gain nothing from a second thread"
     if threads is None:
         threads, source = default_num_threads(), "physical cores available"
     torch.set_num_threads(threads)
@@ -360,7 +348,144 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
         "--threads",
         type=int,
         default=None,
-        help=f"torch CPU threads; when unset: ${THREADS_ENV}, else $OMP_NUM_THREADS, else 1 for a transformer "
-        f"narrower than {SHARED_THREADS_MIN_WIDTH} (its passes are too small to share), else one per physical core "
-        f"(at most {MAX_DEFAULT_THREADS})",
+        help=f"torch CPU threads; when unset: ${THREADS_ENV}, else $OMP_NUM_THREADS, else one thread or one per "
+        f"physical core (at most {MAX_DEFAULT_THREADS}), whichever makes frames faster, timed as they are made",
     )
+
+
+def generation_thread_tuner(threads: int | None = None) -> ThreadTuner | None:
+    """For a generating command: a [`ThreadTuner`] between one thread and one per physical core
+    (`default_num_threads()`), or None where the user chose a count (`threads`, `$TEKKEN_NUM_THREADS`,
+    `$OMP_NUM_THREADS`) or the process has one core."""
+    if threads is not None or user_thread_count() is not None:
+        return None
+    full = default_num_threads()
+    return ThreadTuner([1, full]) if full > 1 else None
+
+
+class ThreadTuner:
+    """
+    Picks torch's intra-op thread count for a loop of alike calls (the frames of a game) by timing them.
+
+    Which count is fastest depends on the moment, not only on the machine: on an idle 2-core CPU two threads made a
+    4-step frame of the shipped model 1.25x faster than one, while beside a busy 2-thread neighbour process one thread
+    was 1.3-1.5x faster than two (docs/benchmarks.md). So the tuner times a few frames at each candidate count, keeps
+    the fastest, and probes the others again after `probe_every` frames (twice as long after each probe that kept
+    the count, up to 8x), or at once when the frames it keeps get slower by `slowdown` than when it chose them (a
+    neighbour has started). Probing a slower count costs a few frames.
+
+    Use it where the frames are made: `torch.set_num_threads` acts on the calling thread's OpenMP team.
+
+    Args:
+        candidates (`Sequence[int]`): Thread counts to choose from (e.g. `(1, default_num_threads())`).
+        probe_every (`int`, defaults to 60): Frames at the chosen count before the next probe (doubling while probes
+            keep the count, back to this after a switch).
+        probe_frames (`int`, defaults to 6): Timed frames per candidate in a probe (after `warmup` untimed ones).
+        warmup (`int`, defaults to 1): Frames after each switch that are not timed.
+        slowdown (`float`, defaults to 1.3): Probe early once the chosen count's recent median is this much slower
+            than when it was chosen.
+        set_threads (`Callable[[int], None]`, defaults to `torch.set_num_threads`): How a count is applied (tests).
+        clock (`Callable[[], float]`, defaults to `time.perf_counter`): The clock (tests).
+
+    Example:
+        ```py
+        >>> tuner = ThreadTuner([1, 2])
+        >>> for action in actions:
+        ...     with tuner.frame():
+        ...         frame = session.step(action)
+        ```
+    """
+
+    def __init__(
+        self,
+        candidates: Sequence[int],
+        probe_every: int = 60,
+        probe_frames: int = 6,
+        warmup: int = 1,
+        slowdown: float = 1.3,
+        set_threads: Callable[[int], None] | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ):
+        self.candidates = sorted({int(c) for c in candidates})
+        if not self.candidates or self.candidates[0] < 1:
+            raise ValueError(f"candidates must be thread counts >= 1, got {list(candidates)}")
+        if probe_every < 1 or probe_frames < 1 or warmup < 0 or slowdown <= 1:
+            raise ValueError("probe_every and probe_frames must be >= 1, warmup >= 0 and slowdown > 1")
+        self.probe_every, self.probe_frames, self.warmup, self.slowdown = probe_every, probe_frames, warmup, slowdown
+        self._set_threads = set_threads or torch.set_num_threads
+        self._clock = clock
+        self.chosen = self.candidates[0]
+        self._chosen_median: float | None = None
+        self._recent: list[float] = []  # the chosen count's latest frame times
+        self._since_probe = 0
+        self._interval = probe_every
+        self._plan: list[tuple[int, bool]] = []  # (count, timed) for the frames ahead
+        self._probe: dict[int, list[float]] = {}
+        self.switches = 0
+        self._start_probe()
+
+    def _start_probe(self) -> None:
+        """Plan a probe: each candidate (the chosen one last, so it continues) for warmup + timed frames."""
+        order = [c for c in self.candidates if c != self.chosen] + [self.chosen]
+        self._plan = [(c, timed) for c in order for timed in [False] * self.warmup + [True] * self.probe_frames]
+        self._probe = {c: [] for c in self.candidates}
+
+    def _finish_probe(self) -> None:
+        medians = {c: statistics.median(times) for c, times in self._probe.items() if times}
+        best = min(medians, key=medians.get)
+        self._interval = self.probe_every if best != self.chosen else min(2 * self._interval, 8 * self.probe_every)
+        if best != self.chosen:
+            self.switches += 1
+            logger.info(
+                "threads: %d (%.1f ms per frame) instead of %d (%.1f ms)",
+                best, medians[best] * 1e3, self.chosen, medians[self.chosen] * 1e3,
+            )  # fmt: skip
+        self.chosen, self._chosen_median = best, medians[best]
+        self._recent, self._since_probe = [], 0
+
+    @property
+    def probing(self) -> bool:
+        """Whether the next frames try the candidate counts (a probe is running)."""
+        return bool(self._plan)
+
+    @property
+    def current(self) -> int:
+        """The thread count of the next frame."""
+        return self._plan[0][0] if self._plan else self.chosen
+
+    @contextlib.contextmanager
+    def frame(self) -> Iterator[int]:
+        """Run one frame at the count the tuner picks for it, and time it."""
+        count = self.current
+        self._set_threads(count)  # every frame: other code may have changed the count in between (a few µs)
+        started = self._clock()
+        yield count
+        self.record(count, self._clock() - started)
+
+    def wrap(self, function: Callable) -> Callable:
+        """`function`, each call run as one frame (`frame()`): e.g. the play app's batched tick."""
+
+        def tuned(*args, **kwargs):
+            with self.frame():
+                return function(*args, **kwargs)
+
+        return tuned
+
+    def record(self, count: int, seconds: float) -> None:
+        """Account a frame made at `count` threads in `seconds` (what `frame()` does after each frame)."""
+        if self._plan:
+            planned, timed = self._plan.pop(0)
+            if timed and planned == count:
+                self._probe[count].append(seconds)
+            if not self._plan:
+                self._finish_probe()
+            return
+        self._recent = (self._recent + [seconds])[-self.probe_frames :]
+        self._since_probe += 1
+        slower = (
+            len(self._recent) == self.probe_frames
+            and self._chosen_median is not None
+            and statistics.median(self._recent) > self.slowdown * self._chosen_median
+        )
+        if len(self.candidates) > 1 and (self._since_probe >= self._interval or slower):
+            self._start_probe()

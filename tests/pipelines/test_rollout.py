@@ -218,6 +218,7 @@ def test_a_frame_embeds_its_conditions_once_for_all_its_denoising_passes(monkeyp
     assert len(conditions) == 5 and not modulations
     for hook in hooks:
         hook.remove()
+
     class EachPassEmbedsItsOwn:
         def frames(self, start, stop):
             return None  # forward(conditioning=None): the pass embeds its own

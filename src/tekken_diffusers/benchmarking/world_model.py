@@ -164,22 +164,51 @@ def require_positive(part: str, rows: list[dict], fields: tuple[str, ...]) -> No
 # ---------------------------------------------------------------------------------------------------------------------
 # The parts
 # ---------------------------------------------------------------------------------------------------------------------
+def _switch(*calls: Callable[[], object]) -> None:
+    """Run `calls` in order (the untimed preparation of a timed frame)."""
+    for call in calls:
+        call()
+
+
+class _TunedSession:
+    """A session whose `step` runs under a `ThreadTuner` (what the generating commands do)."""
+
+    def __init__(self, session, tuner):
+        self.step = tuner.wrap(session.step)
+
+
 def measure_generation(
-    pipes: Pipelines, auto: torch.dtype, settings: dict, game_fps: float, threads: Sequence[int] | None = None
+    pipes: Pipelines,
+    auto: torch.dtype,
+    settings: dict,
+    game_fps: float,
+    threads: Sequence[int] | None = None,
+    tune: bool = False,
 ) -> dict:
-    """ms/frame (p50, p95) and frames/s of `session.step` at batch 1, decode included, for each step count, in the
-    dtype `auto` picks and in the other one; in the dtype `auto` picks also at every other thread count of `threads`
-    (the first is the one generation picks); all configurations interleaved. torch's thread count is restored."""
+    """ms/frame (p50, p95) and frames/s of `session.step` at batch 1, decode included, for each step count: in the
+    dtype `auto` picks at every thread count of `threads` and, with `tune`, under a `ThreadTuner` choosing among them
+    (the generating commands' default, marked auto); in the other dtype as the default runs. All configurations are
+    interleaved; torch's thread count is restored."""
+    from ..runtime import ThreadTuner
+
     before = torch.get_num_threads()
     threads = list(threads or [before])
+    default = "tuned" if tune else threads[0]
     other = torch.bfloat16 if auto == torch.float32 else torch.float32
-    cases, keys = {}, []
-    for dtype, count in [(auto, count) for count in threads] + [(other, threads[0])]:
+    configs = [(auto, count) for count in threads] + ([(auto, "tuned")] if tune else []) + [(other, default)]
+    cases, keys, tuners = {}, [], {}
+    for dtype, count in configs:
         pipe = pipes.get(dtype)
         for steps in settings["steps"]:
             key = f"{DTYPE_NAMES[dtype]} {count} {steps}"
             session = start_session(pipe, 8, steps, decode=True)
-            cases[key] = stepper(session, Inputs(input_players(pipe)), before=partial(torch.set_num_threads, count))
+            if count == "tuned":
+                tuners[key] = ThreadTuner(threads)
+                cases[key] = stepper(_TunedSession(session, tuners[key]), Inputs(input_players(pipe)))
+            else:
+                cases[key] = stepper(
+                    session, Inputs(input_players(pipe)), before=partial(torch.set_num_threads, count)
+                )
             keys.append((key, dtype, count, steps))
     try:
         times = interleaved_times(
@@ -192,20 +221,24 @@ def measure_generation(
     finally:
         torch.set_num_threads(before)
     require_times("generation", times)
-    rows = [
-        {"dtype": DTYPE_NAMES[dtype], "threads": count, "auto": dtype == auto and count == threads[0],
-         "steps": steps, **rate_row(times[key], game_fps)}
-        for key, dtype, count, steps in keys
-    ]  # fmt: skip
+    rows = []
+    for key, dtype, count, steps in keys:
+        row = {"dtype": DTYPE_NAMES[dtype], "threads": count, "auto": dtype == auto and count == default,
+               "steps": steps, **rate_row(times[key], game_fps)}  # fmt: skip
+        if key in tuners:
+            row["chosen_threads"], row["switches"] = tuners[key].chosen, tuners[key].switches
+        rows.append(row)
     for row in rows:
         logger.info(
-            "generation %s, %d threads, %d steps: %.1f ms p50, %.1f ms p95, %.1f frames/s",
+            "generation %s, %s threads, %d steps: %.1f ms p50, %.1f ms p95, %.1f frames/s%s",
             row["dtype"], row["threads"], row["steps"], row["ms_p50"], row["ms_p95"], row["frames_per_second"],
+            f" (kept {row['chosen_threads']})" if "chosen_threads" in row else "",
         )  # fmt: skip
     require_positive("generation", rows, ("ms_p50", "ms_p95", "frames_per_second"))
     return {
         "auto_dtype": DTYPE_NAMES[auto],
-        "threads": threads[0],
+        "threads": default,
+        "thread_candidates": threads,
         "context_frames": 8,
         "decode": pipes.get(auto).vae is not None,
         "rows": rows,
@@ -269,55 +302,103 @@ def measure_cache(pipe, settings: dict) -> dict:
     }
 
 
-def measure_neighbour(pipe, settings: dict, game_fps: float, neighbour_threads: int | None = None) -> dict:
-    """Generation (reference steps, decode included, this process's torch threads) with and without a neighbour
-    process that runs an fp32 matmul loop on `neighbour_threads` threads (default: as many as this process). The
-    neighbour is started here and stopped (and reaped) before returning, whatever happens; where it can be paused
-    (SIGSTOP) loaded and unloaded rounds alternate."""
-    threads = torch.get_num_threads()
-    neighbour_threads = neighbour_threads or threads
+def measure_neighbour(
+    pipe,
+    settings: dict,
+    game_fps: float,
+    neighbour_threads: int | None = None,
+    threads: Sequence[int] | None = None,
+    tune: bool = False,
+) -> dict:
+    """Generation (reference steps, decode included) with and without a neighbour process that runs an fp32 matmul
+    loop on `neighbour_threads` threads (default: the most of `threads`).
+
+    At each thread count of `threads` (default: this process's), loaded and unloaded rounds alternate, the neighbour
+    paused (SIGSTOP) in the rounds alone. With `tune`, a session stepped by a `ThreadTuner` over `threads` (the
+    generating commands' default) then plays `frames` frames alone and `frames` beside the neighbour, in that order,
+    as a player would meet it: its adaptation (probes, a switch) is inside the loaded figure. The neighbour is started
+    here and stopped (and reaped) before returning, whatever happens. `ratio` is the default's loaded / alone rate."""
+    from ..runtime import ThreadTuner
+
+    before = torch.get_num_threads()
+    counts = list(threads or [before])
+    neighbour_threads = neighbour_threads or max(counts)
     steps = settings["reference_steps"]
-    session = start_session(pipe, 8, steps, decode=True)
-    inputs = Inputs(input_players(pipe))
     rounds = max(1, settings["frames"] // settings["round_frames"])
     timing = dict(per_round=settings["round_frames"], warmup=warmup_frames(pipe), desc="neighbour")
+    pausable = NeighbourLoad.can_pause()
     # The neighbour also stops by itself when this process exits, or after an hour (a safety net): the part takes
     # seconds to minutes.
-    neighbour = NeighbourLoad(neighbour_threads, size=settings["neighbour_size"], lifetime=3600.0)
-    if NeighbourLoad.can_pause():
-        with neighbour:
-            cases = {
-                "unloaded": stepper(session, inputs, before=neighbour.pause),
-                "loaded": stepper(session, inputs, before=neighbour.resume),
-            }
-            times = interleaved_times(cases, rounds, **timing)
-        method = "alternating rounds, the neighbour paused (SIGSTOP) in the rounds alone"
-    else:  # no SIGSTOP (Windows): alone first, then beside the neighbour
-        times = interleaved_times({"unloaded": stepper(session, inputs)}, rounds, **timing)
-        with neighbour:
-            times |= interleaved_times({"loaded": stepper(session, inputs)}, rounds, **timing)
-        method = "alone first, then beside the neighbour (this system cannot pause a process)"
-    require_times("neighbour", times)
-    if neighbour.ended_early:
+    used: list[NeighbourLoad] = []
+
+    def fresh() -> NeighbourLoad:  # one neighbour process per phase
+        used.append(NeighbourLoad(neighbour_threads, size=settings["neighbour_size"], lifetime=3600.0))
+        return used[-1]
+
+    rows = []
+
+    def add(count, times: dict[str, list[float]]) -> None:
+        require_times("neighbour", times)
+        for load, key in (("alone", "unloaded"), ("beside the neighbour", "loaded")):
+            rows.append({"threads": count, "load": load, **rate_row(times[key], game_fps)})
+
+    try:
+        for count in counts:
+            session, inputs = start_session(pipe, 8, steps, decode=True), Inputs(input_players(pipe))
+            threads_now = partial(torch.set_num_threads, count)
+            neighbour = fresh()
+            if pausable:
+                with neighbour:
+                    cases = {
+                        "unloaded": stepper(session, inputs, before=partial(_switch, neighbour.pause, threads_now)),
+                        "loaded": stepper(session, inputs, before=partial(_switch, neighbour.resume, threads_now)),
+                    }
+                    add(count, interleaved_times(cases, rounds, **timing))
+            else:  # no SIGSTOP (Windows): alone first, then beside the neighbour
+                alone, loaded = (stepper(session, inputs, before=threads_now) for _ in range(2))
+                times = interleaved_times({"unloaded": alone}, rounds, **timing)
+                with neighbour:
+                    times |= interleaved_times({"loaded": loaded}, rounds, **timing)
+                add(count, times)
+        if tune:
+            tuner = ThreadTuner(counts)
+            tuned = stepper(
+                _TunedSession(start_session(pipe, 8, steps, decode=True), tuner), Inputs(input_players(pipe))
+            )
+            frames = rounds * settings["round_frames"]
+            times = interleaved_times({"unloaded": tuned}, 1, frames, warmup=timing["warmup"], desc="neighbour")
+            alone_threads = tuner.chosen
+            with fresh():
+                times |= interleaved_times({"loaded": tuned}, 1, frames, warmup=0, desc="neighbour")
+            add("tuned", times)
+            rows[-2]["chosen_threads"], rows[-1]["chosen_threads"] = alone_threads, tuner.chosen
+    finally:
+        torch.set_num_threads(before)
+    if any(neighbour.ended_early for neighbour in used):
         raise RuntimeError("benchmark part 'neighbour': the neighbour process ended before the measurement did")
-    loaded, unloaded = rate_row(times["loaded"], game_fps), rate_row(times["unloaded"], game_fps)
+    default = "tuned" if tune else counts[0]
+    neighbour = used[-1]
+    matmuls = None if any(n.matmuls is None for n in used) else sum(n.matmuls for n in used)
+    unloaded, loaded = [row for row in rows if row["threads"] == default]
     result = {
         "dtype": DTYPE_NAMES[pipe.transformer.dtype],
         "steps": steps,
-        "threads": threads,
+        "threads": default,
         "neighbour": {"pid": neighbour.pid, "threads": neighbour_threads, "matmul_size": neighbour.size,
-                      "matmuls": neighbour.matmuls, "exit_code": neighbour.process.returncode},
-        "method": method,
-        "rows": [{"load": "alone", **unloaded}, {"load": "beside the neighbour", **loaded}],
+                      "matmuls": matmuls, "exit_code": neighbour.process.returncode,
+                      "pids": [n.pid for n in used]},
+        "method": ("alternating rounds at each thread count, the neighbour paused (SIGSTOP) in the rounds alone"
+                   if pausable else "alone first, then beside the neighbour (this system cannot pause a process)")
+                  + ("; the tuned session alone, then beside it" if tune else ""),
+        "rows": rows,
         "ratio": loaded["frames_per_second"] / unloaded["frames_per_second"],
     }  # fmt: skip
-    logger.info(
-        "neighbour: %.1f frames/s alone, %.1f beside it (%.2fx); it did %s matmuls",
-        unloaded["frames_per_second"], loaded["frames_per_second"], result["ratio"], neighbour.matmuls,
-    )  # fmt: skip
+    for row in rows:
+        logger.info("neighbour, %s threads, %s: %.1f frames/s", row["threads"], row["load"], row["frames_per_second"])
+    logger.info("neighbour: the default (%s threads) keeps %.2fx of its rate alone", default, result["ratio"])
     require_positive("neighbour", result["rows"], ("ms_p50", "frames_per_second"))
     require_positive("neighbour", [result], ("ratio",))
-    if neighbour.matmuls == 0:  # None where the system cannot ask it to report (Windows)
+    if matmuls == 0:  # None where the system cannot ask it to report (Windows)
         raise RuntimeError("benchmark part 'neighbour': the neighbour process did no work")
     return result
 
@@ -395,6 +476,7 @@ def measure_sessions(pipe, settings: dict) -> dict:
         "dtype": DTYPE_NAMES[pipe.transformer.dtype],
         "steps": steps,
         "steppers": list(SESSION_STEPPERS),
+        "threads": torch.get_num_threads(),
         "rows": rows,
     }
 

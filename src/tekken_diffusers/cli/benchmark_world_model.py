@@ -47,7 +47,6 @@ from ..runtime import (
     CPU_ISA_LIMITS,
     configure_threads,
     cpu_isa_limits,
-    default_generation_threads,
     resolve_dtype,
     user_thread_count,
 )
@@ -253,8 +252,8 @@ def markdown(results: dict) -> str:
         "",
         f"`{results['command']}` ({machine['date'][:10]}; {machine['cpu']}, {machine['machine']}, "
         f"{machine['logical_cpus']} logical CPUs; {flags}; torch {machine['torch']}, {machine['torch_threads']} torch "
-        f"threads ({machine.get('generation_threads', machine['torch_threads'])} in generation, the cache, the "
-        "neighbour and the sessions parts, as the generating commands pick for this model), "
+        f"threads (in generation: {machine.get('generation_threads', machine['torch_threads'])}, as the "
+        "generating commands pick), "
         f"OMP_WAIT_POLICY={machine['omp_wait_policy']}; load average {load(machine['load_average'])} "
         f"before and {load(results['load_average_after'])} after). Measured matmul ceilings ({ceilings['size']}² "
         f"square, median of {ceilings['repeats']}): fp32 {rate(ceilings['fp32'])} GFLOP/s, bf16 "
@@ -276,8 +275,8 @@ def markdown(results: dict) -> str:
             "",
             markdown_table(
                 ("precision", "torch threads", "steps", "ms/frame p50", "ms/frame p95", "frames/s", "× real time"),
-                [(f"{r['dtype']}{' (auto)' if r['auto'] else ''}", r.get("threads", machine["torch_threads"]),
-                  r["steps"], f"{r['ms_p50']:.1f}",
+                [(f"{r['dtype']}{' (auto)' if r['auto'] else ''}", thread_label(r, machine), r["steps"],
+                  f"{r['ms_p50']:.1f}",
                   f"{r['ms_p95']:.1f}", f"{r['frames_per_second']:.1f}", f"{r['x_real_time']:.2f}")
                  for r in part["rows"]],
             ),
@@ -308,16 +307,17 @@ def markdown(results: dict) -> str:
             f"**{part['ratio']:.2f}×** the frames/s.",
             "",
             markdown_table(
-                ("load", "ms/frame p50", "ms/frame p95", "frames/s", "× real time"),
-                [(r["load"], f"{r['ms_p50']:.1f}", f"{r['ms_p95']:.1f}", f"{r['frames_per_second']:.1f}",
-                  f"{r['x_real_time']:.2f}") for r in part["rows"]],
+                ("torch threads", "load", "ms/frame p50", "ms/frame p95", "frames/s", "× real time"),
+                [(thread_label(r, machine), r["load"], f"{r['ms_p50']:.1f}", f"{r['ms_p95']:.1f}",
+                  f"{r['frames_per_second']:.1f}", f"{r['x_real_time']:.2f}") for r in part["rows"]],
             ),
         ]  # fmt: skip
     if "sessions" in parts:
         part = parts["sessions"]
         lines += [
             "",
-            f"**Concurrent sessions** ({part['dtype']}, {part['steps']} steps, decode included): N sessions in one "
+            f"**Concurrent sessions** ({part['dtype']}, {part['steps']} steps, "
+            f"{part.get('threads', machine['torch_threads'])} torch thread(s), decode included): N sessions in one "
             "process, one frame each per tick, stepped two ways in the same run, interleaved: round-robin (one "
             "`session.step` after another: N forwards per denoising step) and batched (`step_sessions`: one forward "
             "of batch N per denoising step and one VAE call, as the demo app steps its players). Forwards per tick "
@@ -410,6 +410,14 @@ def restart_with_isa_limit(cpu_isa: str, argv: list[str]) -> int | None:
 # ---------------------------------------------------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------------------------------------------------
+def thread_label(row: dict, machine: dict) -> str:
+    """A row's thread count for the tables: a number, or "tuned (kept N)" for a `ThreadTuner`'s."""
+    threads = row.get("threads", machine["torch_threads"])
+    if threads == "tuned" and "chosen_threads" in row:
+        return f"tuned (kept {row['chosen_threads']})"
+    return str(threads)
+
+
 @contextlib.contextmanager
 def torch_threads(count: int):
     """torch's intra-op threads set to `count` inside the block, restored after it."""
@@ -431,15 +439,14 @@ def run(args: argparse.Namespace, settings: dict, folder: str, source: str, comm
 
     width = transformer_width(folder)
     auto = resolve_dtype("auto", "cpu", model_width=width)
-    # Threads: training, the loader and the VAE parts run on the count every command picks (`full_threads`);
-    # generation, the cache, the neighbour and the sessions on the count the generating commands pick for this model
-    # (`runtime.default_generation_threads`), and generation also on the full count beside it, unless the user chose.
+    # Threads: training, the loader, the VAE and the cache parts run on the count every command picks
+    # (`full_threads`). Unless the user chose a count, the generating commands pick between one thread and that count
+    # by timing (`runtime.ThreadTuner`): generation and the neighbour part then run at each candidate and tuned, the
+    # sessions part at one thread (the app's tuner picks per tick; the table compares the steppers).
     full_threads = torch.get_num_threads()
-    if args.threads is not None or user_thread_count():
-        generation_threads = [full_threads]
-    else:
-        generation_threads = list(dict.fromkeys([default_generation_threads(width), full_threads]))
-    machine["generation_threads"] = generation_threads[0]
+    tune = args.threads is None and user_thread_count() is None and full_threads > 1
+    generation_threads = sorted({1, full_threads}) if tune else [full_threads]
+    machine["generation_threads"] = "tuned" if tune else full_threads
     pipe = pipes.get(auto)
     config = pipe.transformer.config
     model = {
@@ -458,13 +465,15 @@ def run(args: argparse.Namespace, settings: dict, folder: str, source: str, comm
         logger.info("part: %s", name)
         started = time.perf_counter()
         if name == "generation":
-            parts[name] = measure_generation(pipes, auto, settings, args.game_fps, threads=generation_threads)
+            parts[name] = measure_generation(
+                pipes, auto, settings, args.game_fps, threads=generation_threads, tune=tune
+            )
         elif name == "cache":
-            with torch_threads(generation_threads[0]):
-                parts[name] = measure_cache(pipe, settings)
-        elif name == "neighbour":
-            with torch_threads(generation_threads[0]):  # the neighbour takes every core the full count has
-                parts[name] = measure_neighbour(pipe, settings, args.game_fps, neighbour_threads=full_threads)
+            parts[name] = measure_cache(pipe, settings)
+        elif name == "neighbour":  # the neighbour takes every core the full count has
+            parts[name] = measure_neighbour(
+                pipe, settings, args.game_fps, full_threads, threads=generation_threads, tune=tune
+            )
         elif name == "sessions":
             with torch_threads(generation_threads[0]):
                 parts[name] = measure_sessions(pipe, settings)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..runtime import DTYPE_CHOICES, add_runtime_arguments, configure_threads, resolve_dtype
+from ..runtime import DTYPE_CHOICES, add_runtime_arguments, configure_threads, generation_thread_tuner, resolve_dtype
 from . import setup_logging, transformer_width
 
 # Frames composed and written per chunk: the video streams to disk, so memory does not grow with --frames.
@@ -126,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     _check_args(parser, args)
     setup_logging()
     try:
-        # before the first heavy torch op starts the thread pool; a small model generates on one thread
-        configure_threads(args.threads, model_width=transformer_width(args.pipeline))
+        # before the first heavy torch op starts the thread pool (generation then picks by timing, below)
+        configure_threads(args.threads)
     except ValueError as error:
         parser.error(str(error))
     import torch
@@ -233,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     show_recorded = not args.no_ground_truth and round_.num_frames >= end + len(actions)
     titles = ["generated", "recorded"] if show_recorded else ["generated"]
     started = time.perf_counter()
+    # One thread or one per core, whichever makes frames faster now (runtime.ThreadTuner), unless the user chose.
+    tuner = generation_thread_tuner(args.threads)
+    step = session.step if tuner is None else tuner.wrap(session.step)
 
     def chunks():
         progress = tqdm(total=len(actions), unit="frame", desc="generating")
@@ -240,9 +243,9 @@ def main(argv: list[str] | None = None) -> int:
             inputs = actions[first : first + VIDEO_CHUNK]
             inputs_p2 = None if actions_p2 is None else actions_p2[first : first + VIDEO_CHUNK]
             if inputs_p2 is None:
-                frames = np.stack([session.step(int(action)) for action in inputs])  # (n, H, W, 3) in [0, 1]
+                frames = np.stack([step(int(action)) for action in inputs])  # (n, H, W, 3) in [0, 1]
             else:
-                frames = np.stack([session.step(int(a), int(b)) for a, b in zip(inputs, inputs_p2)])
+                frames = np.stack([step(int(a), int(b)) for a, b in zip(inputs, inputs_p2)])
             progress.update(len(inputs))
             streams = [(frames * 255).round().astype(np.uint8).transpose(0, 3, 1, 2)]  # (n, 3, H, W)
             if show_recorded:
@@ -255,8 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     path = write_video(args.out, chunks(), fps=fps)
     seconds = time.perf_counter() - started
     logger.info(
-        "%d frames in %.1f s (%.2f frames/s, %d steps, video included)",
+        "%d frames in %.1f s (%.2f frames/s, %d steps, video included%s)",
         len(actions), seconds, len(actions) / seconds, session.rollout.num_inference_steps,
+        "" if tuner is None else f"; {tuner.chosen} torch thread(s) chosen by timing",
     )  # fmt: skip
     logger.info("wrote %s", path)
     return 0

@@ -8,7 +8,7 @@ import argparse
 import torch
 
 from .. import demo as play_page
-from ..runtime import add_runtime_arguments, configure_threads, resolve_dtype
+from ..runtime import add_runtime_arguments, configure_threads, generation_thread_tuner, resolve_dtype
 from . import setup_logging, transformer_width
 
 
@@ -60,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         parser.error(f"--dtype {args.dtype}: {error}")
     try:
-        # before the first heavy torch op starts the thread pool; a small model plays on one thread
-        configure_threads(args.threads, model_width=transformer_width(args.pipeline))
+        # before the first heavy torch op starts the thread pool (the app's ticks then pick by timing)
+        configure_threads(args.threads)
     except ValueError as error:
         parser.error(str(error))
     from ..pipelines import TekkenWorldModelPipeline
@@ -85,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         max_players=args.max_users,
         batch_wait=args.batch_wait_ms / 1000,
+        # one thread or one per core for the batched ticks, whichever is faster now, unless the user chose
+        thread_tuner=generation_thread_tuner(args.threads),
     )
     # The games' streams run `--max-users` at once (the stream event's own limit), the held keys' updates without a
     # limit; start/reset/download run two at a time. No bound on the queue: a player beyond the limit waits for a
