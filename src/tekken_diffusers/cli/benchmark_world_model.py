@@ -418,17 +418,6 @@ def thread_label(row: dict, machine: dict) -> str:
     return str(threads)
 
 
-@contextlib.contextmanager
-def torch_threads(count: int):
-    """torch's intra-op threads set to `count` inside the block, restored after it."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def run(args: argparse.Namespace, settings: dict, folder: str, source: str, command: str, wait_policy: str):
     pipes = Pipelines(folder)
     machine = machine_info(wait_policy)
@@ -441,8 +430,7 @@ def run(args: argparse.Namespace, settings: dict, folder: str, source: str, comm
     auto = resolve_dtype("auto", "cpu", model_width=width)
     # Threads: training, the loader, the VAE and the cache parts run on the count every command picks
     # (`full_threads`). Unless the user chose a count, the generating commands pick between one thread and that count
-    # by timing (`runtime.ThreadTuner`): generation and the neighbour part then run at each candidate and tuned, the
-    # sessions part at one thread (the app's tuner picks per tick; the table compares the steppers).
+    # by timing (`runtime.ThreadTuner`): generation and the neighbour part then run at each candidate and tuned.
     full_threads = torch.get_num_threads()
     tune = args.threads is None and user_thread_count() is None and full_threads > 1
     generation_threads = sorted({1, full_threads}) if tune else [full_threads]
@@ -474,9 +462,8 @@ def run(args: argparse.Namespace, settings: dict, folder: str, source: str, comm
             parts[name] = measure_neighbour(
                 pipe, settings, args.game_fps, full_threads, threads=generation_threads, tune=tune
             )
-        elif name == "sessions":
-            with torch_threads(generation_threads[0]):
-                parts[name] = measure_sessions(pipe, settings)
+        elif name == "sessions":  # on every core: the app's tuner keeps that count where it is faster
+            parts[name] = measure_sessions(pipe, settings)
         elif name == "training":
             parts[name] = measure_training(pipes.get(torch.float32).transformer, ceilings, settings)
         elif name == "loader":
