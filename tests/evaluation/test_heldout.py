@@ -217,3 +217,30 @@ def test_evaluate_command_samples_each_window_several_times(tmp_path, monkeypatc
     with pytest.raises(SystemExit) as exit_info:
         evaluate.main([*argv, "--samples", "0", "--out", str(tmp_path / "bad.json")])
     assert exit_info.value.code == 2
+
+
+def test_evaluate_command_computes_in_the_dtype_asked(tmp_path, monkeypatch):
+    """`--dtype bfloat16` evaluates the transformer in bf16 (the VAE stays fp32); float32 is the default."""
+    import tekken_diffusers.cli.evaluate_world_model as evaluate
+    from tekken_diffusers.pipelines.random_pipeline import build_random_pipeline
+
+    build_random_pipeline().save_pretrained(tmp_path / "pipe")
+    for index in range(2):
+        save_round(tmp_path / "rounds" / f"round_{index:04d}.npz", make_round(20, size=(8, 8), seed=index))
+    seen = []
+    rollout_latents = evaluate.rollout_latents
+
+    def recording_rollout(pipe, *args, **kwargs):
+        seen.append((pipe.transformer.dtype, pipe.vae.dtype))
+        return rollout_latents(pipe, *args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "rollout_latents", recording_rollout)
+    argv = ["--pipeline", str(tmp_path / "pipe"), "--rounds", str(tmp_path / "rounds"), "--windows", "2",
+            "--context-frames", "3", "--frames", "3", "--teacher-forced-steps", "1", "--steps", "1",
+            "--health-frames", "0", "--no-docs"]  # fmt: skip
+    for dtype, expected in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
+        seen.clear()
+        out = tmp_path / f"eval-{dtype}.json"
+        assert evaluate.main([*argv, "--dtype", dtype, "--out", str(out)]) == 0
+        assert seen and all(found == (expected, torch.float32) for found in seen)
+        assert json.loads(out.read_text())["dtype"] == dtype

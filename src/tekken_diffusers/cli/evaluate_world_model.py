@@ -123,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
         "eight goes unseen in two)",
     )
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16"],
+        help="the transformer's compute dtype (float32: the reference every figure in docs/evaluation.md uses)",
+    )
     parser.add_argument("--out", default=None, help="JSON output (default: outputs/eval-<pipeline name>.json)")
     parser.add_argument("--docs", default="docs/evaluation.md", help="markdown file whose section is replaced")
     parser.add_argument("--no-docs", action="store_true", help="do not touch the markdown file")
@@ -150,7 +156,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if not (Path(args.pipeline) / "model_index.json").is_file():
         parser.error(f"--pipeline {args.pipeline}: not a pipeline folder (no model_index.json)")
-    pipe = TekkenWorldModelPipeline.from_pretrained(args.pipeline)
+    import torch
+
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
+    pipe = TekkenWorldModelPipeline.from_pretrained(
+        args.pipeline, dtype={"transformer": dtype, "default": torch.float32}
+    )
     pipe.set_progress_bar_config(disable=True)
     if args.shift is not None:
         pipe.scheduler.set_shift(args.shift)
@@ -208,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         "pipeline": args.pipeline, "rounds": args.rounds, "windows": window_count,
         "samples_per_window": args.samples, "context_frames": context,
         "generated_frames": count, "steps": args.steps, "cpu": _cpu_name(), "torch_threads": torch.get_num_threads(),
+        "dtype": args.dtype,
         "context_noise": args.context_noise if args.context_noise is not None else pipe.scheduler.config.context_noise,
         "shift": pipe.scheduler.shift,
         "guidance_scale": guidance,
