@@ -33,6 +33,31 @@ def test_custom_sigmas_and_dynamic_shift_match_diffusers():
         assert torch.equal(ours.sigmas, theirs.sigmas), config
 
 
+def test_the_last_sigma_depends_on_the_shift_the_scheduler_was_built_with_unless_the_grid_is_pinned():
+    """diffusers builds the grid with `shift` and shifts the schedule again, so `set_shift` alone does not give the
+    schedule of a scheduler built with that shift; `sigma_grid_shift` pins the grid, and then it does."""
+    built_with_16 = TekkenFlowMatchScheduler(shift=16.0)
+    set_to_16 = TekkenFlowMatchScheduler(shift=3.0)
+    set_to_16.set_shift(16.0)
+    for scheduler in (built_with_16, set_to_16):
+        scheduler.set_timesteps(4)
+    theirs = FlowMatchEulerDiscreteScheduler(shift=16.0)
+    theirs.set_timesteps(4)
+    assert torch.equal(built_with_16.sigmas, theirs.sigmas)  # diffusers' behaviour by default
+    assert float(built_with_16.sigmas[-2]) == pytest.approx(0.2040, abs=1e-4)
+    assert float(set_to_16.sigmas[-2]) == pytest.approx(0.0458, abs=1e-4)
+    pinned = TekkenFlowMatchScheduler(shift=16.0, sigma_grid_shift=3.0)
+    pinned.set_timesteps(4)
+    assert torch.equal(pinned.sigmas, set_to_16.sigmas) and pinned.shift == 16.0
+    pinned.set_shift(8.0)
+    pinned.set_timesteps(4)
+    again = TekkenFlowMatchScheduler(shift=8.0, sigma_grid_shift=3.0)
+    again.set_timesteps(4)
+    assert torch.equal(pinned.sigmas, again.sigmas)
+    with pytest.raises(ValueError, match="sigma_grid_shift must be > 0"):
+        TekkenFlowMatchScheduler(sigma_grid_shift=0.0)
+
+
 def test_the_original_schedule_is_a_linear_grid_shifted_once():
     # the original owl-wms sampler used sigma_k = 3s / (1 + 2s), s = (n - k) / n: 1.0, 0.9, 0.75, 0.5 -> 0 for n = 4
     scheduler = TekkenFlowMatchScheduler(shift=3.0)

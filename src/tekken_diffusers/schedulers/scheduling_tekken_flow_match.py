@@ -82,6 +82,13 @@ class TekkenFlowMatchScheduler(SchedulerMixin, ConfigMixin):
             `context_noise`: the right count depends on the model (docs/evaluation.md measures 1, 2 and 4 steps).
             Training writes its `validation_inference_steps`; 8, the pipeline's default before this setting
             existed, keeps older saved pipelines sampling as they did.
+        sigma_grid_shift (`float`, *optional*):
+            The shift of the training grid whose end points bound every inference schedule. diffusers shifts that grid
+            with `shift` when the scheduler is built and shifts the schedule again in `set_timesteps`, so the last
+            sigma before 0 depends on the `shift` the scheduler was *built* with, not only on the one it samples with
+            (`set_shift` changes only the latter): 4 steps at shift 16 end at sigma 0.204 when built with 16, at 0.046
+            when built with 3 and set to 16. `None` (the default) keeps diffusers' grid (shifted by `shift`); a value
+            pins the grid, so that the schedule is the same however the sampling shift was set.
     """
 
     _compatibles = ["FlowMatchEulerDiscreteScheduler"]
@@ -104,6 +111,7 @@ class TekkenFlowMatchScheduler(SchedulerMixin, ConfigMixin):
         logit_std: float = 1.0,
         context_noise: float = 0.2,
         default_inference_steps: int = 8,
+        sigma_grid_shift: float | None = None,
     ):
         if num_train_timesteps < 1:
             raise ValueError(f"num_train_timesteps must be >= 1, got {num_train_timesteps}")
@@ -122,8 +130,11 @@ class TekkenFlowMatchScheduler(SchedulerMixin, ConfigMixin):
         # static shift) are the end points of every inference schedule, so ours match theirs to the bit.
         timesteps = np.linspace(1, num_train_timesteps, num_train_timesteps, dtype=np.float32)[::-1].copy()
         sigmas = torch.from_numpy(timesteps).to(dtype=torch.float32) / num_train_timesteps
+        if sigma_grid_shift is not None and sigma_grid_shift <= 0:
+            raise ValueError(f"sigma_grid_shift must be > 0 (or None), got {sigma_grid_shift}")
+        grid_shift = shift if sigma_grid_shift is None else sigma_grid_shift
         if not use_dynamic_shifting:
-            sigmas = shift * sigmas / (1 + (shift - 1) * sigmas)
+            sigmas = grid_shift * sigmas / (1 + (grid_shift - 1) * sigmas)
         self.sigmas = sigmas
         self.timesteps = sigmas * num_train_timesteps
         self.sigma_min = self.sigmas[-1].item()
