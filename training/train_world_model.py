@@ -177,6 +177,13 @@ class TrainWorldModelConfig:
         },
     )
     shift: float = field(default=3.0, metadata={"help": "sampling schedule shift saved in the scheduler"})
+    sigma_grid_shift: float | None = field(
+        default=None,
+        metadata={
+            "help": "pins the scheduler's sigma grid (TekkenFlowMatchScheduler.sigma_grid_shift; None: diffusers' "
+            "grid, built with `shift`): with shift 16, 3 ends 4 steps at sigma 0.046 instead of 0.204"
+        },
+    )
     context_noise: float = field(default=0.2, metadata={"help": "noise level of cached frames when sampling"})
     # Optimisation
     train_batch_size: int = field(default=16, metadata={"help": "windows per process and micro-step"})
@@ -276,6 +283,8 @@ class TrainWorldModelConfig:
             raise ValueError(f"ema_decay must lie in [0, 1], got {self.ema_decay}")
         if not 0 <= self.context_noise < 1:
             raise ValueError(f"context_noise must lie in [0, 1), got {self.context_noise}")
+        if self.sigma_grid_shift is not None and not self.sigma_grid_shift > 0:
+            raise ValueError(f"sigma_grid_shift must be > 0 or null, got {self.sigma_grid_shift}")
         if self.max_train_minutes is not None and not self.max_train_minutes > 0:
             raise ValueError(f"max_train_minutes must be > 0 or null, got {self.max_train_minutes}")
         if self.report_to not in ("tensorboard", "wandb", "all", "auto", "none"):
@@ -790,6 +799,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         context_noise=config.context_noise,
         # The saved pipeline samples, by default, with the step count it was validated with.
         default_inference_steps=config.validation_inference_steps,
+        sigma_grid_shift=config.sigma_grid_shift,
     )
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.learning_rate, betas=(config.adam_beta1, config.adam_beta2),
