@@ -314,6 +314,7 @@ def configure_threads(threads: int | None = None) -> int:
     """
     if threads is not None and threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
+    policy = os.environ.get("OMP_WAIT_POLICY")  # what this process's OpenMP read (if torch loaded it since)
     if "OMP_WAIT_POLICY" not in os.environ:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
         if _gnu_openmp_loaded():
@@ -331,8 +332,10 @@ def configure_threads(threads: int | None = None) -> int:
         threads, source = default_num_threads(), "physical cores available"
     torch.set_num_threads(threads)
     logger.info(
-        "%d torch threads (%s), OMP_WAIT_POLICY=%s", threads, source, os.environ.get("OMP_WAIT_POLICY", "unset")
-    )
+        "%d torch threads (%s), OMP_WAIT_POLICY %s here, %s for child processes",
+        threads, source, policy or "unset (GNU OpenMP's default: spin briefly, then sleep)",
+        os.environ.get("OMP_WAIT_POLICY"),
+    )  # fmt: skip
     return threads
 
 
