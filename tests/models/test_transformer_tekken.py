@@ -716,3 +716,32 @@ def test_precomputed_conditioning_equals_embedding_in_the_pass(num_players):
         torch.testing.assert_close(sliced, first, rtol=1e-5, atol=1e-5)
         with pytest.raises(ValueError, match="conditioning covers"):
             model(latents[:, :2], sigmas[:, :2], conditioning=conditioning)
+
+
+def test_replaced_projections_and_modulations_are_used_as_they_are():
+    """A q/k/v projection or adaLN modulation that is not a plain `nn.Linear` (a LoRA adapter, say) is called as a
+    module, not read through concatenated weights that would miss what it adds."""
+
+    class Shifted(torch.nn.Linear):  # a Linear whose output the weights alone do not give
+        def forward(self, x):
+            return super().forward(x) + 0.5
+
+    model = randomize(make_model())
+    latents, sigmas, actions = make_inputs(frames=4)
+    with torch.no_grad():
+        before = model(latents, sigmas, actions).sample
+        for block in model.transformer_blocks:
+            old = block.attn.to_k
+            block.attn.to_k = Shifted(old.in_features, old.out_features)
+            block.attn.to_k.load_state_dict(old.state_dict())
+        assert not model.transformer_blocks[0].attn.can_fuse_projections
+        shifted_keys = model(latents, sigmas, actions).sample
+        assert not torch.allclose(shifted_keys, before)  # the keys' shift is seen (fused weights would miss it)
+        for block in model.transformer_blocks:
+            old = block.adaLN_modulation
+            block.adaLN_modulation = Shifted(old.in_features, old.out_features)
+            block.adaLN_modulation.load_state_dict(old.state_dict())
+        after = model(latents, sigmas, actions).sample
+        assert not torch.allclose(after, shifted_keys)
+        conditioned = model(latents, sigmas, conditioning=model.condition(sigmas, actions)).sample
+        torch.testing.assert_close(conditioned, after, rtol=1e-5, atol=1e-5)

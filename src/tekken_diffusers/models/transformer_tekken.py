@@ -714,8 +714,11 @@ class TekkenAttnProcessor:
     ) -> torch.Tensor:
         batch_size, num_frames, tokens_per_frame, _ = hidden_states.shape
         # One projection for q, k and v: (B, T, N, 3, H, Dh).
-        weight, bias = attn.qkv_projection()
-        qkv = F.linear(hidden_states, weight, bias)  # as nn.Linear would (autocast casts inside)
+        if attn.can_fuse_projections:
+            weight, bias = attn.qkv_projection()
+            qkv = F.linear(hidden_states, weight, bias)  # as nn.Linear would (autocast casts inside)
+        else:  # adapted (e.g. LoRA) or otherwise replaced projections: each module as it is
+            qkv = torch.cat([attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states)], dim=-1)
         qkv = qkv.unflatten(-1, (3, attn.heads, -1))
         value = qkv[..., 2, :, :]
         # QK-norm and RoPE of q and k together in fp32 (the rotation needs it anyway), then back to the value dtype.
@@ -813,6 +816,12 @@ class TekkenAttention(nn.Module, AttentionModuleMixin):
             return weight, bias, gains
 
         return _kept_fusion(self, "_fused_qkv", tensors, build)
+
+    @property
+    def can_fuse_projections(self) -> bool:
+        """Whether q, k and v are plain `nn.Linear` layers, whose weights can be concatenated (not, e.g., wrapped by
+        a LoRA adapter, whose output the concatenated weights would miss)."""
+        return all(type(layer) is nn.Linear for layer in (self.to_q, self.to_k, self.to_v))
 
     def qkv_projection(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """`(weight, bias)` of q, k and v projected at once, `(3 * heads * dim_head, dim)`."""
@@ -1312,8 +1321,12 @@ class TekkenWorldModelTransformer(ModelMixin, ConfigMixin, AttentionMixin):
         batch_size, num_frames = sigmas.shape
         cond = self._condition(sigmas, actions, action_mask, batch_size, num_frames, num_frames)
         cond = cond.to(self.proj_in.weight.dtype)
-        weight, bias = self._fused_modulation()
-        return TekkenFrameConditioning(cond, F.linear(cond, weight, bias))
+        layers = [block.adaLN_modulation for block in self.transformer_blocks] + [self.norm_out_modulation]
+        if all(type(layer) is nn.Linear for layer in layers):
+            weight, bias = self._fused_modulation()
+            return TekkenFrameConditioning(cond, F.linear(cond, weight, bias))
+        # adapted (e.g. LoRA) or otherwise replaced layers: each as it is, side by side
+        return TekkenFrameConditioning(cond, torch.cat([layer(cond) for layer in layers], dim=-1))
 
     def _fused_modulation(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Every block's adaLN modulation and the output norm's as one linear map (`_kept_fusion`)."""
