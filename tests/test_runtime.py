@@ -382,7 +382,7 @@ def test_generating_commands_tune_threads_unless_the_user_chose(monkeypatch):
     for name in (runtime.THREADS_ENV, "OMP_NUM_THREADS"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(runtime, "default_num_threads", lambda: 4)
-    assert runtime.generation_thread_tuner().candidates == [1, 4]
+    assert runtime.generation_thread_tuner().candidates == [1, 2, 4]
     assert runtime.generation_thread_tuner(2) is None
     assert runtime.user_thread_count() is None
     monkeypatch.setenv("OMP_NUM_THREADS", "2")

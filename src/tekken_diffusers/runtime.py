@@ -9,7 +9,7 @@ Threads: a process that takes one thread per logical CPU and lets idle OpenMP th
 process for the cores; docs/benchmarks.md measured 2 spinning threads at 50-100x slower than 1 on a busy CPU.
 `configure_threads` gives torch one thread per physical core this process may use, and makes idle OpenMP threads of
 child processes sleep (`OMP_WAIT_POLICY=PASSIVE`) unless the user chose otherwise; training sets that policy before
-importing torch. The generating commands (generate, the play app) choose between one thread and one per core by
+importing torch. The generating commands (generate, the play app) choose among one thread, two and one per core by
 timing their frames (`ThreadTuner`): on an idle CPU two briefly spinning threads are fastest, beside a busy neighbour
 one thread is, and sleeping (PASSIVE) threads are slower than one thread at these small ops, so those commands leave
 GNU OpenMP's default wait policy alone.
@@ -351,19 +351,19 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
         "--threads",
         type=int,
         default=None,
-        help=f"torch CPU threads; when unset: ${THREADS_ENV}, else $OMP_NUM_THREADS, else one thread or one per "
+        help=f"torch CPU threads; when unset: ${THREADS_ENV}, else $OMP_NUM_THREADS, else one thread, two or one per "
         f"physical core (at most {MAX_DEFAULT_THREADS}), whichever makes frames faster, timed as they are made",
     )
 
 
 def generation_thread_tuner(threads: int | None = None) -> ThreadTuner | None:
-    """For a generating command: a [`ThreadTuner`] between one thread and one per physical core
+    """For a generating command: a [`ThreadTuner`] among one thread, two, and one per physical core
     (`default_num_threads()`), or None where the user chose a count (`threads`, `$TEKKEN_NUM_THREADS`,
-    `$OMP_NUM_THREADS`) or the process has one core."""
+    `$OMP_NUM_THREADS`) or the process has one core. (Measured on 2 cores only: with more, a count between may win.)"""
     if threads is not None or user_thread_count() is not None:
         return None
     full = default_num_threads()
-    return ThreadTuner([1, full]) if full > 1 else None
+    return ThreadTuner(sorted({1, min(2, full), full})) if full > 1 else None
 
 
 class ThreadTuner:

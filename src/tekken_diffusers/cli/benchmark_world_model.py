@@ -429,11 +429,11 @@ def run(args: argparse.Namespace, settings: dict, folder: str, source: str, comm
     width = transformer_width(folder)
     auto = resolve_dtype("auto", "cpu", model_width=width)
     # Threads: training, the loader, the VAE and the cache parts run on the count every command picks
-    # (`full_threads`). Unless the user chose a count, the generating commands pick between one thread and that count
-    # by timing (`runtime.ThreadTuner`): generation and the neighbour part then run at each candidate and tuned.
+    # (`full_threads`). Unless the user chose a count, the generating commands pick among 1 thread, 2 and that count
+    # by timing (`runtime.generation_thread_tuner`): generation and the neighbour part then run at each and tuned.
     full_threads = torch.get_num_threads()
     tune = args.threads is None and user_thread_count() is None and full_threads > 1
-    generation_threads = sorted({1, full_threads}) if tune else [full_threads]
+    generation_threads = sorted({1, min(2, full_threads), full_threads}) if tune else [full_threads]
     machine["generation_threads"] = "tuned" if tune else full_threads
     pipe = pipes.get(auto)
     config = pipe.transformer.config
