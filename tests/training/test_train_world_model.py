@@ -456,11 +456,9 @@ def test_training_step_losses_in_each_parameterisation():
     assert 1.5 < float(loss.detach()) < 2.5  # var(noise) + var(x0) = 2
 
 
-def test_self_context_replaces_the_context_with_the_models_own_one_step_predictions():
-    """`self_context_prob=1`: the context of the graded pass is the model's own one-step prediction of each frame (a
-    fresh copy-path model predicts the recorded frame before it), made without gradient from the recorded context."""
-    train_world_model = _script_module()
-    from tekken_diffusers import TekkenFlowMatchScheduler
+def _own_prediction_setup():
+    """A batch of 3 random windows of 6 frames, a fresh copy-path model, and a module wrapping it that records each
+    call (`grad`, `batch`, `sample`, `sigmas` and the keyword arguments) in `calls`."""
     from tekken_diffusers.data import WindowBatch
     from tekken_diffusers.models import TekkenWorldModelTransformer
 
@@ -484,8 +482,20 @@ def test_self_context_replaces_the_context_with_the_models_own_one_step_predicti
             self.module = model
 
         def forward(self, *args, **kwargs):
-            calls.append({"grad": torch.is_grad_enabled(), "batch": args[0].shape[0], **kwargs})
+            calls.append({"grad": torch.is_grad_enabled(), "batch": args[0].shape[0], "sample": args[0],
+                          "sigmas": args[1], **kwargs})  # fmt: skip
             return self.module(*args, **kwargs)
+
+    return latents, batch, Spy, calls
+
+
+def test_self_context_replaces_the_context_with_the_models_own_one_step_predictions():
+    """`self_context_prob=1`: the context of the graded pass is the model's own one-step prediction of each frame (a
+    fresh copy-path model predicts the recorded frame before it), made without gradient from the recorded context."""
+    train_world_model = _script_module()
+    from tekken_diffusers import TekkenFlowMatchScheduler
+
+    latents, batch, Spy, calls = _own_prediction_setup()
 
     def run(prob: float) -> list[dict]:
         calls.clear()
@@ -518,31 +528,8 @@ def test_self_target_noises_the_targets_around_the_models_own_estimate_from_the_
     step of sampling does; the loss still grades against the recorded frames."""
     train_world_model = _script_module()
     from tekken_diffusers import TekkenFlowMatchScheduler
-    from tekken_diffusers.data import WindowBatch
-    from tekken_diffusers.models import TekkenWorldModelTransformer
 
-    latents = torch.randn(3, 6, 4, 4, 4)
-    batch = WindowBatch(
-        latents=latents,
-        actions=torch.zeros(3, 6, dtype=torch.uint8),
-        action_bits=torch.zeros(3, 6, 8),
-        valid=torch.ones(3, 6, dtype=torch.bool),
-        round_ids=["a", "b", "c"],
-        starts=torch.zeros(3, dtype=torch.long),
-    )
-    model = TekkenWorldModelTransformer.from_preset(
-        "tiny", prev_frame_conditioning=True, prediction_type="prev_frame_residual", prev_frame_variance=0.5
-    )
-    calls = []
-
-    class Spy(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.module = model
-
-        def forward(self, *args, **kwargs):
-            calls.append({"grad": torch.is_grad_enabled(), "sample": args[0], "sigmas": args[1], **kwargs})
-            return self.module(*args, **kwargs)
+    latents, batch, Spy, calls = _own_prediction_setup()
 
     def run(prob: float) -> tuple[list[dict], torch.Tensor]:
         calls.clear()
