@@ -115,10 +115,11 @@ def test_auto_is_bf16_only_with_native_bf16(fake_cpu, caplog):
 def test_auto_keeps_fp32_for_narrow_models_at_batch_1_on_a_cpu(fake_cpu, caplog):
     fake_cpu(ZEN4_FLAGS)
     with caplog.at_level(logging.INFO, logger="tekken_diffusers.runtime"):
-        assert runtime.resolve_dtype("auto", "cpu", model_width=256) == torch.float32
-    assert "256-wide model gains nothing from bf16" in caplog.text
+        assert runtime.resolve_dtype("auto", "cpu", model_width=128) == torch.float32
+    assert "128-wide model gains nothing from bf16" in caplog.text
     assert runtime.resolve_dtype("auto", "cpu", model_width=runtime.BF16_MIN_CPU_WIDTH) == torch.bfloat16
-    assert runtime.resolve_dtype("bfloat16", "cpu", model_width=256) == torch.bfloat16  # explicit wins
+    assert runtime.resolve_dtype("auto", "cpu", model_width=256) == torch.bfloat16  # the shipped model's width
+    assert runtime.resolve_dtype("bfloat16", "cpu", model_width=128) == torch.bfloat16  # explicit wins
     fake_cpu(ZEN3_FLAGS)
     assert runtime.resolve_dtype("auto", "cpu", model_width=2048) == torch.float32
 

@@ -67,9 +67,9 @@ MAX_DEFAULT_THREADS = 8
 NATIVE_BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 # Batch-1 generation on a CPU: below this transformer width the matmuls are too small for bf16 to gain even with
 # native support (per-call overhead and the casts around the fp32 parts dominate). Measured on an AMD EPYC with
-# avx512_bf16: the 256-wide `compact` model ran 1.08x slower in bf16 than in fp32 at 4 steps, while the 384-wide
-# `small` one ran 1.3x faster on a Zen 4 (docs/benchmarks.md).
-BF16_MIN_CPU_WIDTH = 384
+# avx512_bf16, 2 threads, 4 steps, the shipped layout at three widths side by side (2026-11-30): bf16 ran 0.88x the
+# fp32 speed at width 64, 0.96x at 128 and 1.18x at 256 (docs/benchmarks.md, "Precision and threads").
+BF16_MIN_CPU_WIDTH = 256
 # Environment variables that cap the instructions of torch's kernels (ATen), oneDNN (bf16 and conv kernels) and MKL
 # (fp32 matmuls); read when each library starts, so they must be set before torch is imported.
 ISA_LIMIT_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")

@@ -137,9 +137,40 @@ def test_autoencoder_dc_checkpoint_loads_and_matches(tmp_path, how):
         expected_latents = source.encode(frames).latent
         latents = vae.encode(frames).latent_dist.mode()
         assert torch.equal(latents, expected_latents)
-        assert torch.equal(vae.decode(latents).sample, source.decode(expected_latents).sample)
+        # Decoder convolutions may run in oneDNN here (`cpu_convolution`): equal to float rounding.
+        torch.testing.assert_close(vae.decode(latents).sample, source.decode(expected_latents).sample)
     # the AutoencoderDC convention applies: no per-channel statistics, (z - 0) * scaling_factor
     torch.testing.assert_close(normalize_latents(latents, vae), latents * 0.41407)
+
+
+def test_dcae_decodes_single_frames_through_onednn_only_where_it_applies(monkeypatch):
+    """Batch-1 fp32 decodes send every decoder convolution to oneDNN (PyTorch would run the small ones on its slower
+    im2col path) with the same result; training (gradients) and autocast keep `nn.Conv2d`'s own path."""
+    from tekken_diffusers.models.autoencoders.cpu_convolution import OneDNNConv2d
+
+    vae = tiny_dcae().eval()
+    convs = [m for m in vae.decoder.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(type(m) is OneDNNConv2d for m in convs)
+    assert all(type(m) is torch.nn.Conv2d for m in vae.encoder.modules() if isinstance(m, torch.nn.Conv2d))
+    reference = AutoencoderDC.from_config(vae.config)  # the same layers as plain nn.Conv2d
+    assert reference.load_state_dict(vae.state_dict(), strict=False).unexpected_keys == []
+    reference.eval()
+
+    calls = []
+    onednn = torch.mkldnn_convolution
+    monkeypatch.setattr(torch, "mkldnn_convolution", lambda *args: calls.append(args[0].shape) or onednn(*args))
+    latents = torch.randn(1, 4, 4, 4, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        pixels_out = vae.decode(latents).sample
+        assert len(calls) == len(convs)
+        torch.testing.assert_close(pixels_out, reference.decode(latents).sample, atol=1e-5, rtol=1e-5)
+        calls.clear()
+        with torch.autocast("cpu", torch.bfloat16):
+            vae.decode(latents)
+        assert calls == []
+    latents.requires_grad_(True)
+    vae.decode(latents).sample.square().mean().backward()
+    assert calls == [] and latents.grad is not None and convs[0].weight.grad is not None
 
 
 def test_dcae_rejects_bad_inputs_and_configs():

@@ -32,6 +32,7 @@ from diffusers.models.autoencoders.vae import DecoderOutput, IdentityDistributio
 from diffusers.models.modeling_outputs import AutoencoderKLOutput
 from diffusers.utils.accelerate_utils import apply_forward_hook
 
+from .cpu_convolution import use_onednn_convolutions
 from .temporal import TemporalCompressionMixin
 
 __all__ = ["TekkenAutoencoderDC"]
@@ -140,12 +141,16 @@ class TekkenAutoencoderDC(TemporalCompressionMixin, AutoencoderDC):
             decoder_conv_act_fn=decoder_conv_act_fn,
             scaling_factor=scaling_factor,
         )
+        # 3. The world model decodes one frame at a time: its small batch-1 convolutions run faster in oneDNN than on
+        # PyTorch's default CPU path for them (`cpu_convolution`; same weights and state dict).
+        use_onednn_convolutions(self.decoder)
 
     @classmethod
     def from_autoencoder_dc(cls, path_or_model: str | os.PathLike | AutoencoderDC, **kwargs) -> TekkenAutoencoderDC:
         """Load a diffusers `AutoencoderDC` (a model, a local folder or a Hub id) as a `TekkenAutoencoderDC`.
 
-        The weights are used unchanged; the result encodes and decodes exactly like the source model.
+        The weights are used unchanged; the result encodes exactly like the source model and decodes like it to float
+        rounding (its decoder's convolutions may run in oneDNN where `AutoencoderDC`'s run on PyTorch's own path).
 
         Args:
             path_or_model: an `AutoencoderDC` instance, or anything `AutoencoderDC.from_pretrained` accepts
