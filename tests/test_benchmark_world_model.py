@@ -33,11 +33,27 @@ def assert_gone(pid: int) -> None:
         os.kill(pid, 0)
 
 
-def test_quick_run_measures_every_part(tiny_pipeline, tmp_path):
+def test_quick_run_measures_every_part(tiny_pipeline, tmp_path, monkeypatch):
     doc, results_path = tmp_path / "benchmarks.md", tmp_path / "out" / "world_model.json"
     doc.write_text("# Benchmarks\n\n## VAE\n\nkeep me\n\n## World model\n\nold numbers\n\n## Later\n\nme too\n")
+    # The training part's compiled row, through a stand-in for torch.compile that counts the blocks' calls (the real
+    # compilation is tested against eager in tests/models/test_transformer_tekken.py, and takes longer than this run).
+    compiled = {"calls": 0}
+
+    def count_calls(blocks, mode, device=None):
+        compiled["mode"] = mode
+        for block in blocks:
+
+            def forward(*args, eager=block.forward, **kwargs):
+                compiled["calls"] += 1
+                return eager(*args, **kwargs)
+
+            block.forward = forward
+        return True
+
+    monkeypatch.setattr(runtime, "compile_for_training", count_calls)
     argv = ["--pipeline", str(tiny_pipeline), "--quick", "--out", str(doc), "--json", str(results_path)]
-    assert benchmark_world_model.main(argv) == 0
+    assert benchmark_world_model.main([*argv, "--train-compile", "yes"]) == 0
 
     results = json.loads(results_path.read_text())
     assert set(results["parts"]) == set(benchmark_world_model.PARTS)
@@ -87,7 +103,14 @@ def test_quick_run_measures_every_part(tiny_pipeline, tmp_path):
 
     # Training against the measured ceiling of each dtype.
     training = parts["training"]["rows"]
-    assert {row["precision"] for row in training} == {"fp32", "bf16"}
+    auto = "bf16" if runtime.resolve_mixed_precision("auto", "cpu") == "bf16" else "fp32"
+    assert [(row["precision"], row["compiled"]) for row in training] == [
+        ("fp32", False),
+        ("bf16", False),
+        (auto, True),
+    ]
+    assert [row["auto"] for row in training] == [False, False, True]
+    assert compiled["mode"] == "yes" and compiled["calls"] > 0
     for row in training:
         assert all(positive(row[key]) for key in ("tokens_per_second", "gflops", "mfu", "ms_per_step"))
         assert row["ceiling_gflops"] == machine["ceilings_gflops"][row["precision"]]
@@ -110,7 +133,14 @@ def test_quick_run_measures_every_part(tiny_pipeline, tmp_path):
     assert machine["cpu"] in section and "GFLOP/s" in section and "tekken-benchmark --pipeline" in section
     for caption in ("**Generation**", "**KV cache", "**Beside a busy neighbour**", "**Concurrent sessions**"):
         assert caption in section
-    for caption in ("**Training**", "**Loader**", "**VAE**", "round-robin", "| fp32 (auto) |"):
+    for caption in (
+        "**Training**",
+        "**Loader**",
+        "**VAE**",
+        "round-robin",
+        "| fp32 (auto) |",
+        f"| {auto} (auto) | yes |",
+    ):
         assert caption in section
     assert "| 2 | batched |" in section and "| 2 | round-robin |" in section and "× round-robin" in section
 
@@ -142,7 +172,7 @@ def test_cpu_isa_avx2_restarts_under_the_limits_and_writes_its_own_section(tiny_
     assert "native numbers" in text and "## World model, AVX2 only (emulated)" in text
     section = text[text.index("## World model, AVX2") :]
     assert "ONEDNN_MAX_CPU_ISA=AVX2" in section and "estimate such a CPU" in section
-    assert "| bf16 | 2×4 |" in section and "n/a (emulated)" in section
+    assert "| bf16 | no | 2×4 |" in section and "n/a (emulated)" in section
     assert benchmark_world_model.default_json("avx2") == "outputs/benchmark_world_model_avx2.json"
     assert benchmark_world_model.default_json("native") == "outputs/benchmark_world_model.json"
 

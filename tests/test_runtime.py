@@ -391,3 +391,50 @@ def test_generating_commands_tune_threads_unless_the_user_chose(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS")
     monkeypatch.setattr(runtime, "default_num_threads", lambda: 1)
     assert runtime.generation_thread_tuner() is None
+
+
+class _Block(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 4)
+
+    def forward(self, x):
+        return torch.nn.functional.gelu(self.linear(x))
+
+
+def test_compile_for_training_falls_back_or_refuses_where_the_backend_does_not_work(monkeypatch, caplog):
+    """Without a working backend, "auto" leaves the blocks eager and says why, "yes" refuses, "no" never probes."""
+    blocks = [_Block(), _Block()]
+    monkeypatch.setattr(runtime, "compile_problem", lambda device=None: "InvalidCxxCompiler: no working C++ compiler")
+    with caplog.at_level(logging.WARNING, logger="tekken_diffusers.runtime"):
+        assert runtime.compile_for_training(blocks, "auto") is False
+    assert "InvalidCxxCompiler" in caplog.text and "eagerly" in caplog.text
+    assert all("forward" not in vars(block) for block in blocks)  # nothing wrapped
+    with pytest.raises(RuntimeError, match="torch_compile=yes.*InvalidCxxCompiler"):
+        runtime.compile_for_training(blocks, "yes")
+
+    def must_not_probe(device=None):
+        raise AssertionError("mode 'no' probed the backend")
+
+    monkeypatch.setattr(runtime, "compile_problem", must_not_probe)
+    assert runtime.compile_for_training(blocks, "no") is False
+    with pytest.raises(ValueError, match="torch_compile must be one of auto, yes, no; got 'sometimes'"):
+        runtime.compile_for_training(blocks, "sometimes")
+
+
+def test_compiled_blocks_run_compiled_only_while_gradients_are_recorded(monkeypatch):
+    """A compiled block's forward goes to the compiled function under autograd and to the eager one without it."""
+    monkeypatch.setattr(runtime, "compile_problem", lambda device=None: None)
+    block = _Block()
+    assert runtime.compile_for_training([block], "yes") is True
+    calls = []
+    wrapper = block.forward
+    wrapper.compiled = lambda *args: calls.append("compiled") or wrapper.eager(*args)
+    x = torch.randn(3, 4)
+    expected = torch.nn.functional.gelu(block.linear(x))
+    with torch.no_grad():
+        torch.testing.assert_close(block(x), expected)
+    assert calls == []
+    block(x).sum().backward()
+    assert calls == ["compiled"] and block.linear.weight.grad is not None
+    assert runtime.compile_for_training([block], "yes") and block.forward is wrapper  # not wrapped twice

@@ -62,7 +62,12 @@ from tekken_diffusers.data.latents import check_action_pooling
 from tekken_diffusers.evaluation.world_model import rollout_latents, score_frames, teacher_forced_next_frames
 from tekken_diffusers.models import TRANSFORMER_PRESETS, TekkenWorldModelTransformer
 from tekken_diffusers.models.transformer_tekken import prev_frame_prior
-from tekken_diffusers.runtime import configure_threads, resolve_mixed_precision
+from tekken_diffusers.runtime import (
+    COMPILE_CHOICES,
+    compile_for_training,
+    configure_threads,
+    resolve_mixed_precision,
+)
 from tekken_diffusers.training_utils import (
     ConfigError,
     StopSignal,
@@ -205,6 +210,13 @@ class TrainWorldModelConfig:
         metadata={"help": "auto (bf16 where the CPU or GPU computes it natively, else no), no or bf16; never fp16"},
     )
     gradient_checkpointing: bool = False
+    torch_compile: str = field(
+        default="auto",
+        metadata={
+            "help": "compile each transformer block's training forward and backward with torch.compile: auto (where "
+            "it works here: a C++ compiler on a CPU, Triton on a GPU; else eager), yes, or no"
+        },
+    )
     use_ema: bool = True
     ema_decay: float = 0.999
     seed: int = 0
@@ -235,6 +247,8 @@ class TrainWorldModelConfig:
                 "mixed_precision must be 'auto', 'no' or 'bf16' (fp16 is ~200x slower on CPU), got "
                 f"{self.mixed_precision!r}"
             )
+        if self.torch_compile not in COMPILE_CHOICES:
+            raise ValueError(f"torch_compile must be one of {', '.join(COMPILE_CHOICES)}; got {self.torch_compile!r}")
         for name in ("window_length", "train_batch_size", "gradient_accumulation_steps", "max_train_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -784,6 +798,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if config.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     model.train()
+    try:
+        compiled = compile_for_training(model.transformer_blocks, config.torch_compile, accelerator.device)
+    except RuntimeError as error:
+        raise usage_error(f"torch_compile: {error}") from None
+    logger.info("transformer blocks %s", "compiled (torch.compile) for training steps" if compiled else "eager")
     ema = None
     if config.use_ema:
         ema = EMAModel(

@@ -31,6 +31,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -56,6 +57,9 @@ __all__ = [
     "user_thread_count",
     "ThreadTuner",
     "generation_thread_tuner",
+    "COMPILE_CHOICES",
+    "compile_problem",
+    "compile_for_training",
 ]
 
 DTYPE_CHOICES = ("auto", "float32", "bfloat16")
@@ -219,6 +223,75 @@ def resolve_dtype(
     if dtype == torch.bfloat16 and not native_bf16(device):
         logger.warning("bfloat16 on this %s is emulated (slower than float32): 'auto' would pick float32", device.type)
     return dtype
+
+
+COMPILE_CHOICES = ("auto", "yes", "no")
+
+
+def compile_problem(device: str | torch.device | None = None) -> str | None:
+    """Why `torch.compile`'s default backend (Inductor) cannot be used on `device`, or None when it compiles and runs
+    a small function there (on a CPU it needs a C++ compiler; on a GPU, Triton)."""
+    device = torch.device(default_device() if device is None else device)
+
+    def probe(x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.gelu(x) * x.sum()
+
+    try:
+        torch.compile(probe, dynamic=False)(torch.ones(8, device=device))
+    except Exception as error:  # noqa: BLE001 - any failure of the backend means: run eagerly
+        return f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"[:300]
+    return None
+
+
+class _CompiledWhileTraining:
+    """A module's `forward` that runs compiled while gradients are recorded and eagerly otherwise (validation,
+    sampling, and the trainer's own no-grad predictions keep the eager path and its KV cache, with no recompiles)."""
+
+    def __init__(self, forward: Callable[..., Any]):
+        self.eager = forward
+        self.compiled = torch.compile(forward)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return (self.compiled if torch.is_grad_enabled() else self.eager)(*args, **kwargs)
+
+
+def compile_for_training(blocks: Iterable[torch.nn.Module], mode: str = "auto", device=None) -> bool:
+    """
+    Compile the forward (and so the backward) of each transformer block with `torch.compile` for training steps.
+
+    The blocks are compiled one by one rather than the whole model: the model's forward plans its attention with
+    Python bookkeeping that would break the graph, while a block is one graph of matmuls, norms, RoPE and modulation
+    that Inductor fuses. Only passes that record gradients use the compiled code (see `_CompiledWhileTraining`); the
+    parameters and state dict stay the block's own, so checkpoints, EMA and `save_pretrained` are unchanged.
+
+    Args:
+        blocks: The modules to compile (e.g. `model.transformer_blocks`).
+        mode: `"no"`: do nothing. `"auto"`: compile where the backend works on `device` (else log why and stay
+            eager), and let a graph the backend fails on later run eagerly. `"yes"`: compile, and raise
+            `RuntimeError` if the backend does not work here.
+        device: Where the blocks run (default: `default_device()`).
+
+    Returns:
+        Whether the blocks are compiled.
+    """
+    if mode not in COMPILE_CHOICES:
+        raise ValueError(f"torch_compile must be one of {', '.join(COMPILE_CHOICES)}; got {mode!r}")
+    if mode == "no":
+        return False
+    problem = compile_problem(device)
+    if problem is not None:
+        if mode == "yes":
+            raise RuntimeError(f"torch_compile=yes, but torch.compile does not work on this machine: {problem}")
+        logger.warning("torch.compile does not work on this machine (%s): training runs eagerly", problem)
+        return False
+    if mode == "auto":
+        import torch._dynamo
+
+        torch._dynamo.config.suppress_errors = True  # a graph Inductor fails on runs eagerly, with a warning
+    for block in blocks:
+        if not isinstance(block.forward, _CompiledWhileTraining):
+            block.forward = _CompiledWhileTraining(block.forward)
+    return True
 
 
 def resolve_mixed_precision(mixed_precision: str, device: str | torch.device | None = None) -> str:

@@ -745,3 +745,43 @@ def test_replaced_projections_and_modulations_are_used_as_they_are():
         assert not torch.allclose(after, shifted_keys)
         conditioned = model(latents, sigmas, conditioning=model.condition(sigmas, actions)).sample
         torch.testing.assert_close(conditioned, after, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_blocks_compiled_for_training_match_eager_outputs_and_gradients():
+    """`runtime.compile_for_training` (what the trainer does by default): a teacher-forced training pass through the
+    compiled blocks gives the eager model's outputs and gradients (the real-arithmetic RoPE included), and a pass
+    without gradients runs the eager code."""
+    import copy
+
+    from tekken_diffusers.runtime import compile_for_training, compile_problem
+
+    if (problem := compile_problem("cpu")) is not None:
+        pytest.skip(f"torch.compile does not work on this machine: {problem}")
+    eager = randomize(make_model(prev_frame_conditioning=True, prediction_type="prev_frame_residual")).train()
+    compiled = copy.deepcopy(eager)
+    assert compile_for_training(compiled.transformer_blocks, "yes", "cpu")
+    latents, sigmas, actions = make_inputs(frames=4)
+    generator = torch.Generator().manual_seed(3)
+    context_sigmas = torch.full(sigmas.shape, 0.05)
+    context = latents + 0.05 * torch.randn(latents.shape, generator=generator)
+    kwargs = {"actions": actions.float(), "context_latents": context, "context_sigmas": context_sigmas}
+    outputs = {}
+    for name, model in (("eager", eager), ("compiled", compiled)):
+        output = model(latents, sigmas, return_dict=False, **kwargs)
+        (output[0].square().mean() + output[1].square().mean()).backward()
+        outputs[name] = output
+    for a, b in zip(outputs["eager"], outputs["compiled"], strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+    for (name, a), b in zip(eager.named_parameters(), compiled.parameters(), strict=True):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-5, msg=name)
+
+    def not_here(*args, **kwargs):
+        raise AssertionError("the compiled code ran without gradients")
+
+    for block in compiled.transformer_blocks:
+        block.forward.compiled = not_here
+    with torch.no_grad():
+        torch.testing.assert_close(
+            compiled(latents, sigmas, return_dict=False, **kwargs)[0], outputs["eager"][0].detach()
+        )

@@ -497,25 +497,33 @@ def training_flops(config, batch: int, frames: int, blocks: dict[str, torch.nn.P
 
 def measure_training(transformer, ceilings: dict[str, float], settings: dict) -> dict:
     """Forward + backward + AdamW on random windows (every frame at its own noise level), in fp32 and under bf16
-    autocast, interleaved: tokens/s and utilisation of the measured matmul ceiling of the dtype used."""
+    autocast, and in the precision `mixed_precision: auto` picks with the blocks compiled as the trainer compiles them
+    (`torch_compile: auto`, where torch.compile works here), interleaved: tokens/s and utilisation of the measured
+    matmul ceiling of the dtype used."""
     from ..actions import ids_to_bits
+    from ..runtime import compile_for_training
     from ..schedulers import TekkenFlowMatchScheduler
 
-    model = copy.deepcopy(transformer).float().train().requires_grad_(True)
-    config = model.config
+    auto = "bf16" if resolve_mixed_precision("auto", "cpu") == "bf16" else "fp32"
+    models = {False: copy.deepcopy(transformer).float().train().requires_grad_(True)}
+    compiled = copy.deepcopy(models[False])
+    if compile_for_training(compiled.transformer_blocks, settings.get("train_compile", "auto"), "cpu"):
+        models[True] = compiled
+    config = models[False].config
     scheduler = TekkenFlowMatchScheduler()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    optimizers = {key: torch.optim.AdamW(model.parameters(), lr=1e-5) for key, model in models.items()}
     batch, frames = settings["train_batch"], settings["train_frames"]
     generator = torch.Generator().manual_seed(0)
     latents = torch.randn(batch, frames, config.in_channels, *config.sample_size, generator=generator)
     ids = torch.randint(0, 256, (batch, frames, config.num_players), generator=generator)
     bits = ids_to_bits(ids if config.num_players == 2 else ids[..., 0]).float()
-    flops = training_flops(config, batch, frames, dict(model.transformer_blocks.named_parameters()))
+    flops = training_flops(config, batch, frames, dict(models[False].transformer_blocks.named_parameters()))
     tokens = (
         batch * frames * (config.sample_size[0] // config.patch_size) * (config.sample_size[1] // config.patch_size)
     )
 
-    def step(autocast: bool) -> None:
+    def step(autocast: bool, compiled: bool) -> None:
+        model, optimizer = models[compiled], optimizers[compiled]
         sigmas = scheduler.sample_training_sigmas(batch, frames, generator=generator)
         noise = torch.randn(latents.shape, generator=generator)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
@@ -525,27 +533,30 @@ def measure_training(transformer, ceilings: dict[str, float], settings: dict) ->
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    cases = {"fp32": timed(lambda: step(False)), "bf16": timed(lambda: step(True))}
-    times = interleaved_times(cases, rounds=settings["train_repeats"], warmup=1, desc="training")
+    cases = {("fp32", False): timed(lambda: step(False, False)), ("bf16", False): timed(lambda: step(True, False))}
+    if True in models:
+        cases[auto, True] = timed(lambda: step(auto == "bf16", True))
+    # Two untimed steps each: the compiled case compiles its forward and backward graphs in them.
+    times = interleaved_times(cases, rounds=settings["train_repeats"], warmup=2, desc="training")
     require_times("training", times)
-    auto = "bf16" if resolve_mixed_precision("auto", "cpu") == "bf16" else "fp32"
     # Emulated bf16 has no ceiling to speak of: its fallback kernel is far slower on the ceiling's large square than on
     # the model's small matmuls, so a utilisation against it would exceed 100 % and mean nothing.
     emulated = {"bf16"} if native_bf16("cpu") is None else set()
     rows = []
-    for precision, values in times.items():
+    for (precision, compiled), values in times.items():
         seconds = statistics.median(values)
         gflops = flops / seconds / 1e9
         mfu = None if precision in emulated else gflops / ceilings[precision]
         rows.append({
-            "precision": precision, "auto": precision == auto, "emulated": precision in emulated, "batch": batch,
-            "frames": frames, "ms_per_step": seconds * 1e3, "tokens_per_second": tokens / seconds,
-            "frames_per_second": batch * frames / seconds, "gflops": gflops,
+            "precision": precision, "compiled": compiled, "auto": precision == auto and compiled == (True in models),
+            "emulated": precision in emulated, "batch": batch, "frames": frames, "ms_per_step": seconds * 1e3,
+            "tokens_per_second": tokens / seconds, "frames_per_second": batch * frames / seconds, "gflops": gflops,
             "ceiling_gflops": ceilings[precision], "mfu": mfu,
         })  # fmt: skip
-        logger.info("training %s: %.0f tokens/s, %.1f GFLOP/s, MFU %s", precision, tokens / seconds, gflops,
-                    "n/a (emulated)" if mfu is None else f"{100 * mfu:.0f} %")  # fmt: skip
+        logger.info("training %s%s: %.0f tokens/s, %.1f GFLOP/s, MFU %s", precision, ", compiled" if compiled else "",
+                    tokens / seconds, gflops, "n/a (emulated)" if mfu is None else f"{100 * mfu:.0f} %")  # fmt: skip
     require_positive("training", rows, ("ms_per_step", "tokens_per_second", "gflops"))
     require_positive("training", [row for row in rows if row["mfu"] is not None], ("mfu",))
+    model = models[False]
     parameters = sum(p.numel() for p in model.parameters())
     return {"parameters": parameters, "tokens_per_window": tokens // batch, "rows": rows}

@@ -44,6 +44,7 @@ from ..benchmarking.world_model import (
     require_positive,
 )
 from ..runtime import (
+    COMPILE_CHOICES,
     CPU_ISA_LIMITS,
     configure_threads,
     cpu_isa_limits,
@@ -72,6 +73,7 @@ FULL = dict(
     train_batch=16,
     train_frames=16,
     train_repeats=5,
+    train_compile="auto",  # a compiled training row too, as the trainer's torch_compile: auto runs
     ceiling_size=2048,
     ceiling_repeats=5,
     neighbour_size=512,
@@ -91,6 +93,7 @@ QUICK = dict(
     train_batch=2,
     train_frames=4,
     train_repeats=2,
+    train_compile="no",  # compiling takes longer than the whole quick run
     ceiling_size=128,
     ceiling_repeats=2,
     neighbour_size=128,
@@ -117,6 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sessions", type=int, nargs="+", help="sessions: concurrent session counts [1 2 4 8]")
     parser.add_argument("--train-batch", type=int, help="training: windows per step [16]")
     parser.add_argument("--train-frames", type=int, help="training and loader: frames per window [16]")
+    parser.add_argument(
+        "--train-compile",
+        choices=COMPILE_CHOICES,
+        help="training: also time the blocks compiled as the trainer's torch_compile does [auto; --quick: no]",
+    )
     parser.add_argument("--ceiling-size", type=int, help="side of the ceilings' square matmul [2048]")
     parser.add_argument("--game-fps", type=float, default=15.0, help="frames/s of the game (15: Atari Boxing)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: as every command picks)")
@@ -148,6 +156,8 @@ def resolve_settings(args: argparse.Namespace) -> dict:
             settings[name] = getattr(args, name)
     if args.ceiling_size is not None:
         settings["ceiling_size"] = args.ceiling_size
+    if args.train_compile is not None:
+        settings["train_compile"] = args.train_compile
     return settings
 
 
@@ -341,12 +351,14 @@ def markdown(results: dict) -> str:
             "(per-token block parameters × tokens + adaLN parameters × frames) + causal attention within the local "
             "window (a lower bound: global layers see more); MFU against the measured ceiling of the dtype used (none "
             "for emulated bf16, whose fallback kernel runs the ceiling's large square far slower than the model's "
-            "small matmuls). `mixed_precision: auto` picks the row marked auto.",
+            "small matmuls). The trainer's defaults (`mixed_precision: auto`, `torch_compile: auto`: each block's "
+            "training forward and backward compiled where torch.compile works) run the row marked auto.",
             "",
             markdown_table(
-                ("precision", "batch × frames", "ms/step", "tokens/s", "frames/s", "GFLOP/s", "ceiling GFLOP/s",
-                 "MFU"),
-                [(f"{r['precision']}{' (auto)' if r['auto'] else ''}", f"{r['batch']}×{r['frames']}",
+                ("precision", "torch.compile", "batch × frames", "ms/step", "tokens/s", "frames/s", "GFLOP/s",
+                 "ceiling GFLOP/s", "MFU"),
+                [(f"{r['precision']}{' (auto)' if r['auto'] else ''}", yes_no(r.get("compiled", False)),
+                  f"{r['batch']}×{r['frames']}",
                   f"{r['ms_per_step']:.0f}", f"{r['tokens_per_second']:,.0f}", f"{r['frames_per_second']:,.0f}",
                   f"{r['gflops']:.1f}", rate(r['ceiling_gflops']), mfu_cell(r))
                  for r in part["rows"]],

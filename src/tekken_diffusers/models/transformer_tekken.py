@@ -612,10 +612,11 @@ def owl_wms_timestep_features(sigmas: torch.Tensor, num_features: int, dtype: to
 
 
 def rotary_phasors(rotary_emb: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """The RoPE angles' `(cos, sin)` tables, each `(frames, tokens_per_frame, P)`, as one complex tensor `cos + i sin`
-    (what [`apply_rotary_emb`] multiplies by; the model builds it once per forward pass for all its layers)."""
+    """The RoPE angles' `(cos, sin)` tables, each `(frames, tokens_per_frame, P)`, stacked into one fp32 table
+    `(frames, tokens_per_frame, P, 2)`: the phasors `cos + i sin` that [`apply_rotary_emb`] multiplies by, stored as
+    real pairs (the model builds it once per forward pass for all its layers; compiled code sees no complex tensor)."""
     cos, sin = rotary_emb
-    return torch.complex(cos.float(), sin.float())
+    return torch.stack([cos.float(), sin.float()], dim=-1)
 
 
 def apply_rotary_emb(
@@ -625,22 +626,28 @@ def apply_rotary_emb(
     Rotate adjacent channel pairs `(2i, 2i+1)` of the first `2P` channels by the RoPE angles; the rest pass through.
 
     Each pair is read as the complex number `x_2i + i x_2i+1` and multiplied by `cos + i sin` (in fp32, as the original
-    rotated, rope.py:43-51), which is the rotation `(x cos - y sin, x sin + y cos)` in fewer operations.
+    rotated, rope.py:43-51), which is the rotation `(x cos - y sin, x sin + y cos)` in fewer operations. Under
+    `torch.compile` the same rotation is written in real arithmetic, which Inductor fuses (it generates no code for
+    complex numbers).
 
     Args:
         hidden_states (`torch.Tensor` of shape `(batch, frames, tokens_per_frame, *extra, head_dim)`): Queries or keys
             (`extra`: heads, or (2, heads) for queries and keys together).
-        rotary_emb: `(cos, sin)`, each `(frames, tokens_per_frame, P)`, or the same as one complex tensor
-            ([`rotary_phasors`]).
+        rotary_emb: `(cos, sin)`, each `(frames, tokens_per_frame, P)`, or both as one table ([`rotary_phasors`]).
     """
-    phasors = rotary_emb if isinstance(rotary_emb, torch.Tensor) else rotary_phasors(rotary_emb)
-    rot_dim = 2 * phasors.shape[-1]
+    table = rotary_emb if isinstance(rotary_emb, torch.Tensor) else rotary_phasors(rotary_emb)
+    rot_dim = 2 * table.shape[-2]
     extra = hidden_states.ndim - 4  # broadcast over the batch and the dims between tokens and channels
-    phasors = phasors.view(*phasors.shape[:2], *([1] * extra), phasors.shape[-1])
+    table = table.view(*table.shape[:2], *([1] * extra), *table.shape[-2:])  # (T, N, ..., P, 2)
     pairs = hidden_states[..., :rot_dim].float().unflatten(-1, (-1, 2))  # (B, T, N, ..., P, 2)
-    if pairs.stride(-2) % 2 or pairs.storage_offset() % 2:  # view_as_complex needs whole complex numbers
-        pairs = pairs.contiguous()
-    rotated = torch.view_as_real(torch.view_as_complex(pairs) * phasors).flatten(-2)  # (B, T, N, ..., 2P)
+    if torch.compiler.is_compiling():
+        (x, y), (cos, sin) = pairs.unbind(-1), table.unbind(-1)
+        rotated = torch.stack([x * cos - y * sin, x * sin + y * cos], dim=-1).flatten(-2)  # (B, T, N, ..., 2P)
+    else:
+        if pairs.stride(-2) % 2 or pairs.storage_offset() % 2:  # view_as_complex needs whole complex numbers
+            pairs = pairs.contiguous()
+        phasors = torch.view_as_complex(table)
+        rotated = torch.view_as_real(torch.view_as_complex(pairs) * phasors).flatten(-2)  # (B, T, N, ..., 2P)
     if rot_dim < hidden_states.shape[-1]:
         rotated = torch.cat([rotated, hidden_states[..., rot_dim:].float()], dim=-1)
     return rotated.to(hidden_states.dtype)
@@ -1586,7 +1593,7 @@ class TekkenWorldModelTransformer(ModelMixin, ConfigMixin, AttentionMixin):
             )
         if teacher_forcing:
             rotary_emb = tuple(torch.cat([angles, angles]) for angles in rotary_emb)  # context and target share t
-        rotary_emb = rotary_phasors(rotary_emb)  # once for every layer: (T, N, P) complex
+        rotary_emb = rotary_phasors(rotary_emb)  # once for every layer: (T, N, P, 2)
 
         # 5. Blocks; one attention plan per distinct (cached frames, window): a dense mask (None where nothing is
         # masked) or, for long windows, chunks of query frames with the key frames each may see
