@@ -239,7 +239,8 @@ def compile_problem(device: str | torch.device | None = None) -> str | None:
     try:
         torch.compile(probe, dynamic=False)(torch.ones(8, device=device))
     except Exception as error:  # noqa: BLE001 - any failure of the backend means: run eagerly
-        return f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"[:300]
+        first_line = next(iter(str(error).strip().splitlines()), "")
+        return f"{type(error).__name__}: {first_line}"[:300]
     return None
 
 

@@ -506,9 +506,10 @@ def measure_training(transformer, ceilings: dict[str, float], settings: dict) ->
 
     auto = "bf16" if resolve_mixed_precision("auto", "cpu") == "bf16" else "fp32"
     models = {False: copy.deepcopy(transformer).float().train().requires_grad_(True)}
-    compiled = copy.deepcopy(models[False])
-    if compile_for_training(compiled.transformer_blocks, settings.get("train_compile", "auto"), "cpu"):
-        models[True] = compiled
+    if settings.get("train_compile", "auto") != "no":
+        compiled = copy.deepcopy(models[False])
+        if compile_for_training(compiled.transformer_blocks, settings.get("train_compile", "auto"), "cpu"):
+            models[True] = compiled
     config = models[False].config
     scheduler = TekkenFlowMatchScheduler()
     optimizers = {key: torch.optim.AdamW(model.parameters(), lr=1e-5) for key, model in models.items()}
@@ -557,6 +558,5 @@ def measure_training(transformer, ceilings: dict[str, float], settings: dict) ->
                     tokens / seconds, gflops, "n/a (emulated)" if mfu is None else f"{100 * mfu:.0f} %")  # fmt: skip
     require_positive("training", rows, ("ms_per_step", "tokens_per_second", "gflops"))
     require_positive("training", [row for row in rows if row["mfu"] is not None], ("mfu",))
-    model = models[False]
-    parameters = sum(p.numel() for p in model.parameters())
+    parameters = sum(p.numel() for p in models[False].parameters())
     return {"parameters": parameters, "tokens_per_window": tokens // batch, "rows": rows}
