@@ -61,6 +61,7 @@ from tekken_diffusers.data import LatentWindowDataset, WindowBatch, load_latent_
 from tekken_diffusers.data.latents import check_action_pooling
 from tekken_diffusers.evaluation.world_model import rollout_latents, score_frames, teacher_forced_next_frames
 from tekken_diffusers.models import TRANSFORMER_PRESETS, TekkenWorldModelTransformer
+from tekken_diffusers.models.growth import grow_transformer
 from tekken_diffusers.models.transformer_tekken import prev_frame_prior
 from tekken_diffusers.runtime import (
     COMPILE_CHOICES,
@@ -112,6 +113,20 @@ class TrainWorldModelConfig:
     preset: str = field(default="small", metadata={"help": f"transformer size: {', '.join(TRANSFORMER_PRESETS)}"})
     model_overrides: dict = field(default_factory=dict, metadata={"help": "transformer config values over the preset"})
     pretrained_transformer: str | None = field(default=None, metadata={"help": "start from these weights"})
+    grow_num_layers: int | None = field(
+        default=None,
+        metadata={
+            "help": "with pretrained_transformer: grow it to this many layers first (new blocks start as the "
+            "identity, tekken_diffusers.models.growth)"
+        },
+    )
+    grow_mlp_ratio: float | None = field(
+        default=None,
+        metadata={
+            "help": "with pretrained_transformer: widen its MLPs to this multiple of the width first (new units "
+            "start with zero output weights)"
+        },
+    )
     vae: str | None = field(
         default=None,
         metadata={"help": "VAE folder for validation frames and the final pipeline (default: the dataset's)"},
@@ -306,6 +321,15 @@ class TrainWorldModelConfig:
         schedulers = [kind.value for kind in SchedulerType]
         if self.lr_scheduler not in schedulers:
             raise ValueError(f"lr_scheduler {self.lr_scheduler!r} is unknown; known: {', '.join(schedulers)}")
+        if (self.grow_num_layers is not None or self.grow_mlp_ratio is not None) and not self.pretrained_transformer:
+            raise ValueError(
+                "grow_num_layers / grow_mlp_ratio grow a trained model: they need pretrained_transformer (for a fresh "
+                "model set num_layers / mlp_ratio in model_overrides)"
+            )
+        if self.grow_num_layers is not None and self.grow_num_layers < 1:
+            raise ValueError(f"grow_num_layers must be >= 1 or null, got {self.grow_num_layers}")
+        if self.grow_mlp_ratio is not None and not (np.isfinite(self.grow_mlp_ratio) and self.grow_mlp_ratio > 0):
+            raise ValueError(f"grow_mlp_ratio must be a finite number > 0 or null, got {self.grow_mlp_ratio}")
         known = set(inspect.signature(TekkenWorldModelTransformer.__init__).parameters) - {"self"}
         unknown = sorted(set(self.model_overrides) - known)
         if unknown:
@@ -648,6 +672,8 @@ def build_transformer(
     channels, height, width = latent_shape
     if config.pretrained_transformer:
         model = TekkenWorldModelTransformer.from_pretrained(config.pretrained_transformer, low_cpu_mem_usage=True)
+        if config.grow_num_layers is not None or config.grow_mlp_ratio is not None:
+            model = grow_transformer(model, num_layers=config.grow_num_layers, mlp_ratio=config.grow_mlp_ratio)
     else:
         overrides = {"in_channels": channels, "sample_size": (height, width), **config.model_overrides}
         torch.manual_seed(config.seed)

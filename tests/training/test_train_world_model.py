@@ -193,6 +193,8 @@ def test_config_errors(tmp_path, capsys):
         (["--dataset", "./no/such/latents"], "--dataset ./no/such/latents: no such folder"),
         (["--vae", "no_such_vae"], "--vae no_such_vae: no such folder"),
         (["--action_pooling", "mean"], "action_pooling must be one of or, first, last"),
+        (["--grow_num_layers", "12"], "grow_num_layers / grow_mlp_ratio grow a trained model: they need pretrained"),
+        (["--pretrained_transformer", ".", "--grow_mlp_ratio", "0"], "grow_mlp_ratio must be a finite number > 0"),
     ],
 )
 def test_bad_settings_are_one_line_errors(args, message, capsys):
@@ -391,6 +393,23 @@ def test_teacher_forced_copy_path_run_saves_a_pipeline_that_loads_with_its_confi
     assert pipe.transformer.config.prediction_type == "prev_frame_residual"
     assert pipe.transformer.config.prev_frame_conditioning
     assert sorted(losses(out)) == [1, 2, 3]
+
+
+@pytest.mark.slow
+def test_a_pretrained_model_grows_before_training_and_resumes_grown(latent_dataset, tmp_path):
+    from tekken_diffusers import TekkenWorldModelPipeline
+    from tekken_diffusers.models import TekkenWorldModelTransformer
+
+    torch.manual_seed(0)
+    TekkenWorldModelTransformer.from_preset("tiny").save_pretrained(tmp_path / "trained")
+    out, grow = tmp_path / "grown", ["--pretrained_transformer", str(tmp_path / "trained"), "--grow_num_layers", "4",
+                                     "--grow_mlp_ratio", "6"]  # fmt: skip
+    result = train(out, latent_dataset, "--max_train_steps", "2", *grow)
+    assert "grew the transformer from 2 to 4 layers (trained blocks at [0, 3])" in result.stderr
+    train(out, latent_dataset, "--max_train_steps", "4", *grow, "--resume_from_checkpoint", "latest")
+    assert sorted(losses(out)) == [1, 2, 3, 4]
+    config = TekkenWorldModelPipeline.from_pretrained(out).transformer.config
+    assert (config.num_layers, config.mlp_ratio) == (4, 6.0)
 
 
 def test_training_step_losses_in_each_parameterisation():
