@@ -32,10 +32,11 @@ def _is_global(layer: int, global_every: int) -> bool:
 def grown_layer_positions(num_layers: int, new_num_layers: int, global_every: int) -> list[int]:
     """
     Where each of `num_layers` trained blocks goes among `new_num_layers`: in order, spread evenly, each at an index
-    with the same attention window as its own (layer `i` is global iff `i % global_every == 0`).
+    with the same attention window as its own (layer `i` is global iff `i % global_every == 0`). Where the even spread
+    runs out of room, the trained blocks keep their own indices (the windows' pattern repeats, so that always fits).
 
     Raises:
-        ValueError: when `new_num_layers < num_layers` or no such placement exists.
+        ValueError: when `new_num_layers < num_layers`.
     """
     if new_num_layers < num_layers:
         raise ValueError(f"num_layers: cannot shrink the model from {num_layers} to {new_num_layers} layers")
@@ -57,24 +58,9 @@ def grown_layer_positions(num_layers: int, new_num_layers: int, global_every: in
             _is_global(j, global_every) == _is_global(i, global_every) and fits(i + 1, j + 1)
         ):
             j += 1
-        if j >= new_num_layers:  # the even spread ran out of room: fall back to the earliest placement
-            return _earliest_positions(num_layers, new_num_layers, global_every)
+        if j >= new_num_layers:
+            return list(range(num_layers))
         positions.append(j)
-    return positions
-
-
-def _earliest_positions(num_layers: int, new_num_layers: int, global_every: int) -> list[int]:
-    positions, j = [], 0
-    for i in range(num_layers):
-        while j < new_num_layers and _is_global(j, global_every) != _is_global(i, global_every):
-            j += 1
-        if j == new_num_layers:
-            raise ValueError(
-                f"num_layers: {num_layers} trained layers (global every {global_every}) cannot keep their attention "
-                f"windows among {new_num_layers} layers"
-            )
-        positions.append(j)
-        j += 1
     return positions
 
 
@@ -99,7 +85,7 @@ def grow_transformer(
         [`TekkenWorldModelTransformer`] in fp32 with the grown config.
 
     Raises:
-        ValueError: when asked to shrink, or when the trained blocks' attention windows cannot be kept.
+        ValueError: when asked to shrink.
     """
     config = dict(model.config)
     old_layers, old_ratio = config["num_layers"], float(config["mlp_ratio"])
