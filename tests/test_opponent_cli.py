@@ -215,6 +215,57 @@ def test_evaluate_with_an_opponent_on_one_player_rounds(tmp_path, monkeypatch, c
     assert "carry no player 2 inputs (actions_p2)" in line
 
 
+def test_evaluate_opponent_oracle_reads_player_2_from_the_recorded_frames(tmp_path, monkeypatch, capsys):
+    import tekken_diffusers.cli.evaluate_world_model as evaluate_module
+
+    pipe = build_random_pipeline("tiny", seed=0, num_players=2)
+    torch.manual_seed(0)
+    opponent = TekkenOpponentPolicy(in_channels=4, sample_size=(4, 4), context_frames=2, hidden_dim=8, conv_channels=4)
+    with_opponent = TekkenWorldModelPipeline(pipe.transformer, pipe.scheduler, pipe.vae, opponent=opponent)
+    with_opponent.save_pretrained(tmp_path / "pipe")
+    for index in range(3):
+        save_round(tmp_path / "rounds" / f"round_{index:04d}.npz", make_round(20, size=(8, 8), seed=index))
+    calls = []
+    original = evaluate_module.rollout_latents
+
+    def recording(pipe, latents, inputs, *args, **kwargs):
+        calls.append((latents.clone(), inputs.clone()))
+        return original(pipe, latents, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(evaluate_module, "rollout_latents", recording)
+    argv = ["--pipeline", tmp_path / "pipe", "--rounds", tmp_path / "rounds", "--windows", "3",
+            "--context-frames", "3", "--frames", "3", "--teacher-forced-steps", "1", "--steps", "1",
+            "--health-frames", "0", "--no-docs", "--opponent-oracle", "--out", tmp_path / "eval.json"]  # fmt: skip
+    assert evaluate_module.main([str(arg) for arg in argv]) == 0
+    results = json.loads((tmp_path / "eval.json").read_text())
+    assert list(results["open_loop"]) == [
+        "recorded_inputs", "shuffled_inputs", "hold_last_frame",
+        "recorded_inputs_read_opponent", "shuffled_inputs_read_opponent",
+    ]  # fmt: skip
+    oracle = results["open_loop"]["recorded_inputs_read_opponent"]
+    shuffled = results["open_loop"]["shuffled_inputs_read_opponent"]
+    assert results["delta_pooled_psnr_at_last_k_read_opponent"] == pytest.approx(
+        oracle["pooled_psnr_at_k"][-1] - shuffled["pooled_psnr_at_k"][-1]
+    )
+    assert "player 2's read from the frames (oracle)" in evaluate_module.format_section(results)
+    # rollouts: recorded, shuffled (player 2 drawn: NaN), then the two oracle ones with player 2 read by the
+    # policy's inverse model from the recorded frames, player 1's inputs recorded / shuffled between windows
+    assert len(calls) == 4
+    (latents, drawn), (_, drawn_shuffled), (_, read), (_, read_shuffled) = calls
+    assert torch.isnan(drawn[:, 3:, 1]).all() and torch.isnan(drawn_shuffled[:, 3:, 1]).all()
+    expected = with_opponent.opponent.infer_inputs(latents.to(torch.float32))
+    assert not torch.isnan(read).any() and torch.equal(read[:, :, 1], expected)
+    assert torch.equal(read[:, :, 0], drawn[:, :, 0])
+    assert torch.equal(read_shuffled[:, 3:, 0], read[:, 3:, 0].roll(1, dims=0))
+    assert torch.equal(read_shuffled[:, :3], read[:, :3]) and torch.equal(read_shuffled[:, :, 1], read[:, :, 1])
+
+    # a pipeline without an opponent policy has nothing to compare against
+    plain = tmp_path / "plain"
+    pipe.save_pretrained(plain)
+    line = error_of(evaluate_module.main, [*argv[:1], plain, *argv[2:]], capsys)
+    assert "--opponent-oracle: needs a two-player pipeline with an opponent policy" in line
+
+
 def test_train_opponent_in_place_keeps_the_training_files(root, tmp_path):
     import shutil
 

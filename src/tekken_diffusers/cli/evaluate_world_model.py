@@ -11,7 +11,10 @@
 A two-player pipeline (`num_players=2`, rounds recorded with `--two-player`) is rolled out under both players' recorded
 inputs, under each player's inputs shuffled between windows (the other's kept), and with the two players' inputs
 swapped (the action-binding test: a model that binds each input to its boxer moves the wrong boxer then); the report
-gives each boxer's position error under each.
+gives each boxer's position error under each. A two-player pipeline with an opponent policy on one-player rounds has
+the policy draw player 2's inputs frame by frame; `--opponent-oracle` adds rollouts with player 2's inputs read from
+the recorded frames instead (what a perfect opponent policy would give), which separates the world model's errors
+from the opponent policy's.
 
 Pooled PSNR is `10·log10(1 / mean squared error)` over all compared pixels (no per-frame cap); per-frame means (capped
 at 100 dB) are reported beside it. The VAE's own reconstruction PSNR is the ceiling. Writes a JSON file of every
@@ -122,6 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="number of long rollouts, from evenly spread held-out starts (a boxer that fades in one rollout of "
         "eight goes unseen in two)",
     )
+    parser.add_argument(
+        "--opponent-oracle",
+        action="store_true",
+        help="with an opponent policy: also roll out with player 2's inputs read from the recorded frames (by the "
+        "policy's inverse model) instead of drawn, under the recorded and the shuffled player-1 inputs: what a "
+        "perfect opponent policy would score, i.e. how much of the gap is the opponent's prediction",
+    )
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
     parser.add_argument(
         "--dtype",
@@ -193,6 +203,13 @@ def main(argv: list[str] | None = None) -> int:
         truth_bits = torch.stack([bits, read], dim=2)
         bits = torch.stack([bits, drawn], dim=2)  # (B, L, 2, 8)
         two_player = False
+    elif args.opponent_oracle:
+        parser.error(
+            f"--opponent-oracle: needs a two-player pipeline with an opponent policy on one-player rounds; "
+            f"{args.pipeline} has num_players={pipe.num_players} and "
+            f"{'an' if pipe.opponent is not None else 'no'} opponent policy, the rounds "
+            f"{'have' if windows.action_bits_p2 is not None else 'have no'} player-2 inputs"
+        )
     elif two_player:
         if windows.action_bits_p2 is None:
             parser.error(
@@ -282,6 +299,14 @@ def main(argv: list[str] | None = None) -> int:
             "shuffled_inputs": rollout(shuffled_bits),
             "hold_last_frame": real[:, context - 1 : context].expand_as(target),
         }
+        if args.opponent_oracle:
+            # Player 2's inputs as read from the recorded frames instead of drawn by the policy; shuffled: player
+            # 1's shuffled between windows as above, player 2's read ones kept.
+            read_shuffled = torch.stack([truth_bits[:, :, 0].roll(1, dims=0), truth_bits[:, :, 1]], dim=2)
+            rollouts["recorded_inputs_read_opponent"] = rollout(truth_bits)
+            rollouts["shuffled_inputs_read_opponent"] = rollout(
+                torch.cat([truth_bits[:, :context], read_shuffled[:, context:]], dim=1)
+            )
     open_loop = {}
     for name, frames in rollouts.items():
         error = _position_error(frames, target)  # (B, K, 2)
@@ -308,6 +333,11 @@ def main(argv: list[str] | None = None) -> int:
         results["delta_white_error_at_last_k"] = (
             shuffled["white_error_median_at_k"][last] - recorded["white_error_median_at_k"][last]
         )
+        if args.opponent_oracle:
+            recorded, shuffled = open_loop["recorded_inputs_read_opponent"], open_loop["shuffled_inputs_read_opponent"]
+            results["delta_pooled_psnr_at_last_k_read_opponent"] = (
+                recorded["pooled_psnr_at_k"][last] - shuffled["pooled_psnr_at_k"][last]
+            )
 
     # 4. Long rollouts: both boxers present, no freezing, real colours
     if args.health_frames > 0:
@@ -377,6 +407,8 @@ def format_section(results: dict) -> str:
         "p1_shuffled_inputs": "model, player 1's inputs shuffled between windows",
         "p2_shuffled_inputs": "model, player 2's inputs shuffled between windows",
         "swapped_players": "model, the two players' inputs swapped",
+        "recorded_inputs_read_opponent": "model, recorded inputs, player 2's read from the frames (oracle)",
+        "shuffled_inputs_read_opponent": "model, player 1's inputs shuffled, player 2's read (oracle)",
         "hold_last_frame": "baseline: hold the last context frame",
     }
     psnr_rows = "\n".join(f"| {labels[k]} | {at(v['pooled_psnr_at_k'])} |" for k, v in open_loop.items())
@@ -400,6 +432,11 @@ def format_section(results: dict) -> str:
             f"Δ pooled PSNR (recorded − shuffled inputs) at k={count}: {results['delta_pooled_psnr_at_last_k']:+.2f} "
             "dB."
         )
+        if "delta_pooled_psnr_at_last_k_read_opponent" in results:
+            summary += (
+                f" With player 2's inputs read from the recorded frames instead of drawn by the opponent policy "
+                f"(`--opponent-oracle`): {results['delta_pooled_psnr_at_last_k_read_opponent']:+.2f} dB."
+            )
     header = " | ".join(f"k={m}" for m in marks)
     rule = "---:|" * len(marks)
     health = ""
