@@ -144,6 +144,16 @@ def test_train_opponent_alone_writes_the_policy(root, tmp_path):
     assert metrics["config"]["steps"] == 5 and {"train", "val"} <= set(metrics)
 
 
+def test_train_opponent_pools_several_datasets(root, tmp_path, capsys):
+    out = tmp_path / "opponent"
+    argv = ["--dataset", root / "two-player", root / "two-player", "--out", out, *FAST]
+    assert train_opponent([str(a) for a in argv]) == 0
+    assert json.loads((out / METRICS_FILE).read_text())["dataset"] == [str(root / "two-player")] * 2
+    argv = ["--dataset", root / "two-player", tmp_path / "missing", "--out", tmp_path / "other", *FAST]
+    line = error_of(train_opponent, argv, capsys)
+    assert "--dataset" in line and "missing: not a folder" in line
+
+
 def test_train_opponent_attaches_the_policy_to_a_pipeline(root, tmp_path):
     out = tmp_path / "with-opponent"
     argv = ["--dataset", root / "two-player", "--out", out, "--pipeline", root / "pipe2p", "--temperature", "0.3"]

@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,14 @@ from .utils import atomic_output
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["OpponentTrainingConfig", "OpponentData", "load_opponent_data", "train_opponent_policy"]
+__all__ = [
+    "OpponentTrainingConfig",
+    "OpponentData",
+    "concatenate_opponent_data",
+    "load_opponent_data",
+    "load_opponent_datasets",
+    "train_opponent_policy",
+]
 
 METRICS_FILE = "opponent_metrics.json"
 
@@ -72,6 +80,30 @@ class OpponentData:
         first = np.zeros(len(self), dtype=bool)
         first[self.starts] = True
         return np.flatnonzero(~first)
+
+
+def concatenate_opponent_data(parts: Sequence[OpponentData]) -> OpponentData:
+    """Several splits (e.g. of datasets recorded apart) as one, their rounds end to end."""
+    offsets = np.cumsum([0] + [len(part) for part in parts[:-1]])
+    return OpponentData(
+        torch.cat([part.latents for part in parts]),
+        torch.cat([part.actions for part in parts]),
+        np.concatenate([part.starts + offset for part, offset in zip(parts, offsets)]),
+    )
+
+
+def load_opponent_datasets(
+    paths: str | os.PathLike | Sequence[str | os.PathLike], split: str, progress: bool = True
+) -> OpponentData | None:
+    """One split of one or more latent datasets with player 2's inputs, pooled (None when none of them has it);
+    the datasets must share their latent shape."""
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    shapes = {str(path): tuple(load_latent_info(path).latent_shape) for path in paths}
+    if len(set(shapes.values())) > 1:
+        found = ", ".join(f"{path}: {shape}" for path, shape in shapes.items())
+        raise ValueError(f"--dataset: the datasets' latents must have one shape (C, h, w); found {found}")
+    parts = [load_opponent_data(path, split, progress) for path in paths if split in load_latent_info(path).splits]
+    return concatenate_opponent_data(parts) if parts else None
 
 
 def load_opponent_data(path: str | os.PathLike, split: str, progress: bool = True) -> OpponentData:
@@ -163,12 +195,13 @@ def evaluate_opponent_policy(
 
 
 def train_opponent_policy(
-    dataset: str | os.PathLike,
+    dataset: str | os.PathLike | Sequence[str | os.PathLike],
     output_dir: str | os.PathLike,
     config: OpponentTrainingConfig | None = None,
     progress: bool = True,
 ) -> tuple[TekkenOpponentPolicy, dict[str, Any]]:
-    """Train an opponent policy on `dataset` (train split; metrics on `val` when there is one) and save it to
+    """Train an opponent policy on `dataset` (its train split, or the train splits of several datasets pooled;
+    metrics on the `val` splits when there are any) and save it to
     `output_dir` (`save_pretrained` layout plus `opponent_metrics.json`), written under a temporary name first. The
     learning rate warms up linearly over the first 5 % of the steps, then follows a cosine to zero.
 
@@ -178,9 +211,13 @@ def train_opponent_policy(
     config = config or OpponentTrainingConfig()
     output_dir = Path(output_dir)
     torch.manual_seed(config.seed)
-    train = load_opponent_data(dataset, "train", progress)
-    info = load_latent_info(dataset)
-    channels, height, width = info.latent_shape
+    datasets = [dataset] if isinstance(dataset, (str, os.PathLike)) else list(dataset)
+    if not datasets:
+        raise ValueError("--dataset: give at least one latent dataset")
+    train = load_opponent_datasets(datasets, "train", progress)
+    if train is None:
+        raise ValueError(f"--dataset {' '.join(map(str, datasets))}: no train split")
+    channels, height, width = load_latent_info(datasets[0]).latent_shape
     model = TekkenOpponentPolicy(
         in_channels=channels,
         sample_size=(height, width),
@@ -220,12 +257,12 @@ def train_opponent_policy(
         if step % 50 == 0:
             bar.set_postfix(policy=f"{policy_loss.item():.3f}", inverse=f"{inverse_loss.item():.3f}")
     minutes = (time.perf_counter() - start) / 60
-    metrics: dict[str, Any] = {"config": asdict(config), "dataset": str(dataset), "train_minutes": round(minutes, 2)}
+    names = str(datasets[0]) if len(datasets) == 1 else [str(path) for path in datasets]
+    metrics: dict[str, Any] = {"config": asdict(config), "dataset": names, "train_minutes": round(minutes, 2)}
     metrics["train"] = evaluate_opponent_policy(model, train, config.val_samples, config.seed)
-    if "val" in info.splits:
-        metrics["val"] = evaluate_opponent_policy(
-            model, load_opponent_data(dataset, "val", progress), config.val_samples
-        )
+    val = load_opponent_datasets(datasets, "val", progress)
+    if val is not None:
+        metrics["val"] = evaluate_opponent_policy(model, val, config.val_samples)
     model.eval()
     with atomic_output(output_dir, folder=True) as tmp:
         model.save_pretrained(tmp)

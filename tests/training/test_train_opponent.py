@@ -18,6 +18,7 @@ from tekken_diffusers.opponent_training import (
     OpponentTrainingConfig,
     evaluate_opponent_policy,
     load_opponent_data,
+    load_opponent_datasets,
     train_opponent_policy,
 )
 
@@ -65,6 +66,34 @@ def test_load_opponent_data_keeps_rounds_apart(dataset):
     assert torch.equal(data.actions[positions, 1], expected)
     with pytest.raises(ValueError, match="no split 'test'; it has train, val"):
         load_opponent_data(dataset, "test")
+
+
+def test_several_datasets_are_pooled_with_their_rounds_kept_apart(dataset, tmp_path):
+    other = synthetic_opponent_dataset(tmp_path / "other", rounds={"train": 2}, frames=30, seed=1)
+    one, two = load_opponent_data(dataset, "train"), load_opponent_data(other, "train")
+    both = load_opponent_datasets([dataset, other], "train")
+    assert len(both) == 240 + 60
+    assert torch.equal(both.latents, torch.cat([one.latents, two.latents]))
+    assert torch.equal(both.actions, torch.cat([one.actions, two.actions]))
+    np.testing.assert_array_equal(both.starts, [0, 40, 80, 120, 160, 200, 240, 270])
+    assert len(both.positions()) == 300 - 8  # no frame is taken as following another dataset's last frame
+    # the val split of the datasets that have one; None where none has it
+    assert len(load_opponent_datasets([other, dataset], "val")) == 2 * 40
+    assert load_opponent_datasets([other], "val") is None
+    wide = synthetic_opponent_dataset(tmp_path / "wide", rounds={"train": 1})
+    info = json.loads((wide / "tekken_latents.json").read_text())
+    info["latent_channels"] = 8
+    (wide / "tekken_latents.json").write_text(json.dumps(info))
+    with pytest.raises(ValueError, match=r"must have one shape \(C, h, w\).*wide: \(8, 4, 4\)"):
+        load_opponent_datasets([dataset, wide], "train")
+
+
+def test_training_on_two_datasets_reports_both(dataset, tmp_path):
+    other = synthetic_opponent_dataset(tmp_path / "other", rounds={"train": 2}, seed=1)
+    config = OpponentTrainingConfig(steps=2, batch_size=8, hidden_dim=8, context_frames=2)
+    _, metrics = train_opponent_policy([dataset, other], tmp_path / "out", config, progress=False)
+    assert metrics["dataset"] == [str(dataset), str(other)]
+    assert metrics["val"]["frames"] == 2 * 40 - 2  # the first dataset's val rounds (the other has none)
 
 
 def test_a_dataset_without_player_2_inputs_says_how_to_infer_them(tmp_path):

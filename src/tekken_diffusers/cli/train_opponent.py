@@ -2,6 +2,7 @@
 attach it to a two-player pipeline, which then plays player 2 by itself wherever its inputs are not given.
 
     tekken-train-opponent --dataset data/boxing-vs-console_latents --out outputs/opponent
+    tekken-train-opponent --dataset data/boxing-vs-console_latents data/boxing-extra-vs-console_latents --out ...
     tekken-train-opponent --dataset data/boxing-vs-console_latents --pipeline outputs/boxing-vs-console \\
         --out outputs/boxing-vs-console-with-opponent
 
@@ -28,7 +29,12 @@ logger = logging.getLogger("train_opponent")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     defaults = OpponentTrainingConfig()
-    parser.add_argument("--dataset", required=True, help="latent dataset folder with player 2's inputs (actions_p2)")
+    parser.add_argument(
+        "--dataset",
+        required=True,
+        nargs="+",
+        help="latent dataset folder(s) with player 2's inputs (actions_p2); several are pooled (same latent shape)",
+    )
     parser.add_argument("--out", required=True, help="folder to write (the policy, or the pipeline with --pipeline)")
     parser.add_argument("--pipeline", default=None, help="a two-player pipeline folder to attach the policy to")
     parser.add_argument("--steps", type=int, default=defaults.steps, help="optimizer steps (default %(default)s)")
@@ -66,8 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--noise-max must lie in [0, 1), got {args.noise_max}")
     if args.temperature < 0:
         parser.error(f"--temperature must be >= 0 (0: always the most likely input), got {args.temperature}")
-    if not Path(args.dataset).is_dir():
-        parser.error(f"--dataset {args.dataset}: not a folder")
+    for dataset in args.dataset:
+        if not Path(dataset).is_dir():
+            parser.error(f"--dataset {dataset}: not a folder")
     pipe = None
     if args.pipeline is not None:
         from ..pipelines import TekkenWorldModelPipeline
