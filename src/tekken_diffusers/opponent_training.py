@@ -98,11 +98,12 @@ def load_opponent_datasets(
     """One split of one or more latent datasets with player 2's inputs, pooled (None when none of them has it);
     the datasets must share their latent shape."""
     paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
-    shapes = {str(path): tuple(load_latent_info(path).latent_shape) for path in paths}
+    infos = {str(path): load_latent_info(path) for path in paths}
+    shapes = {path: tuple(info.latent_shape) for path, info in infos.items()}
     if len(set(shapes.values())) > 1:
         found = ", ".join(f"{path}: {shape}" for path, shape in shapes.items())
         raise ValueError(f"--dataset: the datasets' latents must have one shape (C, h, w); found {found}")
-    parts = [load_opponent_data(path, split, progress) for path in paths if split in load_latent_info(path).splits]
+    parts = [load_opponent_data(path, split, progress) for path, info in infos.items() if split in info.splits]
     return concatenate_opponent_data(parts) if parts else None
 
 
