@@ -110,6 +110,7 @@ FAST = ["--steps", "5", "--batch-size", "8", "--hidden-dim", "8", "--context-fra
         (["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
         (["--context-frames", "0"], "--context-frames must be >= 1, got 0"),
         (["--hidden-dim", "-1"], "--hidden-dim must be >= 1, got -1"),
+        (["--context-frames", "8", "--input-frames", "4"], "--input-frames must be >= --context-frames (8), got 4"),
         (["--learning-rate", "0"], "--learning-rate must be > 0, got 0.0"),
         (["--noise-max", "1"], "--noise-max must lie in [0, 1), got 1.0"),
         (["--temperature", "-0.5"], "--temperature must be >= 0"),

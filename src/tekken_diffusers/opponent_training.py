@@ -50,6 +50,7 @@ class OpponentTrainingConfig:
     """What `train_opponent_policy` does (the `tekken-train-opponent` options)."""
 
     context_frames: int = 4
+    input_frames: int | None = None
     hidden_dim: int = 256
     conv_channels: int = 64
     steps: int = 3000
@@ -138,23 +139,33 @@ def load_opponent_data(path: str | os.PathLike, split: str, progress: bool = Tru
 
 
 def _batch(
-    data: OpponentData, frames: np.ndarray, context: int, noise_max: float, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    data: OpponentData,
+    frames: np.ndarray,
+    context: int,
+    noise_max: float,
+    generator: torch.Generator,
+    input_frames: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Policy inputs for target frames `frames`: the `context` frames before each (repeating a round's first frame
-    where the round starts later, with nothing pressed), their bits, the frame and the one before it (for the inverse
-    model), the target ids and player 1's input of the target frame."""
+    where the round starts later, with nothing pressed), the bits of the `input_frames` frames before each (default
+    `context`), the frame and the one before it (for the inverse model), the target ids and player 1's input of the
+    target frame."""
+    input_frames = context if input_frames is None else input_frames
     round_start = data.starts[np.searchsorted(data.starts, frames, side="right") - 1]
-    offsets = np.arange(-context, 0)  # the frames before t
-    index = frames[:, None] + offsets[None, :]
-    before_start = index < round_start[:, None]
-    index = np.maximum(index, round_start[:, None])
+
+    def before(count: int) -> tuple[np.ndarray, np.ndarray]:  # the `count` frames before t, clamped to the round
+        index = frames[:, None] + np.arange(-count, 0)[None, :]
+        return np.maximum(index, round_start[:, None]), index < round_start[:, None]
+
+    index, _ = before(context)
     history = data.latents[torch.from_numpy(index)].float()  # (B, K, C, h, w)
     current = data.latents[torch.from_numpy(frames)].float()[:, None]  # (B, 1, C, h, w)
     both = torch.cat([history, current], dim=1)
     if noise_max > 0:
         sigma = torch.rand(both.shape[0], 1, 1, 1, 1, generator=generator) * noise_max
         both = (1 - sigma) * both + sigma * torch.randn(both.shape, generator=generator)
-    bits = ids_to_bits(data.actions[torch.from_numpy(index)])  # (B, K, 2, 8) float
+    index, before_start = before(input_frames)
+    bits = ids_to_bits(data.actions[torch.from_numpy(index)])  # (B, I, 2, 8) float
     bits[torch.from_numpy(before_start)] = 0.0
     targets = data.actions[torch.from_numpy(frames), 1]
     player_1 = ids_to_bits(data.actions[torch.from_numpy(frames), 0])  # player 1's input of the target frame
@@ -173,7 +184,9 @@ def evaluate_opponent_policy(
     model.eval()
     nll = correct = inv_nll = inv_correct = repeat = 0.0
     for chunk in np.array_split(frames, max(1, math.ceil(len(frames) / 1024))):
-        history, bits, pair, targets, player_1 = _batch(data, chunk, model.config.context_frames, 0.0, generator)
+        history, bits, pair, targets, player_1 = _batch(
+            data, chunk, model.config.context_frames, 0.0, generator, model.num_input_frames
+        )
         logits = model(history, bits, player_1)
         nll += float(F.cross_entropy(logits, targets, reduction="sum"))
         correct += float((logits.argmax(-1) == targets).sum())
@@ -223,6 +236,7 @@ def train_opponent_policy(
         in_channels=channels,
         sample_size=(height, width),
         context_frames=config.context_frames,
+        input_frames=config.input_frames,
         hidden_dim=config.hidden_dim,
         conv_channels=config.conv_channels,
         temperature=config.temperature,
@@ -246,7 +260,7 @@ def train_opponent_policy(
     for step in bar:
         frames = rng.choice(positions, size=config.batch_size)
         history, bits, pair, targets, player_1 = _batch(
-            train, frames, config.context_frames, config.noise_max, generator
+            train, frames, config.context_frames, config.noise_max, generator, model.num_input_frames
         )
         policy_loss = F.cross_entropy(model(history, bits, player_1), targets)
         inverse_loss = F.cross_entropy(model.infer_logits(pair)[:, 0], targets)

@@ -43,10 +43,12 @@ def test_output_shapes(policy):
 
 def test_bad_shapes_are_refused(policy):
     latents, bits = history(frames=4)
-    with pytest.raises(ValueError, match=r"expected latents \(B, T, C, h, w\) and actions \(B, T, 2, 8\)"):
-        policy(latents, bits[:, :3])
-    with pytest.raises(ValueError, match=r"actions \(B, T, 2, 8\)"):
+    with pytest.raises(ValueError, match=r"expected latents \(B, T, C, h, w\) and actions \(B, T', 2, 8\)"):
+        policy(latents, bits[:1])
+    with pytest.raises(ValueError, match=r"actions \(B, T', 2, 8\)"):
         policy(latents, bits[:, :, 0])
+    with pytest.raises(ValueError, match=r"actions \(B, T', 2, 8\)"):
+        policy(latents, bits[:, :0])
     with pytest.raises(ValueError, match=r"expected latents"):
         policy(latents[:, 0], bits[:, 0])
     with pytest.raises(ValueError, match="with T >= 2"):
@@ -185,3 +187,38 @@ def test_a_policy_that_reads_player_1s_input_needs_it_and_uses_it():
     # a policy that does not read it ignores it
     plain = tiny_policy()
     torch.testing.assert_close(plain(latents, actions, forward), plain(latents, actions), rtol=0, atol=0)
+
+
+def test_a_longer_input_history_reads_older_inputs_and_only_those():
+    """`input_frames` > `context_frames`: the inputs of the older frames count, their latents do not, and nothing
+    before the last `input_frames` counts."""
+    policy = tiny_policy(input_frames=5)
+    assert policy.num_input_frames == 5 and policy.config.input_frames == 5
+    latents, bits = history(frames=7)
+    with torch.no_grad():
+        full = policy(latents, bits)
+        # the latents are read as before: the last CONTEXT frames only, whatever number of inputs comes with them
+        torch.testing.assert_close(policy(latents[:, -CONTEXT:], bits), full, rtol=0, atol=1e-6)
+        older = bits.clone()
+        older[:, 7 - 5] = 1 - older[:, 7 - 5]  # the oldest input it reads (beyond the latent frames)
+        assert (policy(latents, older) - full).abs().max() > 1e-4
+        oldest = bits.clone()
+        oldest[:, : 7 - 5] = 1 - oldest[:, : 7 - 5]  # before the last 5: not read
+        torch.testing.assert_close(policy(latents, oldest), full, rtol=0, atol=1e-6)
+        # a short history of inputs is padded with nothing pressed
+        padded = torch.cat([torch.zeros(2, 2, 2, 8), bits[:, -3:]], dim=1)
+        torch.testing.assert_close(policy(latents, bits[:, -3:]), policy(latents, padded), rtol=0, atol=1e-6)
+
+
+def test_input_frames_defaults_to_context_frames_with_the_same_weights_and_outputs():
+    """Policies saved before `input_frames` existed load as they were: same parameter shapes, same outputs."""
+    plain, explicit = tiny_policy(), tiny_policy(input_frames=CONTEXT)
+    assert plain.num_input_frames == CONTEXT and plain.config.input_frames is None
+    shapes = {name: tensor.shape for name, tensor in plain.state_dict().items()}
+    assert shapes == {name: tensor.shape for name, tensor in explicit.state_dict().items()}
+    explicit.load_state_dict(plain.state_dict())
+    latents, bits = history(frames=6)
+    with torch.no_grad():
+        torch.testing.assert_close(explicit(latents, bits), plain(latents, bits), rtol=0, atol=0)
+    with pytest.raises(ValueError, match=rf"input_frames must be >= context_frames \({CONTEXT}\), got 2"):
+        tiny_policy(input_frames=2)

@@ -383,6 +383,27 @@ def test_the_policy_reads_player_1s_input_of_the_frame_it_draws_for(pipe2, conte
     assert seen == [[16], [32], [160]]
 
 
+def test_a_session_keeps_as_many_inputs_as_the_policy_reads(pipe2, context):
+    """A policy reading 6 frames of inputs and 3 latent frames gets the real last 6 inputs of the session."""
+    policy = tiny_opponent()
+    policy = TekkenOpponentPolicy(**{**policy.config, "input_frames": 6}).eval()
+    pipe = with_opponent(pipe2, policy)
+    seen = []
+    original = policy.forward
+
+    def recording(latents, actions, player_1_input=None):
+        seen.append((latents.shape[1], bits_to_ids(actions[0, :, 0]).tolist()))
+        return original(latents, actions, player_1_input)
+
+    policy.forward = recording
+    session = pipe.start_session(context=context, context_actions=[1, 2, 3], num_inference_steps=1, generator=gen())
+    for action in (16, 32, 64, 128, 160):
+        session.step(action)
+    assert seen[0] == (3, [1, 2, 3])  # the context's three frames
+    assert seen[-1] == (6, [2, 3, 16, 32, 64, 128])  # its last 6 inputs; the latents kept with them
+    assert "last 3 frames and the inputs of the last 6 (temperature 0.0)" in pipe.default_model_card()
+
+
 def test_the_model_card_names_the_opponent(pipe2, pipe_opp):
     assert "| opponent | `TekkenOpponentPolicy`" in pipe_opp.default_model_card()
     assert "last 3 frames (temperature 0.0)" in pipe_opp.default_model_card()

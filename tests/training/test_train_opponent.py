@@ -144,3 +144,29 @@ def test_twenty_steps_train(dataset, tmp_path):
     config = OpponentTrainingConfig(steps=20, batch_size=8, hidden_dim=8, conv_channels=4, val_samples=16)
     _, metrics = train_opponent_policy(dataset, tmp_path / "opponent", config, progress=False)
     assert metrics["config"]["steps"] == 20 and (tmp_path / "opponent" / METRICS_FILE).is_file()
+
+
+def test_a_longer_input_history_learns_what_only_older_inputs_tell(tmp_path):
+    """Player 2 echoes player 1's input of 5 frames before (the latents are noise): a policy that reads 6 frames of
+    inputs learns it, one that reads 2 cannot, and the saved policy keeps its `input_frames`."""
+    rng = np.random.default_rng(0)
+    splits = {}
+    for split, count in {"train": 6, "val": 2}.items():
+        rows = []
+        for index in range(count):
+            actions = rng.choice(np.array([LEFT, RIGHT], dtype=np.uint8), size=40)
+            actions_p2 = np.zeros(40, dtype=np.uint8)
+            actions_p2[5:] = actions[:-5]
+            latents = rng.normal(size=(40, 4, 4, 4)).astype(np.float32)
+            rows.append(latent_row(f"round_{index:04d}", split, latents, actions, actions_p2=actions_p2))
+        splits[split] = datasets.Dataset.from_list(rows, features=LATENT_FEATURES)
+    dataset = tmp_path / "echo"
+    save_latent_dataset(splits, dataset, LatentDatasetInfo(latent_channels=4, latent_height=4, latent_width=4))
+    common = dict(
+        steps=300, batch_size=64, hidden_dim=32, conv_channels=8, learning_rate=3e-3, context_frames=2, val_samples=512
+    )
+    _, short = train_opponent_policy(dataset, tmp_path / "short", OpponentTrainingConfig(**common), progress=False)
+    config = OpponentTrainingConfig(**common, input_frames=6)
+    _, long = train_opponent_policy(dataset, tmp_path / "long", config, progress=False)
+    assert long["val"]["policy_accuracy"] >= 0.9 > short["val"]["policy_accuracy"] + 0.2
+    assert TekkenOpponentPolicy.from_pretrained(tmp_path / "long").num_input_frames == 6

@@ -40,7 +40,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=defaults.steps, help="optimizer steps (default %(default)s)")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="frames per step")
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate, help="peak (one-cycle) rate")
-    parser.add_argument("--context-frames", type=int, default=defaults.context_frames, help="past frames it reads")
+    parser.add_argument(
+        "--context-frames", type=int, default=defaults.context_frames, help="past latent frames it reads"
+    )
+    parser.add_argument(
+        "--input-frames",
+        type=int,
+        default=defaults.input_frames,
+        help="past frames whose inputs (both players') it reads; at least --context-frames (default: as many)",
+    )
     parser.add_argument("--hidden-dim", type=int, default=defaults.hidden_dim, help="width of features and heads")
     parser.add_argument(
         "--noise-max", type=float, default=defaults.noise_max, help="largest re-noising σ of the frames it reads"
@@ -66,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("steps", "batch_size", "context_frames", "hidden_dim"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.input_frames is not None and args.input_frames < args.context_frames:
+        parser.error(f"--input-frames must be >= --context-frames ({args.context_frames}), got {args.input_frames}")
     if args.learning_rate <= 0:
         parser.error(f"--learning-rate must be > 0, got {args.learning_rate}")
     if not 0 <= args.noise_max < 1:

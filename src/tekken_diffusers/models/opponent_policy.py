@@ -8,7 +8,8 @@ learned of the opponent (the console's AI in one-player Boxing).
 `TekkenOpponentPolicy` reads the world model's own latents (normalised, as the transformer sees them) and has two
 heads:
 - the **policy** (`forward`): the next input of player 2, from the last `context_frames` latent frames and both
-  players' inputs of those frames — logits over the `2 ** num_actions` input combinations;
+  players' inputs of the last `input_frames` frames (at least as many) — logits over the `2 ** num_actions` input
+  combinations;
 - the **inverse model** (`infer_inputs`): the input that took frame t−1 to frame t, from the two frames — used to label
   the context frames of a clip whose player-2 inputs were never recorded, so that the world model's cache reads them
   under the same kind of inputs it was trained with.
@@ -37,7 +38,11 @@ class TekkenOpponentPolicy(ModelMixin, ConfigMixin):
         in_channels (`int`, defaults to 16): Latent channels (the world model's `in_channels`).
         sample_size (`(int, int)`, defaults to `(8, 8)`): Latent height and width.
         num_actions (`int`, defaults to 8): Bits per player's input; the heads score all `2 ** num_actions` inputs.
-        context_frames (`int`, defaults to 4): Past frames the policy reads.
+        context_frames (`int`, defaults to 4): Past latent frames the policy reads.
+        input_frames (`int`, *optional*): Past frames whose inputs (both players') the policy reads; at least
+            `context_frames`, which it defaults to. A longer history of inputs costs little (16 numbers a frame against
+            a convolutional encoder per latent frame) and shows the opponent's rhythm: who pressed what over the last
+            second or two.
         hidden_dim (`int`, defaults to 256): Width of the frame features and the heads.
         conv_channels (`int`, defaults to 64): Channels of the per-frame convolutional encoder.
         temperature (`float`, defaults to 1.0): Sampling temperature a pipeline draws player 2's inputs with (0: the
@@ -61,6 +66,7 @@ class TekkenOpponentPolicy(ModelMixin, ConfigMixin):
         conv_channels: int = 64,
         temperature: float = 1.0,
         reads_player_1_input: bool = False,
+        input_frames: int | None = None,
     ):
         super().__init__()
         if temperature < 0:
@@ -69,6 +75,9 @@ class TekkenOpponentPolicy(ModelMixin, ConfigMixin):
             raise ValueError(f"num_actions: inputs are {NUM_BUTTONS}-bit vectors, got {num_actions}")
         if context_frames < 1:
             raise ValueError(f"context_frames must be >= 1, got {context_frames}")
+        if input_frames is not None and input_frames < context_frames:
+            raise ValueError(f"input_frames must be >= context_frames ({context_frames}), got {input_frames}")
+        self.num_input_frames = context_frames if input_frames is None else int(input_frames)
         height, width = (int(s) for s in sample_size)
         flat = conv_channels * math.ceil(height / 2) * math.ceil(width / 2)
         self.frame_encoder = nn.Sequential(
@@ -81,7 +90,13 @@ class TekkenOpponentPolicy(ModelMixin, ConfigMixin):
             nn.SiLU(),
         )
         num_classes = 2**num_actions
-        policy_inputs = context_frames * (hidden_dim + 2 * num_actions) + (num_actions if reads_player_1_input else 0)
+        # Per latent frame its features and both inputs; then the inputs of the older frames (`input_frames` beyond
+        # `context_frames`); then player 1's input of the frame to generate.
+        policy_inputs = (
+            context_frames * hidden_dim
+            + self.num_input_frames * 2 * num_actions
+            + (num_actions if reads_player_1_input else 0)
+        )
         self.policy_head = nn.Sequential(
             nn.Linear(policy_inputs, hidden_dim),
             nn.SiLU(),
@@ -106,12 +121,17 @@ class TekkenOpponentPolicy(ModelMixin, ConfigMixin):
         return features.view(batch, frames, -1)
 
     def _pad(self, latents: torch.Tensor, bits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keep the last `context_frames`; a shorter history repeats its first frame, with nothing pressed."""
+        """Keep the last `context_frames` latent frames and the last `input_frames` inputs; a shorter history repeats
+        its first frame, with nothing pressed."""
         need = self.config.context_frames
-        latents, bits = latents[:, -need:], bits[:, -need:]
+        latents = latents[:, -need:]
         missing = need - latents.shape[1]
         if missing > 0:
             latents = torch.cat([latents[:, :1].expand(-1, missing, *latents.shape[2:]), latents], dim=1)
+        need = self.num_input_frames
+        bits = bits[:, -need:]
+        missing = need - bits.shape[1]
+        if missing > 0:
             bits = torch.cat([bits.new_zeros(bits.shape[0], missing, *bits.shape[2:]), bits], dim=1)
         return latents, bits
 
@@ -122,17 +142,27 @@ class TekkenOpponentPolicy(ModelMixin, ConfigMixin):
 
         Args:
             latents: the last frames `(B, T, C, h, w)` (T ≥ 1; the last `context_frames` are read).
-            actions: both players' inputs of those frames as bits `(B, T, 2, num_actions)`.
+            actions: both players' inputs as bits `(B, T', 2, num_actions)`, the last row that of the last latent
+                frame (T' may differ from T; the last `input_frames` are read).
             player_1_input: player 1's input of the frame to generate, bits `(B, num_actions)`; required by a policy
                 that reads it (`reads_player_1_input`), ignored by one that does not.
         """
-        if latents.ndim != 5 or actions.shape[:2] != latents.shape[:2] or actions.shape[2:] != (2, NUM_BUTTONS):
+        if (
+            latents.ndim != 5
+            or actions.ndim != 4
+            or actions.shape[0] != latents.shape[0]
+            or min(latents.shape[1], actions.shape[1]) < 1
+            or actions.shape[2:] != (2, NUM_BUTTONS)
+        ):
             raise ValueError(
-                f"expected latents (B, T, C, h, w) and actions (B, T, 2, {NUM_BUTTONS}), got {tuple(latents.shape)} "
+                f"expected latents (B, T, C, h, w) and actions (B, T', 2, {NUM_BUTTONS}), got {tuple(latents.shape)} "
                 f"and {tuple(actions.shape)}"
             )
         latents, actions = self._pad(latents, actions)
-        features = torch.cat([self._encode(latents), actions.flatten(2).to(self._weight_dtype)], dim=-1).flatten(1)
+        bits = actions.flatten(2).to(self._weight_dtype)  # (B, input_frames, 2 * num_actions)
+        older = self.num_input_frames - self.config.context_frames
+        recent = torch.cat([self._encode(latents), bits[:, older:]], dim=-1).flatten(1)
+        features = torch.cat([recent, bits[:, :older].flatten(1)], dim=-1) if older else recent
         if self.config.reads_player_1_input:
             if player_1_input is None or tuple(player_1_input.shape) != (latents.shape[0], NUM_BUTTONS):
                 found = None if player_1_input is None else tuple(player_1_input.shape)

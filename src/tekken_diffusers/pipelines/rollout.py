@@ -210,11 +210,11 @@ class TekkenRollout:
             self._pending = None  # only once written: a pass that raises keeps them queued
 
     def remember(self, latents: torch.Tensor, bits: torch.Tensor) -> None:
-        """Keep finished frames `(B, F, C, h, w)` and their inputs `(B, F, 2, 8)` for the opponent policy (its last
-        `context_frames`); nothing to keep without one."""
+        """Keep finished frames `(B, F, C, h, w)` and their inputs `(B, F, 2, 8)` for the opponent policy (as many as
+        it reads: its `context_frames` latent frames, its `input_frames` inputs); nothing to keep without one."""
         if self.opponent is None:
             return
-        keep = self.opponent.config.context_frames
+        keep = max(self.opponent.config.context_frames, self.opponent.num_input_frames)
         latents, bits = latents.detach().float(), bits.detach().float()
         if self._history is not None:
             latents = torch.cat([self._history[0], latents], dim=1)
