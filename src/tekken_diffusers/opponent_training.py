@@ -144,13 +144,11 @@ def _batch(
     context: int,
     noise_max: float,
     generator: torch.Generator,
-    input_frames: int | None = None,
+    input_frames: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Policy inputs for target frames `frames`: the `context` frames before each (repeating a round's first frame
-    where the round starts later, with nothing pressed), the bits of the `input_frames` frames before each (default
-    `context`), the frame and the one before it (for the inverse model), the target ids and player 1's input of the
-    target frame."""
-    input_frames = context if input_frames is None else input_frames
+    where the round starts later, with nothing pressed), the bits of the `input_frames` frames before each, the frame
+    and the one before it (for the inverse model), the target ids and player 1's input of the target frame."""
     round_start = data.starts[np.searchsorted(data.starts, frames, side="right") - 1]
 
     def before(count: int) -> tuple[np.ndarray, np.ndarray]:  # the `count` frames before t, clamped to the round

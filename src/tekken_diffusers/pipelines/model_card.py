@@ -74,7 +74,7 @@ def default_model_card(pipe: TekkenWorldModelPipeline) -> str:
     if getattr(pipe, "opponent", None) is not None:
         o = pipe.opponent.config
         count = sum(p.numel() for p in pipe.opponent.parameters())
-        frames = getattr(pipe.opponent, "num_input_frames", o.context_frames)
+        frames = pipe.opponent.num_input_frames
         inputs = f" and the inputs of the last {frames}" if frames != o.context_frames else ""
         opponent = (
             f"\n| opponent | `TekkenOpponentPolicy`, {count / 1e6:.2f} M parameters: plays player 2 where its "

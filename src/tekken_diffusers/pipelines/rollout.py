@@ -214,7 +214,7 @@ class TekkenRollout:
         it reads: its `context_frames` latent frames, its `input_frames` inputs); nothing to keep without one."""
         if self.opponent is None:
             return
-        keep = max(self.opponent.config.context_frames, self.opponent.num_input_frames)
+        keep = self.opponent.num_input_frames  # never fewer than its context_frames
         latents, bits = latents.detach().float(), bits.detach().float()
         if self._history is not None:
             latents = torch.cat([self._history[0], latents], dim=1)
